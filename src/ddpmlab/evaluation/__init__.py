@@ -1,0 +1,1 @@
+"""Evaluation: sample metrics with noise floors, the variational bound, exact likelihoods."""

@@ -1,0 +1,83 @@
+"""The seed's five figures, for 1-D data (the first feature is shown for higher dimensions)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ddpmlab.fileio import atomic_savefig  # noqa: E402
+
+
+def _first_feature(x, lead: int = 1) -> np.ndarray:
+    """Keep the ``lead`` leading axes and the first data feature: (n, *dims) -> (n,)."""
+    x = torch.as_tensor(x).detach().float()
+    return x.reshape(*x.shape[:lead], -1)[..., 0].numpy()
+
+
+def _density_curve(ax, dist, lo, hi):
+    grid = torch.linspace(lo, hi, 600, dtype=torch.float64)[:, None]
+    ax.plot(grid[:, 0].numpy(), dist.log_prob(grid).exp().numpy(), color="black", lw=1.5, label="true density")
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def data_hist(data, path, dist=None) -> None:
+    """(a) Histogram of the training data."""
+    x = _first_feature(data)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(x, bins=60, density=True, color="tab:blue", alpha=0.7, label=f"data (n={len(x)})")
+    if dist is not None and dist.dim == 1:
+        _density_curve(ax, dist, x.min() - 1, x.max() + 1)
+    ax.set_xlabel("x"), ax.set_ylabel("density"), ax.legend(), ax.set_title("Training data")
+    _save(fig, path)
+
+
+def forward_trajectories(traj, path, count: int = 100) -> None:
+    """(b) Forward diffusion: x_t against diffusion time t for ``count`` samples; traj (T + 1, n, ...)."""
+    x = _first_feature(traj[:, :count], lead=2)  # (T + 1, count)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(np.arange(x.shape[0]), x, lw=0.6, alpha=0.6)
+    ax.set_xlabel("diffusion step t"), ax.set_ylabel("x_t"), ax.set_title("Forward diffusion trajectories")
+    _save(fig, path)
+
+
+def loss_curve(history, path) -> None:
+    """(c) Training loss on a log scale (the bound per step is positive for the seed's data)."""
+    h = np.asarray(history, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.arange(1, len(h) + 1), h, lw=1)
+    if np.all(h > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration"), ax.set_ylabel("loss"), ax.set_title("Training loss")
+    _save(fig, path)
+
+
+def reverse_trajectories(traj, path, count: int = 200) -> None:
+    """(d) Generation: x_t against t from T down to 0, coloured by the sign of the final value."""
+    x = _first_feature(traj[:, :count], lead=2)  # (T + 1, count), index = paper step
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = np.arange(x.shape[0])
+    for i in range(x.shape[1]):
+        ax.plot(steps, x[:, i], lw=0.5, alpha=0.6, color="tab:red" if x[0, i] > 0 else "tab:blue")
+    ax.invert_xaxis()
+    ax.set_xlabel("diffusion step t (generation runs from T down to 0)")
+    ax.set_ylabel("x_t"), ax.set_title("Reverse (generation) trajectories, coloured by sign of x_0")
+    _save(fig, path)
+
+
+def generated_hist(samples, path, dist=None) -> None:
+    """(e) Histogram of generated samples with the true density overlaid."""
+    x = _first_feature(samples)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(x, bins=80, density=True, color="tab:orange", alpha=0.7, label=f"generated (n={len(x)})")
+    if dist is not None and dist.dim == 1:
+        _density_curve(ax, dist, min(x.min(), -8) - 1, max(x.max(), 8) + 1)
+    ax.set_xlabel("x"), ax.set_ylabel("density"), ax.legend(), ax.set_title("Generated samples")
+    _save(fig, path)

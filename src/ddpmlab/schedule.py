@@ -1,0 +1,133 @@
+"""Noise schedules, precomputed once in float64 (Ho et al. 2020, sec. 2; Nichol & Dhariwal 2021).
+
+Time-index convention: paper steps t = 0..T. Every array has length T + 1 and index t holds the
+paper's quantity at step t; index 0 is the data, so ``betas[0] = 0`` and ``alphas_cumprod[0] = 1``.
+Forward steps are t = 1..T; reverse steps run t = T..1. A network sees ``model_time(t) = t / T``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from ddpmlab.utils import DDPMLabError
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def make_betas(kind: str, num_steps: int, beta: float = 0.02, beta_start: float = 1e-4,
+               beta_end: float = 0.02, cosine_s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Betas for t = 1..T (float64, length T).
+
+    constant: beta_t = beta (the seed); linear: beta_start..beta_end (Ho et al. 2020, sec. 4);
+    cosine: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) pi / 2), betas clipped at ``max_beta``
+    (Nichol & Dhariwal 2021, eq. 17).
+    """
+    if num_steps < 1:
+        raise DDPMLabError(f"number of diffusion steps must be >= 1, got {num_steps}")
+    if kind == "constant":
+        if not 0.0 < beta < 1.0:
+            raise DDPMLabError(f"beta must lie in (0, 1), got {beta}")
+        return torch.full((num_steps,), float(beta), dtype=torch.float64)
+    if kind == "linear":
+        if not (0.0 < beta_start < 1.0 and 0.0 < beta_end < 1.0):
+            raise DDPMLabError(f"beta_start and beta_end must lie in (0, 1), got {beta_start}, {beta_end}")
+        return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    if kind == "cosine":
+        steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        f = torch.cos((steps + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
+        abar = f / f[0]
+        return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+    raise DDPMLabError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+class NoiseSchedule:
+    """Every per-step constant of the forward process and its posterior, in float64.
+
+    Attributes are tensors of length T + 1 indexed by paper step t (see the module docstring):
+    ``betas``, ``alphas``, ``alphas_cumprod`` (alpha-bar_t), ``alphas_cumprod_prev`` (alpha-bar_{t-1}),
+    ``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod``, ``log_one_minus_alphas_cumprod``,
+    ``sqrt_recip_alphas_cumprod``, ``sqrt_recipm1_alphas_cumprod``, and the posterior
+    q(x_{t-1} | x_t, x_0) = N(coef1_t x_0 + coef2_t x_t, beta-tilde_t) (Ho et al. eq. 6-7):
+    ``posterior_variance``, ``posterior_log_variance_clipped``, ``posterior_mean_coef1``,
+    ``posterior_mean_coef2``. At t = 1 the posterior is a point mass at x_0 (beta-tilde_1 = 0);
+    its clipped log-variance uses beta-tilde_2, as improved-diffusion does.
+
+    ``timesteps[t]`` is the step of the original schedule that step t stands for (the identity unless
+    the schedule was respaced) and ``num_train_steps`` that schedule's T, so a network always sees the
+    time it was trained with.
+    """
+
+    def __init__(self, betas: torch.Tensor, timesteps: torch.Tensor | None = None,
+                 num_train_steps: int | None = None):
+        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        if betas.numel() < 1:
+            raise DDPMLabError("a schedule needs at least one step")
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise DDPMLabError("every beta must lie in (0, 1)")
+        self.num_steps = T = betas.numel()
+        self.timesteps = (torch.arange(T + 1) if timesteps is None else torch.as_tensor(timesteps)).long()
+        self.num_train_steps = int(num_train_steps if num_train_steps is not None else T)
+
+        zero = torch.zeros(1, dtype=torch.float64)
+        self.betas = torch.cat([zero, betas])
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, 0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        abar, abar_prev = self.alphas_cumprod, self.alphas_cumprod_prev
+        self.sqrt_alphas_cumprod = abar.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = (1.0 - abar).sqrt()
+        self.log_one_minus_alphas_cumprod = torch.cat([torch.full((1,), -math.inf, dtype=torch.float64),
+                                                       torch.log1p(-abar[1:])])
+        self.sqrt_recip_alphas_cumprod = abar.rsqrt()
+        self.sqrt_recipm1_alphas_cumprod = (1.0 / abar - 1.0).sqrt()
+
+        one_minus = 1.0 - abar
+        safe = torch.where(one_minus > 0, one_minus, torch.ones_like(one_minus))
+        self.posterior_variance = torch.where(one_minus > 0, self.betas * (1.0 - abar_prev) / safe, zero)
+        self.posterior_mean_coef1 = torch.where(one_minus > 0, self.betas * abar_prev.sqrt() / safe, zero + 1)
+        self.posterior_mean_coef2 = torch.where(one_minus > 0, (1.0 - abar_prev) * self.alphas.sqrt() / safe, zero)
+        clip = self.posterior_variance[2] if T >= 2 else self.betas[1]
+        self.posterior_log_variance_clipped = torch.log(torch.cat([
+            torch.stack([clip, clip]), self.posterior_variance[2:]]))
+
+    @property
+    def T(self) -> int:
+        return self.num_steps
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        """Network time input for paper step t: original step / original T, in (0, 1] (float32)."""
+        t = torch.as_tensor(t)
+        if t.dtype.is_floating_point:  # continuous time already in units of this schedule's steps
+            return (t / self.num_steps * (self.timesteps[-1].item() / self.num_train_steps)).float()
+        return (self.timesteps[t].double() / self.num_train_steps).float()
+
+    def respace(self, keep: Sequence[int]) -> "NoiseSchedule":
+        """A schedule on the kept steps ``keep`` (increasing, each in 1..T, T included).
+
+        New betas come from the kept alpha-bars, beta'_i = 1 - abar_{k_i} / abar_{k_{i-1}}
+        (improved-diffusion ``respace.py``), so every kept step has exactly the original marginal
+        q(x_{k_i} | x_0) and every other function is reused unchanged.
+        """
+        keep = sorted(set(int(k) for k in keep))
+        if not keep or keep[0] < 1 or keep[-1] != self.T:
+            raise DDPMLabError(f"respaced steps must lie in 1..{self.T} and include {self.T}")
+        abar = self.alphas_cumprod[torch.tensor([0] + keep)]
+        betas = 1.0 - abar[1:] / abar[:-1]
+        return NoiseSchedule(betas, timesteps=self.timesteps[torch.tensor([0] + keep)],
+                             num_train_steps=self.num_train_steps)
+
+    def spaced(self, num_steps: int) -> "NoiseSchedule":
+        """Respace to ``num_steps`` evenly spread steps (always keeping step T)."""
+        if not 1 <= num_steps <= self.T:
+            raise DDPMLabError(f"steps must lie in 1..{self.T}, got {num_steps}")
+        if num_steps == self.T:
+            return self
+        keep = torch.linspace(self.T, 0, num_steps + 1)[:-1].round().long().flip(0).tolist()
+        return self.respace(keep)
+
+
+def make_schedule(kind: str, num_steps: int, **kwargs) -> NoiseSchedule:
+    """Build a NoiseSchedule by name (see ``make_betas`` for the keyword arguments)."""
+    return NoiseSchedule(make_betas(kind, num_steps, **kwargs))

@@ -1,0 +1,28 @@
+"""Small helpers shared by every module: the one broadcast helper, flat means, errors."""
+from __future__ import annotations
+
+import torch
+
+
+class DDPMLabError(Exception):
+    """A user-facing problem (bad input, bad file, bad config): the CLI prints it on one line, exit 2."""
+
+
+def extract(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Gather ``arr[t]`` and reshape it to ``(B, 1, ..., 1)`` in ``x``'s dtype, to broadcast against ``x``.
+
+    The one place that knows how per-step constants meet data of shape ``(B, *dims)``: no other code
+    assumes the data is 1-D, 2-D or an image. ``t`` is an integer tensor of shape (B,) or a scalar.
+    """
+    out = arr[torch.as_tensor(t, device=arr.device)].to(dtype=x.dtype, device=x.device)
+    return out.reshape(out.shape + (1,) * (x.dim() - out.dim()))
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the first: per-example values of shape (B,)."""
+    return x.mean(dim=tuple(range(1, x.dim())))
+
+
+def sum_flat(x: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but the first: per-example values of shape (B,)."""
+    return x.sum(dim=tuple(range(1, x.dim())))
