@@ -131,11 +131,11 @@ class SeedTrajectoryBound:
                 raise ValueError("the fused seed bound handles 1-D data only")
             self._ws.ensure(sched.T, N, net.hidden, x0.dtype)
             traj = forward_trajectory_fast(sched, x0[:, 0], noise[..., 0], out=self._ws.traj)
-            step_nll = _FusedSeedNLL.apply(traj, self._tau, net.w_in, net.b_in, net.w_out, net.b_out, self._ws)
+            step_nll = _FusedSeedNLL.apply(traj, self._tau.to(x0.dtype), net.w_in, net.b_in, net.w_out, net.b_out, self._ws)
             x_T = traj[-1][:, None]
         else:
             traj = forward_trajectory_fast(sched, x0, noise)
-            step_nll = _generic_step_nll(self.model, traj, self._tau)
+            step_nll = _generic_step_nll(self.model, traj, self._tau.to(x0.dtype))
             x_T = traj[-1]
         # -log p(x_T) with p = N(0, I); the constants 0.5 log 2 pi of the T step terms; log q terms.
         prior = 0.5 * x_T.square().sum(1) + 0.5 * D * LOG_2PI
