@@ -20,22 +20,17 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.distributions import seed_mixture
-from ddpmlab.models.seed import SeedReverse
-from ddpmlab.schedule import make_schedule
-from ddpmlab.train_seed import train_seed
+from ddpmlab.config import load_config
+from ddpmlab.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SEED_SCRIPT = ROOT.parent / "shared" / "reference" / "seed_tutorial.py"
 
 
 def project_seconds(iters: int, seed: int) -> float:
-    gen = torch.Generator().manual_seed(seed)
-    dist = seed_mixture()
-    data = dist.sample(1000, gen)
-    model = SeedReverse(make_schedule("constant", 250, beta=0.02), dist.event_shape, hidden=4)
-    model.net.reset_parameters(gen)
-    return train_seed(model, data, iters=iters, generator=gen, progress=False)["train_seconds"]
+    """Training seconds of the packaged ``tutorial`` config (the loop only, as the seed's timer)."""
+    cfg = load_config("tutorial", [f"train.iters={iters}", f"train.seed={seed}"])
+    return fit(cfg, progress=False).train_seconds
 
 
 def seed_seconds(script: Path, iters: int, seed: int, threads: int) -> dict:

@@ -29,7 +29,7 @@ def test_tutorial_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--iters", "-5"], "--iters"),
+    (["--iters", "-5"], "iters"),
     (["--beta", "1.5"], "beta"),
     (["--beta", "0"], "beta"),
     (["--iters", "ten"], "invalid int"),

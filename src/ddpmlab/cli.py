@@ -7,7 +7,7 @@ import sys
 
 from ddpmlab.utils import DDPMLabError
 
-COMMANDS = ("tutorial",)
+COMMANDS = ("tutorial", "train", "sample", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,45 +1,86 @@
-"""A finished run on disk: weights in safetensors, everything else in JSON (never pickle)."""
+"""A finished run on disk: weights in safetensors, everything else in JSON/TOML (never pickle).
+
+    DIR/run.json           format, resolved config, data description, step, timings
+    DIR/config.toml        the resolved config (what ``--dry-run`` prints)
+    DIR/model.safetensors  ``model.*`` trained weights and ``ema.*`` EMA weights when kept
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ddpmlab.build import build_model
+from ddpmlab.config import Config, from_dict, to_toml
 from ddpmlab.distributions import GaussianMixture
 from ddpmlab.fileio import atomic_write_bytes, atomic_write_json
-from ddpmlab.models.seed import SeedReverse
-from ddpmlab.schedule import make_schedule
 from ddpmlab.utils import DDPMLabError
 
-RUN_FILE, WEIGHTS_FILE = "run.json", "model.safetensors"
+RUN_FILE, WEIGHTS_FILE, CONFIG_FILE = "run.json", "model.safetensors", "config.toml"
+FORMAT = "ddpmlab-run"
 
 
-def save_seed_run(out: Path, model: SeedReverse, info: dict) -> None:
-    """Write ``model.safetensors`` and ``run.json`` (``info`` must describe schedule and data)."""
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(Path(out) / WEIGHTS_FILE, st_save(tensors))
-    atomic_write_json(Path(out) / RUN_FILE, {"format": "ddpmlab-run", "version": 1, "recipe": "seed", **info})
+@dataclass
+class Run:
+    model: torch.nn.Module  # the weights to sample with (EMA when kept)
+    cfg: Config
+    info: dict  # run.json
+    dist: GaussianMixture | None  # the true distribution when known
+
+    def to_data_units(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.info["data"]
+        if "scale" not in d:
+            return x
+        shape = (1,) + tuple(d["data_shape"])
+        return x * torch.tensor(d["scale"]).reshape(shape) + torch.tensor(d["shift"]).reshape(shape)
 
 
-def load_seed_run(path) -> tuple[SeedReverse, GaussianMixture, dict]:
-    """Load a run written by ``save_seed_run``: (model, data distribution, info)."""
+def save_run(out, cfg: Config, data_desc: dict, model, ema_model=None, extra: dict | None = None) -> None:
+    """Write the three files of a finished run (each atomically)."""
+    out = Path(out)
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if ema_model is not None:
+        tensors.update({f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()})
+    atomic_write_bytes(out / WEIGHTS_FILE, st_save(tensors))
+    atomic_write_bytes(out / CONFIG_FILE, to_toml(cfg).encode())
+    atomic_write_json(out / RUN_FILE, {"format": FORMAT, "version": 1, "config": cfg.to_dict(),
+                                       "data": data_desc, **(extra or {})})
+
+
+def load_run(path) -> Run:
+    """Load a run written by ``save_run``; a missing, corrupt or mismatched file is a one-line error."""
     path = Path(path)
     run_file, weights_file = path / RUN_FILE, path / WEIGHTS_FILE
     if not run_file.is_file() or not weights_file.is_file():
         raise DDPMLabError(f"{str(path)!r} is not a finished run (needs {RUN_FILE} and {WEIGHTS_FILE})")
     try:
         info = json.loads(run_file.read_text())
-        sched = make_schedule(**info["schedule"])
-        model = SeedReverse(sched, tuple(info["data_shape"]), hidden=int(info["hidden"]))
-        dist = GaussianMixture.from_dict(info["data"]["mixture"])
-    except (ValueError, KeyError, TypeError) as exc:
+        if info.get("format") != FORMAT:
+            raise ValueError(f"format is {info.get('format')!r}, expected {FORMAT!r}")
+        cfg = from_dict(info["config"])
+        data = info["data"]
+        dist = GaussianMixture.from_dict(data["mixture"]) if "mixture" in data else None
+        model = build_model(cfg, tuple(data["data_shape"]))
+    except DDPMLabError as exc:
+        raise DDPMLabError(f"{run_file}: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise DDPMLabError(f"{run_file}: malformed run description ({type(exc).__name__}: {exc})") from None
     try:
-        state = st_load(weights_file.read_bytes())
+        tensors = st_load(weights_file.read_bytes())
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise DDPMLabError(f"{weights_file}: unreadable weights ({str(exc).splitlines()[0]})") from None
+    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
         model.load_state_dict(state)
-    except Exception as exc:  # safetensors raises its own error types on corrupt data
-        raise DDPMLabError(f"{weights_file}: unreadable or mismatched weights ({exc})".splitlines()[0]) from None
-    return model, dist, info
+    except RuntimeError as exc:
+        raise DDPMLabError(f"{weights_file}: weights do not match the run's model "
+                           f"({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return Run(model, cfg, info, dist)
+

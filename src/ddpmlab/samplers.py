@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from ddpmlab.gaussian_diffusion import model_predict_x0_eps
+from ddpmlab.utils import DDPMLabError
+
 
 @torch.no_grad()
 def ancestral_sample(model, n: int, generator: torch.Generator | None = None, keep_trajectory: bool = False,
@@ -30,3 +33,64 @@ def ancestral_sample(model, n: int, generator: torch.Generator | None = None, ke
         if traj is not None:
             traj[t - 1] = x
     return traj if keep_trajectory else x
+
+
+def ddim_step(model, x_t: torch.Tensor, t: int, s: int, eta: float = 0.0):
+    """Mean and variance of the DDIM step from t to s < t (Song et al. 2021, eq. 12 and 16):
+
+    x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z,
+    sigma^2 = eta^2 (1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s).
+    With eta = 1 and s = t - 1, sigma^2 is the ancestral step's beta-tilde_t.
+    """
+    sched = model.schedule
+    n = x_t.shape[0]
+    x0, eps = model_predict_x0_eps(model, x_t, torch.full((n,), t, dtype=torch.long))
+    ab_t, ab_s = sched.alphas_cumprod[t], sched.alphas_cumprod[s]
+    var = eta ** 2 * (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)
+    mean = ab_s.sqrt().item() * x0 + (1 - ab_s - var).clamp_min(0).sqrt().item() * eps
+    return mean, torch.full_like(x_t, float(var))
+
+
+@torch.no_grad()
+def ddim_sample(model, n: int, steps: int | None = None, eta: float = 0.0,
+                generator: torch.Generator | None = None, keep_trajectory: bool = False):
+    """DDIM sampling on ``steps`` evenly kept steps (all T by default); eta = 0 is deterministic.
+
+    Works for any reverse model: x_0 and eps come from ``predict_x0_eps`` or are implied by the mean.
+    Returns (n, *dims) or the trajectory (K + 1, n, *dims) from x_0 (index 0) to x_T.
+    """
+    sched = model.schedule
+    kept = sched.spaced_steps(steps or sched.T)
+    shape = (n,) + tuple(model.data_shape)
+    x = torch.randn(shape, generator=generator)
+    traj = [x] if keep_trajectory else None
+    for t, s in zip(reversed(kept), reversed([0] + kept[:-1])):
+        mean, var = ddim_step(model, x, t, s, eta)
+        x = mean + var.sqrt() * torch.randn(shape, generator=generator) if eta > 0 else mean
+        if traj is not None:
+            traj.append(x)
+    return torch.stack(traj[::-1]) if keep_trajectory else x
+
+
+SAMPLERS = ("ancestral", "ddim", "ode")
+
+
+def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta: float = 0.0,
+                 generator: torch.Generator | None = None, keep_trajectory: bool = False):
+    """Dispatch by name. ``steps = 0`` means all T; ancestral sampling on fewer steps respaces the model
+    (a new schedule from the kept alpha-bars), DDIM and the ODE integrate over the kept steps."""
+    T = model.schedule.T
+    steps = steps or T
+    if sampler == "ancestral":
+        if steps != T:
+            if not hasattr(model, "respaced"):
+                raise DDPMLabError(f"{type(model).__name__} cannot be respaced; use --sampler ddim or ode")
+            model = model.respaced(steps)
+        return ancestral_sample(model, n, generator=generator, keep_trajectory=keep_trajectory)
+    if sampler == "ddim":
+        return ddim_sample(model, n, steps=steps, eta=eta, generator=generator, keep_trajectory=keep_trajectory)
+    if sampler == "ode":
+        from ddpmlab.ode_sampler import ode_sample
+
+        return ode_sample(model, n, steps=steps, generator=generator, keep_trajectory=keep_trajectory)
+    raise DDPMLabError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

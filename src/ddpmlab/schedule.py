@@ -118,14 +118,17 @@ class NoiseSchedule:
         return NoiseSchedule(betas, timesteps=self.timesteps[torch.tensor([0] + keep)],
                              num_train_steps=self.num_train_steps)
 
-    def spaced(self, num_steps: int) -> "NoiseSchedule":
-        """Respace to ``num_steps`` evenly spread steps (always keeping step T)."""
+    def spaced_steps(self, num_steps: int) -> list[int]:
+        """``num_steps`` evenly spread steps of 1..T, increasing, T always kept."""
         if not 1 <= num_steps <= self.T:
             raise DDPMLabError(f"steps must lie in 1..{self.T}, got {num_steps}")
+        return torch.linspace(self.T, 0, num_steps + 1)[:-1].round().long().flip(0).tolist()
+
+    def spaced(self, num_steps: int) -> "NoiseSchedule":
+        """Respace to ``num_steps`` evenly spread steps (always keeping step T)."""
         if num_steps == self.T:
             return self
-        keep = torch.linspace(self.T, 0, num_steps + 1)[:-1].round().long().flip(0).tolist()
-        return self.respace(keep)
+        return self.respace(self.spaced_steps(num_steps))
 
 
 def make_schedule(kind: str, num_steps: int, **kwargs) -> NoiseSchedule:

@@ -1,4 +1,5 @@
-"""``ddpmlab tutorial``: the seed's whole system, end to end (train, sample, five figures, metrics).
+"""``ddpmlab tutorial``: the seed's whole system end to end (train, sample, five figures, metrics,
+exact evaluation), on the packaged ``tutorial`` config.
 
 Differences from the seed's code, on purpose:
 - the networks see time t / T both in training and in sampling (the seed used t / (T + 1) in
@@ -10,59 +11,43 @@ Differences from the seed's code, on purpose:
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from ddpmlab import plots
+from ddpmlab.config import load_config
 from ddpmlab.diffusion import forward_trajectory
-from ddpmlab.distributions import seed_mixture
 from ddpmlab.evaluation.metrics import component_fractions, w1_against
+from ddpmlab.evaluation.report import evaluate_run
 from ddpmlab.fileio import atomic_write_json, ensure_writable_dir
-from ddpmlab.models.seed import SeedReverse
-from ddpmlab.runs import save_seed_run
+from ddpmlab.objectives.seed_bound import estimate_trajectory_bound
+from ddpmlab.pipeline import fit
+from ddpmlab.runs import save_run
 from ddpmlab.samplers import ancestral_sample
-from ddpmlab.schedule import make_schedule
-from ddpmlab.train_seed import estimate_bound, train_seed
-from ddpmlab.utils import DDPMLabError
 
 FIGURES = ("data_hist.png", "forward_trajectories.png", "loss.png", "reverse_trajectories.png",
            "generated_hist.png")
 
 
-def run_tutorial(out, seed: int = 0, iters: int = 1000, beta: float = 0.02, num_steps: int = 250,
-                 n_data: int = 1000, hidden: int = 4, lr: float = 1e-2, weight_decay: float = 1e-6,
-                 n_samples: int = 10_000, progress: bool = True, log=print) -> dict:
-    """Train the seed's recipe and write figures, ``metrics.json`` and the trained model into ``out``."""
-    if iters < 0:
-        raise DDPMLabError(f"--iters must be >= 0, got {iters}")
-    if n_samples < 2 or n_data < 2:
-        raise DDPMLabError("need at least 2 data points and 2 samples")
-    if hidden < 1:
-        raise DDPMLabError(f"hidden width must be >= 1, got {hidden}")
-    schedule = make_schedule("constant", num_steps, beta=beta)
+def run_tutorial(out, overrides=(), progress: bool = True) -> dict:
+    """Train the ``tutorial`` config (with ``--set``-style ``overrides``) and write into ``out``: the five
+    figures, ``metrics.json``, ``evaluation.json`` and the run. Returns the metrics, with the
+    evaluation under ``"evaluation"``."""
+    cfg = load_config("tutorial", overrides)
     out = ensure_writable_dir(out)
+    trainer = fit(cfg, progress=progress)
+    model, data, gen = trainer.model, trainer.data, trainer.generator
+    dist, history = data.dist, trainer.loss_history
 
-    gen = torch.Generator().manual_seed(seed)
-    dist = seed_mixture()
-    data = dist.sample(n_data, gen)  # (N, 1), drawn once
-    model = SeedReverse(schedule, dist.event_shape, hidden=hidden)
-    model.net.reset_parameters(gen)
-
-    trained = train_seed(model, data, iters=iters, lr=lr, weight_decay=weight_decay, generator=gen,
-                         progress=progress)
-    history = trained["loss_history"]
-
-    vlb, vlb_se = estimate_bound(model, dist.sample, generator=gen)
+    vlb, vlb_se = estimate_trajectory_bound(model, dist.sample, generator=gen)
     start = time.perf_counter()
-    rev = ancestral_sample(model, n_samples, generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
+    rev = ancestral_sample(model, cfg.sample.n, generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
     sample_seconds = time.perf_counter() - start
     samples = rev[0]
     metrics = {
-        "seed": seed,
-        "iters": iters,
-        "train_seconds": round(trained["train_seconds"], 4),
+        "seed": cfg.train.seed,
+        "iters": trainer.step,
+        "train_seconds": round(trainer.train_seconds, 4),
         "sample_seconds": round(sample_seconds, 4),
         "final_loss": float(np.mean(history[-50:])) if history else None,
         "vlb_nats": vlb,
@@ -70,28 +55,28 @@ def run_tutorial(out, seed: int = 0, iters: int = 1000, beta: float = 0.02, num_
         **w1_against(dist, samples, gen),
         "component_fractions": component_fractions(dist, samples),
         "true_component_fractions": dist.weights.tolist(),
-        "n_samples": n_samples,
+        "n_samples": cfg.sample.n,
     }
-    info = {"schedule": {"kind": "constant", "num_steps": num_steps, "beta": beta}, "hidden": hidden,
-            "data_shape": list(dist.event_shape), "data": {"mixture": dist.to_dict(), "n": n_data},
-            "seed": seed, "iters": iters, "lr": lr, "weight_decay": weight_decay}
-    save_seed_run(out, model, info)
+    save_run(out, cfg, data.describe(), model, extra={"summary": metrics})
 
-    fwd = forward_trajectory(schedule, data[:100], generator=gen)  # (T + 1, 100, 1)
-    plots.data_hist(data, out / "data_hist.png", dist)
+    fwd = forward_trajectory(model.schedule, data.train[:100], generator=gen)  # (T + 1, 100, 1)
+    plots.data_hist(data.train, out / "data_hist.png", dist)
     plots.forward_trajectories(fwd, out / "forward_trajectories.png")
     plots.loss_curve(history, out / "loss.png")
     plots.reverse_trajectories(rev, out / "reverse_trajectories.png")
     plots.generated_hist(samples, out / "generated_hist.png", dist)
     atomic_write_json(out / "metrics.json", metrics)
-    return metrics
+    evaluation = evaluate_run(model, dist, gen, samples=samples)  # the same as ``ddpmlab evaluate``
+    atomic_write_json(out / "evaluation.json", evaluation)
+    return {**metrics, "evaluation": evaluation}
 
 
 def summary_lines(m: dict) -> list[str]:
     fr = ", ".join(f"{f:.3f}" for f in m["component_fractions"])
     tr = ", ".join(f"{f:.3f}" for f in m["true_component_fractions"])
+    loss = "n/a" if m["final_loss"] is None else f"{m['final_loss']:.5f}"
     return [
-        f"trained {m['iters']} iterations in {m['train_seconds']:.2f} s; final loss {m['final_loss']}",
+        f"trained {m['iters']} iterations in {m['train_seconds']:.2f} s; final loss {loss}",
         f"bound {m['vlb_nats']:.4f} +- {m['vlb_nats_se']:.4f} nats per data point",
         f"W1 {m['w1']:.4f} (noise floor {m['w1_noise_floor']:.4f}); component fractions [{fr}] (true [{tr}])",
     ]

@@ -1,26 +1,34 @@
 """``ddpmlab tutorial --out DIR [--seed S] [--iters N]``: the seed's system end to end."""
 from __future__ import annotations
 
-HELP = "train the seed's recipe on its 1-D mixture, sample, write five figures and metrics.json"
+HELP = "train the seed's recipe on its 1-D mixture, sample, write five figures, metrics and evaluation"
 
 
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output directory (created if missing)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (data, initialisation, noise)")
-    p.add_argument("--iters", type=int, default=1000, help="training iterations (default 1000)")
-    p.add_argument("--beta", type=float, default=0.02, help="constant noise level beta in (0, 1)")
-    p.add_argument("--steps", type=int, default=250, help="diffusion steps T")
-    p.add_argument("--hidden", type=int, default=4, help="hidden width of both networks")
-    p.add_argument("--samples", type=int, default=10_000, help="number of generated samples")
+    p.add_argument("--seed", type=int, help="random seed (data, initialisation, noise); default 0")
+    p.add_argument("--iters", type=int, help="training iterations (default 1000)")
+    p.add_argument("--beta", type=float, help="constant noise level beta in (0, 1) (default 0.02)")
+    p.add_argument("--steps", type=int, help="diffusion steps T (default 250)")
+    p.add_argument("--hidden", type=int, help="hidden width of both networks (default 4)")
+    p.add_argument("--samples", type=int, help="number of generated samples (default 10000)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any value of the tutorial config (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+FLAGS = {"seed": "train.seed", "iters": "train.iters", "beta": "schedule.beta", "steps": "schedule.steps",
+         "hidden": "model.hidden", "samples": "sample.n"}
+
+
 def run(args) -> int:
+    from ddpmlab.evaluation.report import format_table
     from ddpmlab.tutorial import run_tutorial, summary_lines
 
-    m = run_tutorial(args.out, seed=args.seed, iters=args.iters, beta=args.beta, num_steps=args.steps,
-                     hidden=args.hidden, n_samples=args.samples, progress=not args.no_progress)
+    overrides = [f"{key}={getattr(args, flag)!r}" for flag, key in FLAGS.items() if getattr(args, flag) is not None]
+    m = run_tutorial(args.out, overrides + args.set, progress=not args.no_progress)
     for line in summary_lines(m):
         print(line)
-    print(f"figures and metrics.json written to {args.out}")
+    print(format_table(m["evaluation"]))
+    print(f"figures, metrics.json and evaluation.json written to {args.out}")
     return 0

@@ -8,8 +8,9 @@ whose expectation is >= -log p(x_0) (the q terms do not depend on the parameters
 perfect model's bound equal the data's negative log-likelihood). The seed trained on L / (T + 1).
 
 Two implementations of the same sum, vectorised over t (no Python loop over steps):
-- ``_generic_step_nll``: autograd through ``SeedMeanStd`` on all T x N rows; any data dimension.
-- ``_FusedSeedNLL``: for 1-D data, both networks and the Gaussian log-likelihood in one pass over a
+- ``_generic_step_nll``: autograd through ``model.p_mean_variance`` on all T x N rows; any model, any
+  data shape.
+- ``_FusedSeedNLL``: for the seed's networks on 1-D data, both networks and the Gaussian log-likelihood in one pass over a
   reused (T, 2, H, N) buffer with a hand-written backward. ReLU's homogeneity (h = 1[pre > 0] pre)
   lets the output-layer gradient come from sums the input-layer gradient needs anyway, so the
   backward touches the T x N x H hidden activations only three times.
@@ -96,22 +97,26 @@ class _FusedSeedNLL(torch.autograd.Function):
         return None, None, grad_w_in, grad_b_in, grad_V[:, None, :], grad_b_out, None
 
 
-def _generic_step_nll(model: SeedReverse, traj: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """The same per-example sum by autograd, for data of any dimension. traj: (T + 1, N, D)."""
-    T, N, D = traj.shape[0] - 1, traj.shape[1], traj.shape[2]
-    mean, std = model.net(traj[1:].reshape(T * N, D), tau.repeat_interleave(N))
-    rs = (traj[:-1].reshape(T * N, D) - mean) / std
-    return (torch.log(std) + 0.5 * rs.square()).reshape(T, N, D).sum(dim=(0, 2))
+def _generic_step_nll(model, traj: torch.Tensor) -> torch.Tensor:
+    """The same per-example sum through ``model.p_mean_variance``, for any model and data shape.
+    traj: (T + 1, N, *dims)."""
+    T, N = traj.shape[0] - 1, traj.shape[1]
+    rows = traj[1:].reshape((T * N,) + tuple(traj.shape[2:]))  # (T N, *dims): x_1..x_T
+    t = torch.arange(1, T + 1).repeat_interleave(N)
+    mean, variance = model.p_mean_variance(rows, t)
+    nll = 0.5 * torch.log(variance) + 0.5 * (traj[:-1].reshape(rows.shape) - mean).square() / variance
+    return nll.reshape(T, N, -1).sum(dim=(0, 2))
 
 
 class SeedTrajectoryBound:
     """Callable: per-example whole-trajectory bound L (nats, shape (N,)) for data x0 and noise.
 
     ``noise`` holds epsilon_1..epsilon_T, shape (T, N, *dims); the trajectory is q's chain for that
-    noise. ``fused=None`` uses the fused path for 1-D data and autograd otherwise.
+    noise. Works for any reverse model; ``fused=None`` takes the fused path for the seed's networks on
+    1-D data and autograd otherwise.
     """
 
-    def __init__(self, model: SeedReverse, fused: bool | None = None):
+    def __init__(self, model, fused: bool | None = None):
         self.model = model
         self.fused = fused
         self._ws = _Workspace()
@@ -120,24 +125,40 @@ class SeedTrajectoryBound:
         self._log_q_const = float((-0.5 * torch.log(2 * math.pi * sched.betas[1:])).sum())
 
     def __call__(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        sched, net = self.model.schedule, self.model.net
+        sched = self.model.schedule
         N = x0.shape[0]
         D = x0[0].numel()
-        x0 = x0.reshape(N, D)
-        noise = noise.reshape(sched.T, N, D)
-        fused = (D == 1) if self.fused is None else self.fused
+        is_seed = isinstance(self.model, SeedReverse)
+        fused = (D == 1 and is_seed) if self.fused is None else self.fused
         if fused:
-            if D != 1:
-                raise ValueError("the fused seed bound handles 1-D data only")
+            if D != 1 or not is_seed:
+                raise ValueError("the fused seed bound handles the seed's networks on 1-D data only")
+            net = self.model.net
+            x0, noise = x0.reshape(N, 1), noise.reshape(sched.T, N, 1)
             self._ws.ensure(sched.T, N, net.hidden, x0.dtype)
             traj = forward_trajectory_fast(sched, x0[:, 0], noise[..., 0], out=self._ws.traj)
             step_nll = _FusedSeedNLL.apply(traj, self._tau.to(x0.dtype), net.w_in, net.b_in, net.w_out, net.b_out, self._ws)
-            x_T = traj[-1][:, None]
+            x_T = traj[-1]
         else:
             traj = forward_trajectory_fast(sched, x0, noise)
-            step_nll = _generic_step_nll(self.model, traj, self._tau.to(x0.dtype))
+            step_nll = _generic_step_nll(self.model, traj)
             x_T = traj[-1]
         # -log p(x_T) with p = N(0, I); the constants 0.5 log 2 pi of the T step terms; log q terms.
-        prior = 0.5 * x_T.square().sum(1) + 0.5 * D * LOG_2PI
-        log_q = D * self._log_q_const - 0.5 * noise.square().sum(dim=(0, 2))
+        prior = 0.5 * x_T.reshape(N, -1).square().sum(1) + 0.5 * D * LOG_2PI
+        log_q = D * self._log_q_const - 0.5 * noise.reshape(sched.T, N, -1).square().sum(dim=(0, 2))
         return prior + step_nll + 0.5 * D * sched.T * LOG_2PI + log_q
+
+
+@torch.no_grad()
+def estimate_trajectory_bound(model, sample_x0, n_batches: int = 20, batch: int = 1000,
+                              generator: torch.Generator | None = None) -> tuple[float, float]:
+    """The whole-trajectory bound per data point in nats (not divided by T + 1), on fresh data
+    ``sample_x0(n, generator)`` and fresh trajectories: mean and standard error over all examples."""
+    bound = SeedTrajectoryBound(model)
+    vals = []
+    for _ in range(n_batches):
+        x0 = sample_x0(batch, generator)
+        noise = torch.randn((model.schedule.T,) + tuple(x0.shape), generator=generator)
+        vals.append(bound(x0, noise).double())
+    v = torch.cat(vals)
+    return float(v.mean()), float(v.std() / len(v) ** 0.5)

@@ -1,0 +1,137 @@
+"""Recipe quality on the seed's mixture: every recipe over random seeds, the seed's own code beside.
+
+    python benchmarks/quality.py [--seeds 0 1 2 3 4] [--recipes ...] [--seed-code-seeds 0] [--out DIR]
+
+For each recipe and seed: training seconds, W1 of 10,000 ancestral samples (all steps) to 100,000
+fresh true samples, component fractions, and the variational bound in nats per data point (Rao-
+Blackwellised, 10,000 fresh points; entropy 2.0554 is the floor). For the recommended default also
+W1 of 25-step DDIM and 25-step ODE (Heun) samples. The seed's code (``../shared/reference/
+seed_tutorial.py``, 1000 iterations) runs in the same process run as the time anchor. Writes
+``quality.md`` and ``quality.json`` into ``--out`` and prints the table and the requirement checks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ddpmlab.config import load_config
+from ddpmlab.evaluation.likelihood import evaluate_bound
+from ddpmlab.evaluation.metrics import component_fractions, w1_against
+from ddpmlab.pipeline import fit
+from ddpmlab.samplers import draw_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_SCRIPT = ROOT.parent / "shared" / "reference" / "seed_tutorial.py"
+RECIPES = {  # name: (packaged config, overrides)
+    "seed": ("tutorial", []),
+    "default": ("default", []),
+    "default-x0": ("default", ["model.mean_type='x0'"]),
+    "default-v": ("default", ["model.mean_type='v'"]),
+    "hybrid": ("hybrid", []),
+    "vlb": ("vlb", []),
+}
+LEARNED_VARIANCE = ("seed", "hybrid", "vlb")
+
+
+def run_recipe(name: str, seed: int, fast_samplers: bool) -> dict:
+    config, overrides = RECIPES[name]
+    cfg = load_config(config, overrides + [f"train.seed={seed}"])
+    trainer = fit(cfg, progress=False)
+    model, dist = trainer.sampling_model, trainer.data.dist
+    gen = torch.Generator().manual_seed(1000 + seed)
+    x = draw_samples(model, 10_000, "ancestral", generator=gen)
+    row = {"recipe": name, "seed": seed, "train_seconds": round(trainer.train_seconds, 3),
+           **{k: round(v, 4) for k, v in w1_against(dist, x, gen).items()},
+           "component_fractions": [round(f, 4) for f in component_fractions(dist, x)]}
+    bound = evaluate_bound(model, dist.sample, 10_000, generator=gen)
+    row["bound_nats"], row["bound_nats_se"] = round(bound["total_nats"], 4), round(bound["total_nats_se"], 4)
+    if fast_samplers:
+        for sampler in ("ddim", "ode"):
+            y = draw_samples(model, 10_000, sampler, steps=25, generator=gen)
+            row[f"w1_{sampler}25"] = round(w1_against(dist, y, gen)["w1"], 4)
+    return row
+
+
+def run_seed_code(seed: int, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([sys.executable, str(SEED_SCRIPT), tmp, "--iters", "1000", "--seed", str(seed)],
+                           capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"seed code failed: {r.stderr.strip()[-300:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    right = res["right_mode_frac"]
+    return {"recipe": "seed code", "seed": seed, "train_seconds": res["train_s"], "w1": res["w1"],
+            "w1_noise_floor": res["w1_floor"], "component_fractions": [round(1 - right, 4), right]}
+
+
+def table(rows) -> str:
+    head = "| recipe | seed | train s | W1 | W1 floor | fractions | bound (nats) | W1 DDIM-25 | W1 ODE-25 |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        fr = ", ".join(f"{f:.3f}" for f in r["component_fractions"])
+        bound = f"{r['bound_nats']:.3f} +- {r['bound_nats_se']:.3f}" if "bound_nats" in r else ""
+        lines.append(f"| {r['recipe']} | {r['seed']} | {r['train_seconds']:.2f} | {r['w1']:.4f} | "
+                     f"{r['w1_noise_floor']:.4f} | {fr} | {bound} | {r.get('w1_ddim25', '')} | {r.get('w1_ode25', '')} |")
+    return "\n".join(lines)
+
+
+def checks(rows, seed_seconds: float) -> list[str]:
+    out = []
+    d = [r for r in rows if r["recipe"] == "default"]
+    if d:
+        good = sum(r["w1"] <= 0.12 and abs(r["component_fractions"][1] - 2 / 3) <= 0.015 for r in d)
+        slowest = max(r["train_seconds"] for r in d)
+        out.append(f"default: W1 <= 0.12 and right fraction within 0.015 of 2/3 on {good} of {len(d)} seeds")
+        if seed_seconds:
+            out.append(f"default: slowest training {slowest:.2f} s = 1/{seed_seconds / slowest:.1f} of the seed "
+                       f"code's {seed_seconds:.1f} s (required: at most 1/14)")
+        for sampler in ("ddim", "ode"):
+            worst = max(r[f"w1_{sampler}25"] / r["w1"] for r in d if f"w1_{sampler}25" in r) if d else float("nan")
+            out.append(f"default: {sampler.upper()} 25 steps W1 / ancestral 250 W1, worst seed: {worst:.2f} "
+                       f"(required <= 1.5)")
+    lv = [r for r in rows if r["recipe"] in LEARNED_VARIANCE and "bound_nats" in r]
+    if lv:
+        by = {}
+        for r in lv:
+            by.setdefault(r["recipe"], []).append(r["bound_nats"])
+        best = min(by, key=lambda k: sum(by[k]) / len(by[k]))
+        out.append(f"best learned-variance recipe: {best}, mean bound {sum(by[best]) / len(by[best]):.4f} nats "
+                   f"(worst seed {max(by[best]):.4f}; required <= 2.12; entropy 2.0554)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--seed-code-seeds", type=int, nargs="*", default=[0])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = []
+    for name in a.recipes:
+        for seed in a.seeds:
+            rows.append(run_recipe(name, seed, fast_samplers=name == "default"))
+            print(json.dumps(rows[-1]), flush=True)
+    seed_rows = [run_seed_code(s, a.threads) for s in a.seed_code_seeds if SEED_SCRIPT.is_file()]
+    for r in seed_rows:
+        print(json.dumps(r), flush=True)
+    seed_seconds = max((r["train_seconds"] for r in seed_rows), default=0.0)
+    md = table(rows + seed_rows) + "\n\n" + "\n".join(f"- {c}" for c in checks(rows, seed_seconds)) + "\n"
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "quality.md").write_text(md)
+    (a.out / "quality.json").write_text(json.dumps({"rows": rows + seed_rows, "threads": a.threads}, indent=1))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

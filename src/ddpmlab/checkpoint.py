@@ -1,0 +1,333 @@
+"""Checkpoints of a training run, and its ``metrics.csv``: written atomically, checked on load, never pickled.
+
+    RUN/checkpoints/step_000120/state.safetensors  every tensor: model.*, ema.*, optimizer.<i>.<name>
+                                                    (AdamW moments and step counts of parameter i),
+                                                    rank<r>.generator / rank<r>.torch_rng (RNG states,
+                                                    uint8), rank<r>.timesteps.* (importance sampler)
+    RUN/checkpoints/step_000120/state.json         format, version, step, number of processes, config,
+                                                    data description, optimizer hyper-parameters, loss
+                                                    history, seconds trained, sha256 of the tensors
+                                                    file, and a checksum of the JSON itself
+    RUN/metrics.csv                                 step,loss,lr,elapsed_s: one row per step
+
+A checkpoint is written into a temporary directory (each file: temporary file, fsync, rename) that is
+then renamed to ``step_NNNNNN``, so a crash leaves a whole checkpoint or none; the newest ``keep`` are
+kept. Reading one checks JSON, format, version, both checksums (a truncated or edited file is refused),
+the config, and each tensor's name, shape and dtype; every problem is one ``DDPMLabError`` line naming
+the file. The checksums catch accidents (truncation, bit rot, hand edits), not a forger.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ddpmlab.config import Config, from_dict
+from ddpmlab.fileio import atomic_write_bytes
+from ddpmlab.utils import DDPMLabError
+
+CHECKPOINT_DIR, TENSORS_FILE, META_FILE, METRICS_FILE = "checkpoints", "state.safetensors", "state.json", "metrics.csv"
+FORMAT, VERSION = "ddpmlab-checkpoint", 1
+# what --resume may change: how long to train, how often to checkpoint, where to run; nothing that
+# changes the computation of the steps already taken
+RESUMABLE_KEYS = ("train.iters", "train.checkpoint_every", "train.keep_checkpoints", "train.device")
+_STEP_DIR = re.compile(r"^step_(\d{6,})$")
+METRICS_HEADER = ("step", "loss", "lr", "elapsed_s")
+
+
+@dataclass
+class Checkpoint:
+    path: Path  # the step_NNNNNN directory
+    tensors: dict  # name -> CPU tensor
+    meta: dict  # state.json
+    cfg: Config
+
+    @property
+    def step(self) -> int:
+        return self.meta["step"]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_checksum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+def checkpoint_dirs(run_dir) -> list[tuple[int, Path]]:
+    """(step, directory) of each checkpoint in ``run_dir``, oldest first."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    dirs = checkpoint_dirs(run_dir)
+    return dirs[-1][1] if dirs else None
+
+
+def save_checkpoint(run_dir, tensors: dict, meta: dict, keep: int) -> Path:
+    """Write ``RUN/checkpoints/step_<meta['step']>`` atomically, then delete all but the newest ``keep``."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    meta = {"format": FORMAT, "version": VERSION, **meta, "tensors_sha256": _sha256(blob)}
+    meta["checksum"] = _json_checksum(meta)
+    final = root / f"step_{meta['step']:06d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+    try:
+        atomic_write_bytes(tmp / TENSORS_FILE, blob)
+        atomic_write_bytes(tmp / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+        if final.exists():  # only after a resume from an older checkpoint: replace it whole
+            old = root / f".old-{final.name}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for _, old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def remove_stale_temporaries(run_dir) -> None:
+    """Delete half-written checkpoint directories left by a crash (never a finished one)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise ValueError(what)
+
+
+def read_meta(path) -> tuple[dict, Config]:
+    """``state.json`` of the checkpoint directory ``path``, checked (JSON, format, checksum, keys, config)."""
+    meta_file = Path(path) / META_FILE
+    if not meta_file.is_file():
+        raise DDPMLabError(f"{meta_file}: missing (not a checkpoint directory)")
+    try:
+        meta = json.loads(meta_file.read_bytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DDPMLabError(f"{meta_file}: not valid JSON (truncated or corrupt?): {exc}") from None
+    except OSError as exc:
+        raise DDPMLabError(f"{meta_file}: cannot read ({exc.strerror or exc})") from None
+    try:
+        _need(isinstance(meta, dict), "not a JSON object")
+        _need(meta.get("format") == FORMAT, f"format is {meta.get('format')!r}, expected {FORMAT!r}")
+        _need(meta.get("version") == VERSION, f"version {meta.get('version')!r} is not supported (expected {VERSION})")
+        _need(meta.get("checksum") == _json_checksum(meta), "checksum does not match its content (edited or corrupt)")
+        for key, typ in (("step", int), ("world_size", int), ("config", dict), ("data", dict), ("loss_history", list),
+                         ("train_seconds", (int, float)), ("param_groups", list), ("tensors_sha256", str)):
+            value = meta.get(key)
+            _need(isinstance(value, typ) and not isinstance(value, bool), f"{key!r} missing or malformed")
+        _need(meta["step"] >= 0 and meta["world_size"] >= 1, "step or world_size out of range")
+        _need(len(meta["loss_history"]) == meta["step"], f"loss history has {len(meta['loss_history'])} entries "
+              f"for step {meta['step']}")
+        _need(all(isinstance(v, (int, float)) for v in meta["loss_history"]), "loss history holds non-numbers")
+        cfg = from_dict(meta["config"])
+    except DDPMLabError as exc:
+        raise DDPMLabError(f"{meta_file}: config: {exc}") from None
+    except ValueError as exc:
+        raise DDPMLabError(f"{meta_file}: {exc}") from None
+    return meta, cfg
+
+
+def read_checkpoint(path) -> Checkpoint:
+    """Read and check a checkpoint directory (both files and their checksums; tensors not yet matched
+    against a model: ``check_tensors`` does that)."""
+    path = Path(path)
+    meta, cfg = read_meta(path)
+    tensors_file = path / TENSORS_FILE
+    try:
+        blob = tensors_file.read_bytes()
+    except OSError as exc:
+        raise DDPMLabError(f"{tensors_file}: cannot read ({exc.strerror or exc})") from None
+    if _sha256(blob) != meta["tensors_sha256"]:
+        raise DDPMLabError(f"{tensors_file}: sha256 differs from the one recorded in {META_FILE} "
+                           f"(truncated or modified)")
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError) as exc:
+        raise DDPMLabError(f"{tensors_file}: unreadable ({str(exc).splitlines()[0]})") from None
+    return Checkpoint(path, tensors, meta, cfg)
+
+
+def check_tensors(ckpt: Checkpoint, expected: dict) -> None:
+    """Refuse a checkpoint whose tensors are not exactly ``expected``: name -> (shape, dtype)."""
+    f = ckpt.path / TENSORS_FILE
+    missing = sorted(set(expected) - set(ckpt.tensors))
+    extra = sorted(set(ckpt.tensors) - set(expected))
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else []) + \
+                ([f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"] if extra else [])
+        raise DDPMLabError(f"{f}: tensors do not match this run's model and optimiser ({'; '.join(parts)})")
+    for name, (shape, dtype) in expected.items():
+        t = ckpt.tensors[name]
+        if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            raise DDPMLabError(f"{f}: tensor {name} is {tuple(t.shape)} {t.dtype}, this run needs "
+                               f"{tuple(shape)} {dtype}")
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """'section.key' names whose values differ between two configs."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
+
+
+def check_resume_config(ckpt_cfg: Config, cfg: Config, where) -> None:
+    """Only ``RESUMABLE_KEYS`` may differ between the checkpoint's config and the resumed run's."""
+    changed = [k for k in config_differences(ckpt_cfg, cfg) if k not in RESUMABLE_KEYS]
+    if changed:
+        raise DDPMLabError(f"{where}: the checkpoint was trained with a different config ({', '.join(changed)} "
+                           f"differ); --resume keeps the checkpoint's config and may change only "
+                           f"{', '.join(RESUMABLE_KEYS)}")
+
+
+def resume_config(run_dir, overrides=()) -> Config:
+    """The config to continue ``run_dir`` with: its latest checkpoint's, with ``--set`` overrides of
+    ``RESUMABLE_KEYS`` applied (any other override that changes a value is refused)."""
+    from ddpmlab.config import parse_override
+
+    run_dir = Path(run_dir)
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise DDPMLabError(f"{str(run_dir)!r} holds no checkpoint to resume from (looked in "
+                           f"{run_dir / CHECKPOINT_DIR})")
+    meta, _ = read_meta(path)
+    d = json.loads(json.dumps(meta["config"]))
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if f"{section}.{key}" not in RESUMABLE_KEYS and d.get(section, {}).get(key, object()) != value:
+            raise DDPMLabError(f"--resume keeps the checkpoint's config; {section}.{key} cannot change "
+                               f"(allowed: {', '.join(RESUMABLE_KEYS)})")
+        d.setdefault(section, {})[key] = value
+    return from_dict(d)
+
+
+# ----------------------------------------------------------------------------------------- metrics.csv
+
+class MetricsLog:
+    """``RUN/metrics.csv``, one row per step, appended as training runs (flushed about every second and
+    at each checkpoint). The file is opened at the first row, so a run that fails before its first step
+    writes nothing; continuing from step k first drops rows after k, so no step appears twice."""
+
+    def __init__(self, path, start_step: int):
+        self.path, self.start_step = Path(path), start_step
+        self._file = None
+        self._last_flush = time.monotonic()
+
+    def _open(self) -> None:
+        rows = self._rows_up_to(self.start_step) if self.start_step > 0 else []
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(METRICS_HEADER)
+        w.writerows(rows)
+        atomic_write_bytes(self.path, buf.getvalue().encode())
+        self._file = open(self.path, "a", newline="")
+
+    def _rows_up_to(self, step: int) -> list[list[str]]:
+        try:
+            with open(self.path, newline="") as f:
+                rows = list(csv.reader(f))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []
+        kept = []
+        for row in rows[1:]:
+            if len(row) != len(METRICS_HEADER) or not row[0].isdigit():
+                break  # a line cut short by a crash ends what can be trusted
+            if int(row[0]) <= step:
+                kept.append(row)
+        return kept
+
+    def log(self, step: int, loss: float, lr: float, elapsed: float) -> None:
+        if self._file is None:
+            self._open()
+        self._file.write(f"{step},{loss!r},{lr!r},{elapsed:.4f}\n")
+        if time.monotonic() - self._last_flush > 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self.flush()
+            self._file.close()
+
+
+def read_metrics(path) -> list[dict]:
+    """metrics.csv as a list of {step, loss, lr, elapsed_s} (numbers)."""
+    with open(path, newline="") as f:
+        return [{"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r["lr"]),
+                 "elapsed_s": float(r["elapsed_s"])} for r in csv.DictReader(f)]
+
+
+class RunWriter:
+    """What a training run writes while it trains: metrics rows and checkpoints. Every rank holds one
+    (checkpoints are gathered collectively); only rank 0's writes."""
+
+    def __init__(self, run_dir, keep: int, is_main: bool, start_step: int):
+        self.run_dir, self.keep, self.is_main = Path(run_dir), keep, is_main
+        self.last_saved: Path | None = latest_checkpoint(run_dir) if start_step > 0 and is_main else None
+        self.last_saved_step = start_step if start_step > 0 else None  # the same on every rank
+        self.metrics = None
+        if is_main:
+            remove_stale_temporaries(run_dir)
+            self.metrics = MetricsLog(self.run_dir / METRICS_FILE, start_step)
+
+    def log(self, step: int, loss: float, lr: float, elapsed: float) -> None:
+        if self.metrics is not None:
+            self.metrics.log(step, loss, lr, elapsed)
+
+    def save(self, tensors: dict, meta: dict) -> None:
+        if self.is_main:
+            self.metrics.flush()
+            self.last_saved = save_checkpoint(self.run_dir, tensors, meta, self.keep)
+        self.last_saved_step = meta["step"]
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()

@@ -1,0 +1,244 @@
+"""Typed run configuration: TOML file -> dataclasses, ``--set section.key=value`` overrides, validated once.
+
+Every field has a comment; ``ddpmlab train --dry-run`` prints the resolved config as TOML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from ddpmlab.utils import DDPMLabError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    name: str = "seed_mixture"  # a named dataset (see `ddpmlab.data`), or "file" with `path`
+    path: str = ""  # .csv / .npy / .npz file when name = "file"
+    n_train: int = 1000  # points drawn once from a named distribution; 0 = fresh draws every batch
+    standardize: bool = True  # files only: train on standardised columns, map samples back
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "cosine"  # constant | linear | cosine
+    steps: int = 250  # diffusion steps T
+    beta: float = 0.02  # constant schedule's beta
+    beta_start: float = 1e-4  # linear schedule's first beta
+    beta_end: float = 0.02  # linear schedule's last beta
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "mlp"  # seed (the tutorial's two small networks) | mlp | unet (images)
+    mean_type: str = "epsilon"  # previous_x | x0 | epsilon | v
+    var_type: str = "fixed_small"  # fixed_small | fixed_large | learned | learned_range
+    hidden: int = 4  # seed networks' hidden width
+    width: int = 128  # mlp width / unet base channels
+    depth: int = 3  # mlp residual blocks
+    time_dim: int = 32  # sinusoidal time-embedding size
+
+
+@dataclass
+class TrainConfig:
+    objective: str = "simple"  # trajectory_bound (seed) | vlb | simple | hybrid
+    hybrid_weight: float = 0.001  # weight of the bound in the hybrid loss (Nichol & Dhariwal)
+    importance_sampling: bool = False  # sample t by the bound terms' second moment (vlb / hybrid)
+    iters: int = 2000  # optimisation steps
+    batch_size: int = 512  # examples per step; 0 = the whole training set
+    lr: float = 2e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup: int = 0  # linear learning-rate warm-up steps
+    lr_decay: str = "none"  # none | cosine (to 0 at the last step)
+    ema_decay: float = 0.0  # EMA of weights for sampling; 0 = off
+    grad_clip: float = 0.0  # gradient-norm clipping; 0 = off
+    seed: int = 0  # every random draw (data, initialisation, noise) comes from this seed
+    checkpoint_every: int = 0  # write a checkpoint every N steps; 0 = only at the end
+    keep_checkpoints: int = 3  # how many checkpoints to keep
+    device: str = "cpu"  # cpu | cuda | auto
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "ancestral"  # ancestral | ddim | ode
+    steps: int = 0  # sampling steps; 0 = all T
+    eta: float = 0.0  # DDIM's eta (0 deterministic, 1 = ancestral variance)
+    n: int = 10_000  # samples drawn at the end of training
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    ("schedule", "kind"): ("constant", "linear", "cosine"),
+    ("model", "arch"): ("seed", "mlp", "unet"),
+    ("model", "mean_type"): ("previous_x", "x0", "epsilon", "v"),
+    ("model", "var_type"): ("fixed_small", "fixed_large", "learned", "learned_range"),
+    ("train", "objective"): ("trajectory_bound", "vlb", "simple", "hybrid"),
+    ("train", "device"): ("cpu", "cuda", "auto"),
+    ("train", "lr_decay"): ("none", "cosine"),
+    ("sample", "sampler"): ("ancestral", "ddim", "ode"),
+}
+# (section, key) -> (lowest allowed, lowest is exclusive)
+LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("schedule", "beta_start"): (0, True),
+         ("schedule", "beta_end"): (0, True), ("model", "hidden"): (1, False), ("model", "width"): (1, False),
+         ("model", "depth"): (0, False), ("model", "time_dim"): (2, False), ("train", "iters"): (0, False),
+         ("train", "batch_size"): (0, False), ("train", "lr"): (0, True), ("train", "weight_decay"): (0, False),
+         ("train", "warmup"): (0, False), ("train", "ema_decay"): (0, False), ("train", "grad_clip"): (0, False),
+         ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
+         ("train", "keep_checkpoints"): (1, False), ("data", "n_train"): (0, False), ("sample", "steps"): (0, False),
+         ("sample", "eta"): (0, False), ("sample", "n"): (1, False)}
+UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
+         ("train", "ema_decay"): 1}
+
+
+def _coerce(section: str, key: str, value, typ):
+    name = f"{section}.{key}"
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise DDPMLabError(f"{name} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DDPMLabError(f"{name} must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DDPMLabError(f"{name} must be a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DDPMLabError(f"{name} must be finite, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise DDPMLabError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _section_types(cls) -> dict:
+    hints = {"int": int, "float": float, "bool": bool, "str": str}
+    return {f.name: hints[f.type] if isinstance(f.type, str) else f.type for f in fields(cls)}
+
+
+def from_dict(d: dict) -> Config:
+    """Build and validate a Config from nested dicts; unknown sections or keys are errors."""
+    cfg = Config()
+    if not isinstance(d, dict):
+        raise DDPMLabError("config must be a table of sections")
+    for section, values in d.items():
+        if section not in {f.name for f in fields(Config)}:
+            raise DDPMLabError(f"unknown config section [{section}]; sections: "
+                               f"{', '.join(f.name for f in fields(Config))}")
+        if not isinstance(values, dict):
+            raise DDPMLabError(f"config section [{section}] must be a table")
+        sub = getattr(cfg, section)
+        types = _section_types(type(sub))
+        for key, value in values.items():
+            if key not in types:
+                raise DDPMLabError(f"unknown config key {section}.{key}; keys of [{section}]: {', '.join(types)}")
+            setattr(sub, key, _coerce(section, key, value, types[key]))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    for (section, key), options in CHOICES.items():
+        v = getattr(getattr(cfg, section), key)
+        if v not in options:
+            raise DDPMLabError(f"{section}.{key} = {v!r} is not one of {', '.join(options)}")
+    for (section, key), (low, strict) in LOWER.items():
+        v = getattr(getattr(cfg, section), key)
+        if v < low or (strict and v == low):
+            raise DDPMLabError(f"{section}.{key} must be {'>' if strict else '>='} {low}, got {v}")
+    for (section, key), high in UPPER.items():
+        v = getattr(getattr(cfg, section), key)
+        if v >= high:
+            raise DDPMLabError(f"{section}.{key} must be < {high}, got {v}")
+    m, t = cfg.model, cfg.train
+    if m.arch == "seed" and (m.mean_type, m.var_type) != ("previous_x", "learned"):
+        raise DDPMLabError("model.arch = 'seed' predicts the previous x with a learned std: set "
+                           "model.mean_type = 'previous_x' and model.var_type = 'learned'")
+    if t.objective == "simple" and m.var_type in ("learned", "learned_range"):
+        raise DDPMLabError("train.objective = 'simple' cannot train a learned variance; use 'hybrid' or 'vlb'")
+    if cfg.data.name == "file" and not cfg.data.path:
+        raise DDPMLabError("data.name = 'file' needs data.path")
+    if cfg.sample.steps > cfg.schedule.steps:
+        raise DDPMLabError(f"sample.steps ({cfg.sample.steps}) exceeds schedule.steps ({cfg.schedule.steps})")
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """'section.key=value' with a TOML value (strings may be bare)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise DDPMLabError(f"--set expects section.key=value, got {text!r}")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A file path, or the name of a packaged config (e.g. 'tutorial', 'default')."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    packaged = CONFIG_DIR / f"{name_or_path}.toml"
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.toml")))
+    raise DDPMLabError(f"config {name_or_path!r} not found (a .toml file, or one of: {names})")
+
+
+def load_config(name_or_path: str | None, overrides: list[str] = ()) -> Config:
+    """Read a TOML config (or start from defaults), apply ``--set`` overrides, validate."""
+    d: dict = {}
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        try:
+            d = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise DDPMLabError(f"{path}: not valid TOML ({exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DDPMLabError(f"{path}: cannot read config ({exc})") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        d.setdefault(section, {})
+        if not isinstance(d[section], dict):
+            raise DDPMLabError(f"config section [{section}] must be a table")
+        d[section][key] = value
+    return from_dict(d)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML (round-trips through ``load_config``)."""
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)

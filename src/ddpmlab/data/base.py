@@ -1,0 +1,66 @@
+"""``TrainingData``: where training batches come from, and how samples map back to data units."""
+from __future__ import annotations
+
+import torch
+
+from ddpmlab.data.named import NAMED
+from ddpmlab.utils import DDPMLabError
+
+
+class TrainingData:
+    """A fixed training set (N, *dims), or fresh draws from a distribution every batch (``stream``).
+
+    ``dist`` is the true distribution when known (exact evaluation); ``shift``/``scale`` map model space
+    to data units: data = model * scale + shift (identity unless the data were standardised).
+    """
+
+    def __init__(self, name: str, data_shape: tuple, train: torch.Tensor | None = None, dist=None,
+                 shift: torch.Tensor | None = None, scale: torch.Tensor | None = None):
+        self.name, self.data_shape, self.train, self.dist = name, tuple(data_shape), train, dist
+        self.shift, self.scale = shift, scale
+
+    @property
+    def stream(self) -> bool:
+        return self.train is None
+
+    def batch(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A training batch in model space; ``batch_size = 0`` means the whole training set."""
+        if self.stream:
+            return self.dist.sample(batch_size, generator)
+        n = self.train.shape[0]
+        if batch_size == 0 or batch_size == n:
+            return self.train
+        return self.train[torch.randint(n, (batch_size,), generator=generator)]
+
+    def to_data_units(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale is None:
+            return x
+        return x * self.scale + self.shift
+
+    def describe(self) -> dict:
+        """What ``run.json`` records to rebuild the distribution and the mapping at load time."""
+        d = {"name": self.name, "data_shape": list(self.data_shape),
+             "n_train": 0 if self.train is None else int(self.train.shape[0])}
+        if self.dist is not None and hasattr(self.dist, "to_dict"):
+            d["mixture"] = self.dist.to_dict()
+        if self.scale is not None:
+            d["shift"], d["scale"] = self.shift.tolist(), self.scale.tolist()
+        return d
+
+
+def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
+    """Build the training data a ``DataConfig`` describes."""
+    if cfg.name == "file":
+        from ddpmlab.data.files import load_data_file
+
+        x = load_data_file(cfg.path)  # (N, *dims) float32; bad files raise DDPMLabError
+        if not cfg.standardize:
+            return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x)
+        shift, scale = x.mean(0), x.std(0)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), (x - shift) / scale, shift=shift, scale=scale)
+    if cfg.name in NAMED:
+        dist = NAMED[cfg.name]()
+        train = dist.sample(cfg.n_train, generator) if cfg.n_train > 0 else None
+        return TrainingData(cfg.name, dist.event_shape, train, dist)
+    raise DDPMLabError(f"unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(NAMED))}")

@@ -1,0 +1,164 @@
+"""The user's own data: ``.csv`` (an optional header row), ``.npy`` and ``.npz`` files.
+
+A file holds N samples: a table of N rows and D columns, a single column (N,), or N samples of two
+dimensions (N, H, W). Every problem is one ``DDPMLabError`` line that names the file and the problem:
+missing, empty, one row, non-numeric cells, ragged rows, NaN or infinity, an unreadable array, more
+than 2 dimensions per sample.
+"""
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddpmlab.utils import DDPMLabError
+
+SUFFIXES = (".csv", ".npy", ".npz")
+MAX_SAMPLE_DIMS = 2  # a sample is a scalar, a row of columns, or a 2-D array
+NPZ_KEYS = ("data", "x", "X", "samples")  # tried in this order when an .npz holds several arrays
+
+
+def load_data_file(path) -> torch.Tensor:
+    """The samples in ``path`` as a float32 tensor (N, *dims), N >= 2, every value finite."""
+    p = Path(path)
+    if not p.exists():
+        raise DDPMLabError(f"{path}: no such file")
+    if not p.is_file():
+        raise DDPMLabError(f"{path}: not a file")
+    suffix = p.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DDPMLabError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv, .npy or .npz")
+    try:
+        if p.stat().st_size == 0:
+            raise DDPMLabError(f"{path}: empty file")
+        if suffix == ".csv":
+            arr, locate = _read_csv(p, path)
+        else:
+            arr = _read_npy(p, path) if suffix == ".npy" else _read_npz(p, path)
+            locate = None
+    except OSError as exc:
+        raise DDPMLabError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return _check(arr, path, locate)
+
+
+def _delimiter(first_line: str) -> str:
+    for d in (",", ";", "\t"):
+        if d in first_line:
+            return d
+    return ","
+
+
+def _parse(cell: str) -> float | None:
+    try:
+        return float(cell.strip())
+    except ValueError:
+        return None
+
+
+def _read_csv(p: Path, path) -> tuple[np.ndarray, list[int]]:
+    """Rows of numbers (a first row of only non-numeric cells is a header); returns the (N, D) array and
+    each row's line number in the file."""
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DDPMLabError(f"{path}: not a text (UTF-8) file") from None
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), None)
+    if first is None:
+        raise DDPMLabError(f"{path}: empty file (no rows)")
+    reader = csv.reader(lines, delimiter=_delimiter(first))
+    rows, line_numbers, width, header_seen = [], [], None, False
+    for row in reader:
+        lineno = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        values = [_parse(cell) for cell in row]
+        if not rows and not header_seen and all(v is None for v in values):
+            header_seen = True
+            width = len(row)
+            continue
+        if width is not None and len(row) != width:
+            raise DDPMLabError(f"{path}: ragged rows: line {lineno} has {len(row)} cells, expected {width}")
+        width = len(row)
+        for j, v in enumerate(values):
+            if v is None:
+                raise DDPMLabError(f"{path}: non-numeric cell {row[j].strip()!r} at line {lineno}, column {j + 1}")
+        rows.append(values)
+        line_numbers.append(lineno)
+    if not rows:
+        raise DDPMLabError(f"{path}: no data rows (only a header)")
+    return np.asarray(rows, dtype=np.float64), line_numbers
+
+
+def _unreadable(path, kind: str, exc: Exception) -> DDPMLabError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DDPMLabError(f"{path}: unreadable {kind} array ({msg})")
+
+
+def _read_npy(p: Path, path) -> np.ndarray:
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise _unreadable(path, ".npy", exc) from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise DDPMLabError(f"{path}: an .npz archive, not an .npy array; rename it to .npz")
+    return arr
+
+
+def _read_npz(p: Path, path) -> np.ndarray:
+    """The one array in the archive, or the first of ``NPZ_KEYS`` when there are several."""
+    try:
+        archive = np.load(p, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise _unreadable(path, ".npz", exc) from None
+    if isinstance(archive, np.ndarray):
+        raise DDPMLabError(f"{path}: a single .npy array, not an .npz archive; rename it to .npy")
+    with archive:
+        keys = list(archive.files)
+        if not keys:
+            raise DDPMLabError(f"{path}: empty archive (no arrays)")
+        key = keys[0] if len(keys) == 1 else next((k for k in NPZ_KEYS if k in keys), None)
+        if key is None:
+            raise DDPMLabError(f"{path}: holds several arrays ({', '.join(keys)}); name the data array "
+                               f"one of {', '.join(NPZ_KEYS)}")
+        try:
+            return archive[key]
+        except (ValueError, EOFError, zipfile.BadZipFile, OSError, KeyError) as exc:
+            raise _unreadable(path, ".npz", exc) from None
+
+
+def _check(arr: np.ndarray, path, line_numbers: list[int] | None) -> torch.Tensor:
+    """Numeric dtype, shape (N, *dims) with N >= 2 and at most 2 dims per sample, every value finite."""
+    if arr.dtype.kind == "c":
+        raise DDPMLabError(f"{path}: complex values are not supported")
+    if arr.dtype.kind not in "biuf":
+        raise DDPMLabError(f"{path}: non-numeric array (dtype {arr.dtype})")
+    if arr.ndim == 0:
+        raise DDPMLabError(f"{path}: a single value, not an array of samples")
+    if arr.ndim == 1:
+        arr = arr[:, None]  # one column
+    if arr.ndim - 1 > MAX_SAMPLE_DIMS:
+        raise DDPMLabError(f"{path}: each sample has {arr.ndim - 1} dimensions (array shape {arr.shape}); "
+                           f"at most {MAX_SAMPLE_DIMS} are supported (a table is N rows x D columns)")
+    if arr.size == 0:
+        raise DDPMLabError(f"{path}: empty (array shape {arr.shape})")
+    if arr.shape[0] < 2:
+        raise DDPMLabError(f"{path}: only one row; at least 2 samples are needed")
+    arr = arr.astype(np.float64, copy=False)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = "NaN" if np.isnan(arr[where]) else "infinity"
+        if line_numbers is not None:
+            loc = f"line {line_numbers[where[0]]}, column {where[1] + 1}"
+        else:
+            loc = f"element {list(where)}"
+        raise DDPMLabError(f"{path}: {what} at {loc} ({int(bad.sum())} non-finite value(s) in all)")
+    x = torch.from_numpy(np.ascontiguousarray(arr)).float()
+    if not bool(torch.isfinite(x).all()):
+        raise DDPMLabError(f"{path}: values too large for float32 (largest magnitude {np.abs(arr).max():.3g})")
+    return x

@@ -1,0 +1,74 @@
+"""Sample metrics and their noise floors; the data's exact entropy."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from ddpmlab.distributions import GaussianMixture, seed_mixture
+from ddpmlab.evaluation.metrics import (KS_MEAN_SQRT_N, component_fractions_against, ks_against, mixture_cdf_1d,
+                                        mixture_entropy_1d)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_entropy_of_a_gaussian_is_closed_form():
+    for m, v in ((0.0, 1.0), (3.0, 0.01), (-2.0, 25.0)):
+        dist = GaussianMixture([1.0], [[m]], [v])
+        assert mixture_entropy_1d(dist) == pytest.approx(0.5 * math.log(2 * math.pi * math.e * v), abs=1e-9)
+
+
+def test_entropy_of_the_seed_mixture():
+    """2.0554 nats (issue 3); for well separated components it is H(weights) + the Gaussian entropy."""
+    h = mixture_entropy_1d(seed_mixture())
+    assert h == pytest.approx(2.0554, abs=5e-5)
+    w = np.array([1 / 3, 2 / 3])
+    assert h == pytest.approx(-(w * np.log(w)).sum() + 0.5 * math.log(2 * math.pi * math.e), abs=1e-4)
+
+
+def test_entropy_matches_monte_carlo_for_overlapping_components():
+    dist = GaussianMixture([0.2, 0.5, 0.3], [[-1.0], [0.5], [1.0]], [0.3, 1.5, 0.1])
+    v = -dist.log_prob(dist.sample(200_000, _gen(1), dtype=torch.float64))
+    assert abs(mixture_entropy_1d(dist) - float(v.mean())) < 4 * float(v.std()) / math.sqrt(len(v))
+
+
+def test_mixture_cdf():
+    dist = seed_mixture()
+    x = np.array([-50.0, -4.0, 0.0, 4.0, 50.0])
+    expected = norm.cdf(x, -4, 1) / 3 + 2 * norm.cdf(x, 4, 1) / 3
+    np.testing.assert_allclose(mixture_cdf_1d(dist, x), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_ks_floor_is_what_true_samples_score():
+    dist = seed_mixture()
+    g = _gen(2)
+    n, reps = 2000, 40
+    stats = [ks_against(dist, dist.sample(n, g))["ks"] for _ in range(reps)]
+    floor = ks_against(dist, dist.sample(n, g))["ks_noise_floor"]
+    assert floor == pytest.approx(KS_MEAN_SQRT_N / math.sqrt(n))
+    # sqrt(n) D_n + 1 / (6 sqrt(n)) follows the limiting law more closely, so E[D_n] ~ floor - 1 / (6 n)
+    expected = floor - 1 / (6 * n)
+    assert abs(np.mean(stats) - expected) < 4 * np.std(stats, ddof=1) / math.sqrt(reps)
+    bad = ks_against(dist, dist.sample(n, g) + 0.5)
+    assert bad["ks"] > 5 * floor and bad["ks_pvalue"] < 1e-6
+
+
+def test_component_fractions_of_true_samples():
+    dist = seed_mixture()
+    n = 20_000
+    res = component_fractions_against(dist, dist.sample(n, _gen(3)))
+    for f, w, se in zip(res["component_fractions"], res["true_component_fractions"],
+                        res["component_fractions_se"]):
+        assert se == pytest.approx(math.sqrt(w * (1 - w) / n))
+        assert abs(f - w) < 4 * se
+
+
+def test_one_dimensional_metrics_refuse_other_dimensions():
+    dist = GaussianMixture([1.0], [[0.0, 0.0]], [1.0])
+    with pytest.raises(ValueError):
+        mixture_entropy_1d(dist)
+    with pytest.raises(ValueError):
+        ks_against(dist, torch.zeros(5, 2))
