@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ddpmlab.utils import DDPMLabError
@@ -31,7 +32,8 @@ def main(argv=None) -> int:
     try:
         return int(args._run(args) or 0)
     except DDPMLabError as exc:
-        print(f"ddpmlab {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0 only
+            print(f"ddpmlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ddpmlab {args.command}: interrupted", file=sys.stderr)

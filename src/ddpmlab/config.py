@@ -175,6 +175,9 @@ def validate(cfg: Config) -> None:
                            "model.mean_type = 'previous_x' and model.var_type = 'learned'")
     if t.objective == "simple" and m.var_type in ("learned", "learned_range"):
         raise DDPMLabError("train.objective = 'simple' cannot train a learned variance; use 'hybrid' or 'vlb'")
+    if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name != "file":
+        raise DDPMLabError("train.batch_size = 0 (the whole training set) needs a training set: "
+                           "set data.n_train > 0 or a positive train.batch_size")
     if cfg.data.name == "file" and not cfg.data.path:
         raise DDPMLabError("data.name = 'file' needs data.path")
     if cfg.sample.steps > cfg.schedule.steps:

@@ -70,8 +70,8 @@ def forward_trajectory_fast(schedule: NoiseSchedule, x0: torch.Tensor, noise: to
     """
     T = schedule.T
     shape = (T,) + (1,) * x0.dim()
-    scale_in = (schedule.betas[1:] / schedule.alphas_cumprod[1:]).sqrt().to(x0.dtype).reshape(shape)
-    scale_out = schedule.sqrt_alphas_cumprod[1:].to(x0.dtype).reshape(shape)
+    scale_in = (schedule.betas[1:] / schedule.alphas_cumprod[1:]).sqrt().to(x0.device, x0.dtype).reshape(shape)
+    scale_out = schedule.sqrt_alphas_cumprod[1:].to(x0.device, x0.dtype).reshape(shape)
     if out is None:
         out = x0.new_empty((T + 1,) + tuple(x0.shape))
     out[0] = x0

@@ -97,11 +97,14 @@ class NoiseSchedule:
         return self.num_steps
 
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
-        """Network time input for paper step t: original step / original T, in (0, 1] (float32)."""
+        """Network time input for paper step t: original step / original T, in (0, 1] (float32, on t's
+        device). A floating t is a continuous step of this schedule (the probability-flow ODE)."""
         t = torch.as_tensor(t)
-        if t.dtype.is_floating_point:  # continuous time already in units of this schedule's steps
-            return (t / self.num_steps * (self.timesteps[-1].item() / self.num_train_steps)).float()
-        return (self.timesteps[t].double() / self.num_train_steps).float()
+        if t.dtype.is_floating_point:
+            tau = t.double() / self.num_steps * (self.timesteps[-1].item() / self.num_train_steps)
+        else:
+            tau = self.timesteps[t.cpu()].double().to(t.device) / self.num_train_steps
+        return tau.float()
 
     def respace(self, keep: Sequence[int]) -> "NoiseSchedule":
         """A schedule on the kept steps ``keep`` (increasing, each in 1..T, T included).

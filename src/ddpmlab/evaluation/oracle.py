@@ -89,6 +89,10 @@ class MixtureOracle:
         self.gains_t = torch.cat([zero, gains], 1)
         self.posterior_covariances_t = torch.cat([zero, post], 1)
 
+    def respaced(self, num_steps: int) -> "MixtureOracle":
+        """The exact reverse process on ``num_steps`` kept steps (new betas from the kept alpha-bars)."""
+        return MixtureOracle(self.dist, self.schedule.spaced(num_steps), self.data_shape)
+
     # -- helpers ---------------------------------------------------------------------------------
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], self.dist.dim).to(torch.float64)  # (B, d)

@@ -46,7 +46,7 @@ class WholeTrajectoryBound:
         if self._noise is None or self._noise.shape != shape:
             self._noise = torch.empty(shape, dtype=x0.dtype)  # reused buffer, (T, B, *dims)
         torch.randn(shape, generator=generator, out=self._noise)
-        return self._bound(x0, self._noise) / (T + 1)
+        return self._bound(x0, self._noise.to(x0.device)) / (T + 1)
 
 
 class _PerStep:
@@ -56,9 +56,12 @@ class _PerStep:
         self.timesteps = ImportanceTimesteps(T) if importance_sampling else UniformTimesteps(T)
 
     def draw(self, model, x0, generator):
+        """t, importance weights, noise and x_t; drawn on the CPU generator (the same stream on any
+        device), then moved to the data's device."""
         t, weights = self.timesteps.sample(x0.shape[0], generator)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-        return t, weights.to(x0.dtype), noise, q_sample(model.schedule, x0, t, noise)
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        t = t.to(x0.device)
+        return t, weights.to(x0.device, x0.dtype), noise, q_sample(model.schedule, x0, t, noise)
 
 
 class VLBLoss(_PerStep):
@@ -70,7 +73,7 @@ class VLBLoss(_PerStep):
         t, w, noise, x_t = self.draw(model, x0, generator)
         mean, log_variance = mean_log_variance(model, x_t, t)
         term = step_term_nats(model.schedule, x0, x_t, t, mean, log_variance)
-        self.timesteps.update(t, term)
+        self.timesteps.update(t.cpu(), term.cpu())
         return prior_kl_nats(model.schedule, x0) + model.schedule.T * w * term
 
 
@@ -104,7 +107,7 @@ class HybridLoss(_PerStep):
         frozen = out if var_head is None else torch.cat([mean_head.detach(), var_head], dim=1)
         d = diffusion.p_mean_variance(frozen, x_t, t)
         term = step_term_nats(model.schedule, x0, x_t, t, d["mean"], d["log_variance"])
-        self.timesteps.update(t, term)
+        self.timesteps.update(t.cpu(), term.cpu())
         return simple + self.weight * model.schedule.T * w * term
 
 

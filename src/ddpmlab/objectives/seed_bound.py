@@ -102,7 +102,7 @@ def _generic_step_nll(model, traj: torch.Tensor) -> torch.Tensor:
     traj: (T + 1, N, *dims)."""
     T, N = traj.shape[0] - 1, traj.shape[1]
     rows = traj[1:].reshape((T * N,) + tuple(traj.shape[2:]))  # (T N, *dims): x_1..x_T
-    t = torch.arange(1, T + 1).repeat_interleave(N)
+    t = torch.arange(1, T + 1, device=traj.device).repeat_interleave(N)
     mean, variance = model.p_mean_variance(rows, t)
     nll = 0.5 * torch.log(variance) + 0.5 * (traj[:-1].reshape(rows.shape) - mean).square() / variance
     return nll.reshape(T, N, -1).sum(dim=(0, 2))
@@ -129,7 +129,7 @@ class SeedTrajectoryBound:
         N = x0.shape[0]
         D = x0[0].numel()
         is_seed = isinstance(self.model, SeedReverse)
-        fused = (D == 1 and is_seed) if self.fused is None else self.fused
+        fused = (D == 1 and is_seed and x0.device.type == "cpu") if self.fused is None else self.fused
         if fused:
             if D != 1 or not is_seed:
                 raise ValueError("the fused seed bound handles the seed's networks on 1-D data only")
