@@ -2,6 +2,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tests use tiny tensors: a second intra-op thread only adds waiting (and on a busy machine,
+    a lot of it). Subprocesses started by tests keep their own default."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(1234)

@@ -1,5 +1,4 @@
 """Checkpoint files: layout, last-K pruning, atomic writes, and refusal of damaged or mismatched ones."""
-import contextlib
 import hashlib
 import inspect
 import json
@@ -25,21 +24,6 @@ TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3
         "train.batch_size=16", "train.lr=1e-3", "train.ema_decay=0.9"]
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Tiny models on a busy machine train faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 def tiny_cfg(*extra):
@@ -56,7 +40,7 @@ def snapshot(root):
 def interrupted(tmp_path_factory):
     """A run stopped by SIGTERM after step 6 (checkpoints at 4 and 6), to copy and damage."""
     root = tmp_path_factory.mktemp("interrupted") / "run"
-    with pytest.MonkeyPatch.context() as mp, one_thread(), pytest.raises(training_module.TrainingInterrupted):
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(training_module.TrainingInterrupted):
         mp.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", "6")
         train_run(tiny_cfg("train.checkpoint_every=4"), root, progress=False)
     return root

@@ -12,27 +12,16 @@ from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.models.seed import SeedReverse
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.schedule import make_schedule
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # small tensors: a second intra-op thread only adds waiting on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from conftest import gen
 
 
 def test_pure_gaussian_formulas():
-    m1, lv1, m2, lv2 = (torch.randn(5, 3, generator=_gen(i), dtype=torch.float64) for i in range(4))
+    m1, lv1, m2, lv2 = (torch.randn(5, 3, generator=gen(i), dtype=torch.float64) for i in range(4))
     ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, (0.5 * lv1).exp()),
                                             torch.distributions.Normal(m2, (0.5 * lv2).exp()))
     torch.testing.assert_close(normal_kl(m1, lv1, m2, lv2), ref)
     torch.testing.assert_close(normal_kl(m1, lv1, m1, lv1), torch.zeros_like(m1))
-    x = torch.randn(5, 3, generator=_gen(9), dtype=torch.float64)
+    x = torch.randn(5, 3, generator=gen(9), dtype=torch.float64)
     torch.testing.assert_close(gaussian_log_likelihood(x, m1, lv1),
                                torch.distributions.Normal(m1, (0.5 * lv1).exp()).log_prob(x))
     assert nats_to_bpd(math.log(2) * 6, 3) == pytest.approx(2.0)
@@ -55,7 +44,7 @@ def test_gaussian_oracle_bound_is_entropy_plus_prior_kl(mean, var):
     dist = GaussianMixture([1.0], [mean], [var])
     schedule = make_schedule("constant", 50, beta=0.02)  # KL(q(x_T) || N(0, I)) is far from 0 here
     oracle = MixtureOracle(dist, schedule)
-    res = evaluate_bound(oracle, lambda n, g: dist.sample(n, g, dtype=torch.float64), 40_000, _gen(1))
+    res = evaluate_bound(oracle, lambda n, g: dist.sample(n, g, dtype=torch.float64), 40_000, gen(1))
     exact = _gaussian_bound_exact(mean, var, schedule)
     assert abs(res["total_nats"] - exact) < 3 * res["total_nats_se"], (res, exact)
     assert res["total_bpd"] == pytest.approx(res["total_nats"] / (len(mean) * math.log(2)))
@@ -65,7 +54,7 @@ def test_oracle_bound_at_the_seed_setting_matches_issue_figure():
     """Issue 3: the oracle's bound at beta = 0.02, T = 250 is about 2.069 nats (SE 0.006)."""
     dist = seed_mixture()
     oracle = MixtureOracle(dist, make_schedule("constant", 250, beta=0.02))
-    res = evaluate_bound(oracle, dist.sample, 20_000, _gen(2))
+    res = evaluate_bound(oracle, dist.sample, 20_000, gen(2))
     assert abs(res["total_nats"] - 2.069) < 3 * math.hypot(res["total_nats_se"], 0.006), res
     assert res["total_nats"] > 2.0554 - 3 * res["total_nats_se"]  # never below the entropy
 
@@ -91,8 +80,8 @@ def test_analytic_step_terms_equal_their_monte_carlo_estimate():
     dist = seed_mixture()
     schedule = make_schedule("constant", 250, beta=0.02)
     model = SeedReverse(schedule, (1,))
-    model.net.reset_parameters(_gen(5))  # an untrained model: terms far from zero
-    g = _gen(6)
+    model.net.reset_parameters(gen(5))  # an untrained model: terms far from zero
+    g = gen(6)
     for t in (2, 30, 125, 250):
         x0 = dist.sample(20_000, g, dtype=torch.float64)
         kl, mc = _kl_terms_and_monte_carlo(model, x0, t, g)
@@ -119,7 +108,7 @@ def test_bound_terms_equal_the_whole_trajectory_monte_carlo_bound():
     expectation, the model's bound."""
     dist = seed_mixture()
     model = _shrinking_seed_model(make_schedule("constant", 100, beta=0.05))
-    g = _gen(8)
+    g = gen(8)
     res = evaluate_bound(model, dist.sample, 20_000, g)
     bound = SeedTrajectoryBound(model)
     with torch.no_grad():
@@ -133,8 +122,8 @@ def test_vlb_terms_shapes_and_prior_term():
     dist = GaussianMixture([1.0], [[0.5, -1.0]], [[0.3, 2.0]])
     schedule = make_schedule("linear", 40, beta_start=1e-3, beta_end=0.1)
     oracle = MixtureOracle(dist, schedule)
-    x0 = dist.sample(64, _gen(3), dtype=torch.float64)
-    terms = vlb_terms(oracle, x0, _gen(4), max_rows=100)  # several chunks of whole steps
+    x0 = dist.sample(64, gen(3), dtype=torch.float64)
+    terms = vlb_terms(oracle, x0, gen(4), max_rows=100)  # several chunks of whole steps
     for k in ("prior_nats", "steps_nats", "decoder_nats", "total_nats"):
         assert terms[k].shape == (64,) and terms[k].dtype == torch.float64 and torch.isfinite(terms[k]).all()
     a = schedule.alphas_cumprod[-1]

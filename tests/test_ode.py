@@ -12,18 +12,7 @@ from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.models.seed import SeedReverse
 from ddpmlab.schedule import make_schedule
 from ddpmlab.utils import DDPMLabError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # small tensors: a second intra-op thread only adds waiting on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from conftest import gen
 
 
 def test_continuous_schedule_matches_the_discrete_one():
@@ -48,7 +37,7 @@ def test_continuous_schedule_matches_the_discrete_one():
 def test_exact_score_and_exact_prior_give_log_q_x0(dist):
     """Issue 3: with the exact score and q(x_T) as the prior, the ODE log-likelihood is log q(x_0) to 1e-3."""
     oracle = MixtureOracle(dist, make_schedule("constant", 250, beta=0.02))
-    x0 = dist.sample(64, _gen(1), dtype=torch.float64)
+    x0 = dist.sample(64, gen(1), dtype=torch.float64)
     res = ode_log_likelihood(oracle, x0, prior="exact")
     err = (res["log_likelihood"] - dist.log_prob(x0)).abs().max().item()
     assert err < 1e-3, err
@@ -58,10 +47,10 @@ def test_two_dimensions_exact_and_hutchinson_divergence():
     dist = GaussianMixture([0.3, 0.7], [[-2.0, 1.0], [1.5, -0.5]],
                            [[[1.0, 0.6], [0.6, 0.8]], [[0.4, -0.1], [-0.1, 1.5]]])
     oracle = MixtureOracle(dist, make_schedule("linear", 100, beta_start=1e-3, beta_end=0.1))
-    x0 = dist.sample(64, _gen(2), dtype=torch.float64)
+    x0 = dist.sample(64, gen(2), dtype=torch.float64)
     exact = ode_log_likelihood(oracle, x0, prior="exact")
     assert (exact["log_likelihood"] - dist.log_prob(x0)).abs().max().item() < 1e-3
-    hutch = ode_log_likelihood(oracle, x0, prior="exact", divergence="hutchinson", generator=_gen(3))
+    hutch = ode_log_likelihood(oracle, x0, prior="exact", divergence="hutchinson", generator=gen(3))
     diff = hutch["log_likelihood"] - exact["log_likelihood"]  # unbiased noise, paired by data point
     assert abs(diff.mean().item()) < 4 * diff.std().item() / math.sqrt(len(diff))
     assert hutch["nll_bpd"] == pytest.approx(hutch["nll_nats"] / (2 * math.log(2)))
@@ -110,7 +99,7 @@ def test_score_from_a_predicted_mean_or_eps_is_the_exact_score(kind, view):
 def test_seed_networks_are_queried_at_continuous_time():
     sched = make_schedule("constant", 50, beta=0.05)
     model = SeedReverse(sched, (1,))
-    model.net.reset_parameters(_gen(4))
+    model.net.reset_parameters(gen(4))
     score = score_function(model, ContinuousSchedule(sched))
     x = torch.linspace(-5, 5, 11, dtype=torch.float64)[:, None]
     with torch.no_grad():
@@ -123,8 +112,8 @@ def test_seed_networks_are_queried_at_continuous_time():
 def test_trained_model_path_and_normal_prior():
     sched = make_schedule("constant", 50, beta=0.05)
     model = SeedReverse(sched, (1,))
-    model.net.reset_parameters(_gen(4))
-    x0 = seed_mixture().sample(8, _gen(5), dtype=torch.float64)
+    model.net.reset_parameters(gen(4))
+    x0 = seed_mixture().sample(8, gen(5), dtype=torch.float64)
     res = ode_log_likelihood(model, x0)
     assert res["log_likelihood"].shape == (8,) and res["nfe"] > 0
     assert model.net.w_in.dtype == torch.float32  # evaluated in a float64 copy; the model is untouched
@@ -142,7 +131,7 @@ def test_normal_prior_costs_the_prior_mismatch():
     dist = GaussianMixture([1.0], [[2.0]], [0.5])
     sched = make_schedule("constant", 30, beta=0.02)
     oracle = MixtureOracle(dist, sched)
-    x0 = dist.sample(200, _gen(6), dtype=torch.float64)
+    x0 = dist.sample(200, gen(6), dtype=torch.float64)
     exact = ode_log_likelihood(oracle, x0, prior="exact")
     normal = ode_log_likelihood(oracle, x0, prior="normal")
     a = float(sched.alphas_cumprod[-1])

@@ -13,18 +13,7 @@ from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.samplers import ancestral_sample
 from ddpmlab.schedule import make_schedule
 from ddpmlab.utils import DDPMLabError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # small tensors: a second intra-op thread only adds waiting on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from conftest import gen
 
 
 THREE = GaussianMixture([0.2, 0.5, 0.3], [[-3.0], [0.5], [2.5]], [0.3, 1.5, 0.1])
@@ -80,7 +69,7 @@ def test_full_covariance_matches_tweedie_2d():
     Cov[x_{t-1} | x_t] = beta_t / alpha_t (I + beta_t hess log q_t); derivatives by autograd of log q_t."""
     schedule = make_schedule("linear", 10, beta_start=0.05, beta_end=0.4)
     oracle = MixtureOracle(FULL_2D, schedule)
-    x = FULL_2D.sample(6, _gen(1), dtype=torch.float64) * 1.5
+    x = FULL_2D.sample(6, gen(1), dtype=torch.float64) * 1.5
     for t in (1, 4, 10):
         q_t = FULL_2D.diffused(float(schedule.alphas_cumprod[t]))
         a, b = schedule.alphas[t], schedule.betas[t]
@@ -99,7 +88,7 @@ def test_full_covariance_matches_tweedie_2d():
 def test_score_log_prob_and_eps_match_the_diffused_mixture():
     schedule = make_schedule("constant", 50, beta=0.05)
     oracle = MixtureOracle(FULL_2D, schedule)
-    x = FULL_2D.sample(32, _gen(2), dtype=torch.float64)
+    x = FULL_2D.sample(32, gen(2), dtype=torch.float64)
     for t in (0, 7, 50):
         abar = schedule.alphas_cumprod[t]
         q_t = FULL_2D.diffused(float(abar))
@@ -129,7 +118,7 @@ def test_mixed_steps_in_one_batch_equal_one_step_at_a_time():
 def test_any_data_shape_and_the_samplers_interface():
     dist = GaussianMixture([0.5, 0.5], torch.tensor([[1.0, -1, 0, 2], [-1.0, 1, 0.5, 0]]), [0.5, 0.2])
     oracle = MixtureOracle(dist, make_schedule("constant", 20, beta=0.05), data_shape=(1, 2, 2))
-    x = ancestral_sample(oracle, 7, _gen(3))
+    x = ancestral_sample(oracle, 7, gen(3))
     assert x.shape == (7, 1, 2, 2) and torch.isfinite(x).all()
     mean, var = oracle.p_mean_variance(x, torch.full((7,), 3))
     assert mean.shape == var.shape == (7, 1, 2, 2) and (var > 0).all()
@@ -146,7 +135,7 @@ def test_oracle_samples_at_the_seed_setting_match_issue_figures():
     same standard error as ours, so the difference has sqrt(2) times that SE."""
     dist = seed_mixture()
     oracle = MixtureOracle(dist, make_schedule("constant", 250, beta=0.02))
-    g = _gen(0)
+    g = gen(0)
     n = 100_000
     x = ancestral_sample(oracle, n, g)
     right = component_fractions(dist, x)[1]

@@ -3,7 +3,6 @@
 Bit-identity on CPU assumes one machine, one PyTorch build and one thread count (the subprocess test
 pins OMP_NUM_THREADS=1 and trains its reference under ``torch.set_num_threads(1)``).
 """
-import contextlib
 import json
 import os
 import signal
@@ -37,21 +36,6 @@ CONFIGS = {
 }
 
 
-@contextlib.contextmanager
-def _threads(n):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a busy 2-core machine: one thread is faster, and the subprocesses use one too."""
-    with _threads(1):
-        yield
 
 
 def tiny_cfg(name="simple", *extra):

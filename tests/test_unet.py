@@ -42,7 +42,7 @@ def test_examples_are_independent():
 
 
 def test_build_model_with_unet_and_a_training_step():
-    cfg = load_config("digits", ["model.width=8", "model.time_dim=8", "schedule.steps=10"])
+    cfg = load_config("digits", ["model.width=8", "model.time_dim=8", "schedule.steps=10", "sample.steps=0"])
     model = build_model(cfg, (1, 8, 8))
     assert isinstance(model.net, UNet)
     x_t, t = torch.randn(3, 1, 8, 8), torch.tensor([1, 5, 10])
