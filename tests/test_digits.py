@@ -20,7 +20,7 @@ TINY = ["--config", "digits", "--set", "schedule.steps=10", "--set", "sample.ste
 def test_split_is_fixed_stratified_and_disjoint():
     xt, yt = digits_split("train")
     xh, yh = digits_split("heldout")
-    assert xt.shape == (1437, 1, 8, 8) and xh.shape == (360, 1, 8, 8)
+    assert xt.shape == (1438, 1, 8, 8) and xh.shape == (359, 1, 8, 8)
     assert xt.min() >= -1 and xt.max() <= 1 and float(xt.max()) == 1.0
     assert set(yt.tolist()) == set(yh.tolist()) == set(range(10))
     assert torch.equal(digits_split("train")[0], xt)
@@ -58,7 +58,7 @@ def test_frechet_plumbing_with_any_classifier():
     r = evaluate_digit_samples(train, clf)
     assert r["fd_to_train"] == pytest.approx(0.0, abs=1e-6)
     assert r["fd"] == pytest.approx(r["fd_floor"], rel=1e-9)
-    assert sum(r["class_histogram"]) == 1437 and r["n_samples"] == 1437
+    assert sum(r["class_histogram"]) == 1438 and r["n_samples"] == 1438
     noise = evaluate_digit_samples(torch.randn(500, 1, 8, 8, generator=gen(0)), clf)
     assert noise["fd"] > r["fd_floor"]
 

@@ -8,7 +8,7 @@ import sys
 
 from ddpmlab.utils import DDPMLabError
 
-COMMANDS = ("tutorial", "train", "sample", "evaluate")
+COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures")
 
 
 class _Parser(argparse.ArgumentParser):

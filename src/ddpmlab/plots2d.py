@@ -61,7 +61,7 @@ def scatter_compare(data, samples, path, title: str = "", max_points: int = 5000
     _save(fig, path)
 
 
-def density_compare(data, samples, path, dist=None, bins: int = 80, title: str = "") -> None:
+def density_compare(data, samples, path, dist=None, bins: int = 60, title: str = "") -> None:
     """Left: the true density exp(log q) on a grid where ``dist`` has ``log_prob`` (2-D data), else the
     data's 2-D histogram; right: the samples' 2-D histogram; same axes and colour scale."""
     d, s = _xy(data), _xy(samples)
@@ -76,7 +76,7 @@ def density_compare(data, samples, path, dist=None, bins: int = 80, title: str =
         left, _, _ = np.histogram2d(d[:, 0], d[:, 1], bins=[xe, ye], density=True)
         left_title = f"data histogram (n={len(d)})"
     vmax = max(float(left.max()), 1e-12)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True, layout="constrained")
     for ax, img, label in ((axes[0], left, left_title), (axes[1], h_s, f"samples histogram (n={len(s)})")):
         im = ax.imshow(img.T, origin="lower", extent=(*xlim, *ylim), cmap="viridis", vmin=0, vmax=vmax,
                        aspect="equal", interpolation="nearest")
@@ -90,13 +90,14 @@ def density_compare(data, samples, path, dist=None, bins: int = 80, title: str =
 
 
 def _grid_array(images, nrow: int) -> np.ndarray:
-    """(n, C, H, W) in [-1, 1] -> one (rows (H + 1) - 1, nrow (W + 1) - 1, C) array in [0, 1]."""
+    """(n, C, H, W) in [-1, 1] -> one (rows (H + 1) - 1, nrow (W + 1) - 1, C) array in [0, 1], the images
+    separated by one-pixel gaps."""
     x = ((torch.as_tensor(images).detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
     if x.ndim != 4:
         raise DDPMLabError(f"an image grid needs images (n, C, H, W), got shape {x.shape}")
     n, C, H, W = x.shape
     rows = math.ceil(n / nrow)
-    out = np.ones((rows * (H + 1) - 1, nrow * (W + 1) - 1, C), dtype=np.float32)
+    out = np.full((rows * (H + 1) - 1, nrow * (W + 1) - 1, C), 0.2, dtype=np.float32)  # light grey gaps
     for i in range(n):
         r, c = divmod(i, nrow)
         out[r * (H + 1):r * (H + 1) + H, c * (W + 1):c * (W + 1) + W] = x[i].transpose(1, 2, 0)
@@ -131,21 +132,25 @@ def _frame(fig) -> "Image.Image":  # noqa: F821
 def reverse_gif(traj, path, frames: int = 40, fps: int = 10, max_points: int = 2000, nrow: int = 8,
                 title: str = "reverse process") -> None:
     """Animated GIF of generation from a trajectory (T + 1, n, *dims) indexed by paper step
-    (``traj[T]`` = x_T noise, ``traj[0]`` = x_0 samples): ``frames`` steps from T down to 0, the last
-    held for a second. Points (the first two features) for flat data, an image grid for (C, H, W) data."""
+    (``traj[T]`` = x_T noise, ``traj[0]`` = x_0 samples): ``frames`` steps from T down to 0, spaced
+    quadratically (denser near 0), the last held for a second. Points (the first two features) for flat
+    data; for (C, H, W) data a grid of ``nrow`` x ``nrow`` images, scaled up six times, one channel drawn
+    dark on light."""
     traj = torch.as_tensor(traj).detach().float().cpu()
     T = traj.shape[0] - 1
-    steps = sorted({round(T * (1 - i / max(frames - 1, 1))) for i in range(frames)}, reverse=True)
-    images = traj.dim() == 5
-    fig, ax = plt.subplots(figsize=(5, 5))
+    # quadratic spacing: most frames where the structure forms, at small t
+    steps = sorted({round(T * (1 - i / max(frames - 1, 1)) ** 2) for i in range(frames)}, reverse=True)
     pil_frames = []
-    if images:
+    if traj.dim() == 5:  # images: each frame is the grid itself, scaled up (no axes, fast)
+        from PIL import Image
+
         for t in steps:
-            ax.clear()
-            _show_grid(ax, _grid_array(traj[t, :nrow * nrow], nrow))
-            ax.set_title(f"{title}: t = {t}")
-            pil_frames.append(_frame(fig))
+            grid = _grid_array(traj[t, :nrow * nrow], nrow)
+            pixels = (255 * (1 - grid) if grid.shape[-1] == 1 else 255 * grid).round().astype(np.uint8)
+            img = Image.fromarray(pixels[..., 0] if grid.shape[-1] == 1 else pixels[..., :3])
+            pil_frames.append(img.resize((img.width * 6, img.height * 6), Image.NEAREST))
     else:
+        fig, ax = plt.subplots(figsize=(5, 5))
         pts = _xy(traj[:, :max_points], lead=2)  # (T + 1, n, 2)
         xlim, ylim = _limits(pts[0], pts[T])
         scat = ax.scatter(pts[T, :, 0], pts[T, :, 1], s=3, alpha=0.6, color="tab:orange", linewidths=0)
@@ -155,7 +160,7 @@ def reverse_gif(traj, path, frames: int = 40, fps: int = 10, max_points: int = 2
             scat.set_offsets(pts[t])
             ax.set_title(f"{title}: t = {t}")
             pil_frames.append(_frame(fig))
-    plt.close(fig)
+        plt.close(fig)
     buf = io.BytesIO()
     durations = [1000 // fps] * (len(pil_frames) - 1) + [1000]
     pil_frames[0].save(buf, format="GIF", save_all=True, append_images=pil_frames[1:], duration=durations, loop=0)

@@ -85,7 +85,8 @@ def _read_csv(p: Path, path) -> tuple[np.ndarray, list[int]]:
         width = len(row)
         for j, v in enumerate(values):
             if v is None:
-                raise DDPMLabError(f"{path}: non-numeric cell {row[j].strip()!r} at line {lineno}, column {j + 1}")
+                what = f"non-numeric cell {row[j].strip()!r}" if row[j].strip() else "non-numeric (empty) cell"
+                raise DDPMLabError(f"{path}: {what} at line {lineno}, column {j + 1}")
         rows.append(values)
         line_numbers.append(lineno)
     if not rows:

@@ -36,7 +36,8 @@ class Moons:
         x = torch.stack([torch.cos(u), torch.sin(u)], 1)  # (n, 2)
         x = torch.where(inner[:, None], torch.stack([1 - x[:, 0], 0.5 - x[:, 1]], 1), x)
         x = x + self.noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        return ((x - torch.tensor(self.SHIFT, dtype=torch.float64)) / torch.tensor(self.SCALE, dtype=torch.float64)).to(dtype)
+        shift, scale = torch.tensor(self.SHIFT, dtype=torch.float64), torch.tensor(self.SCALE, dtype=torch.float64)
+        return ((x - shift) / scale).to(dtype)
 
 
 class SwissRoll:

@@ -87,14 +87,15 @@ def _kernel_mean(x: torch.Tensor, y: torch.Tensor, bandwidths, chunk: int = 512)
     return total / (len(x) * len(y))
 
 
-def mmd(x, y, bandwidths=None, max_n: int = 5000, _k_yy: float | None = None) -> float:
+def mmd(x, y, bandwidths=None, max_n: int = 5000, k_yy: float | None = None) -> float:
     """sqrt of the biased MMD^2 between x and y (first ``max_n`` points of each); Gaussian kernels at
-    ``bandwidths`` (default: ``BANDWIDTH_MULTIPLES`` x y's median pairwise distance)."""
+    ``bandwidths`` (default: ``BANDWIDTH_MULTIPLES`` x y's median pairwise distance); ``k_yy``, y's
+    kernel mean, may be passed when it is reused."""
     x, y = _flat(x)[:max_n], _flat(y)[:max_n]
     if bandwidths is None:
         med = median_distance(y)
         bandwidths = [m * med for m in BANDWIDTH_MULTIPLES]
-    k_yy = _kernel_mean(y, y, bandwidths) if _k_yy is None else _k_yy
+    k_yy = _kernel_mean(y, y, bandwidths) if k_yy is None else k_yy
     mmd2 = _kernel_mean(x, x, bandwidths) + k_yy - 2 * _kernel_mean(x, y, bandwidths)
     return math.sqrt(max(mmd2, 0.0))
 

@@ -55,7 +55,7 @@ class UNet(nn.Module):
         self.time = nn.Sequential(nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.inp = nn.Conv2d(in_channels, base, 3, padding=1)
 
-        self.down = nn.ModuleList()  # per level: its blocks, then a downsampling conv (None at the last)
+        self.down = nn.ModuleList()  # per level: its blocks, then a downsampling conv (none at the deepest)
         skips, ch = [base], base
         for i, mult in enumerate(channel_mult):
             blocks = nn.ModuleList()
@@ -63,12 +63,12 @@ class UNet(nn.Module):
                 blocks.append(ResBlock(ch, base * mult, emb_dim, groups, dropout))
                 ch = base * mult
                 skips.append(ch)
-            last = i == len(channel_mult) - 1
-            down = None if last else nn.Conv2d(ch, ch, 3, stride=2, padding=1)
-            if not last:
+            parts = [blocks]
+            if i < len(channel_mult) - 1:
+                parts.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))  # halves H and W (rounding up)
                 skips.append(ch)
-            self.down.append(nn.ModuleList([blocks, down]) if down is not None else nn.ModuleList([blocks]))
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, groups, dropout), ResBlock(ch, ch, emb_dim, groups, dropout)])
+            self.down.append(nn.ModuleList(parts))
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, groups, dropout) for _ in range(2)])
 
         self.up = nn.ModuleList()  # per level, deepest first: its blocks, then an upsampling conv
         for i, mult in reversed(list(enumerate(channel_mult))):
