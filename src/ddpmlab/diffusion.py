@@ -60,23 +60,29 @@ def forward_trajectory(schedule: NoiseSchedule, x0: torch.Tensor, generator: tor
     return traj
 
 
+def trajectory_scales(schedule: NoiseSchedule, dtype=torch.float32, device=None):
+    """(sqrt(beta_t / abar_t), sqrt(abar_t)) for t = 1..T: the two factors of ``forward_trajectory_fast``."""
+    scale_in = (schedule.betas[1:] / schedule.alphas_cumprod[1:]).sqrt().to(device, dtype)
+    return scale_in, schedule.sqrt_alphas_cumprod[1:].to(device, dtype)
+
+
 def forward_trajectory_fast(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor,
-                            out: torch.Tensor | None = None) -> torch.Tensor:
+                            out: torch.Tensor | None = None, scales=None) -> torch.Tensor:
     """The chain of eq. 2 without a loop over t, for the same noise epsilon_1..epsilon_T.
 
     Unrolling x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps_t gives
     x_t = sqrt(abar_t) (x_0 + sum_{s <= t} sqrt(beta_s / abar_s) eps_s): one scaled cumulative sum.
-    ``noise`` has shape (T, B, *dims); ``out`` (T + 1, B, *dims) may be a reused buffer.
+    ``noise`` has shape (T, B, *dims); ``out`` (T + 1, B, *dims) may be a reused buffer and ``scales``
+    the precomputed ``trajectory_scales``.
     """
     T = schedule.T
     shape = (T,) + (1,) * x0.dim()
-    scale_in = (schedule.betas[1:] / schedule.alphas_cumprod[1:]).sqrt().to(x0.device, x0.dtype).reshape(shape)
-    scale_out = schedule.sqrt_alphas_cumprod[1:].to(x0.device, x0.dtype).reshape(shape)
+    scale_in, scale_out = scales if scales is not None else trajectory_scales(schedule, x0.dtype, x0.device)
     if out is None:
         out = x0.new_empty((T + 1,) + tuple(x0.shape))
     out[0] = x0
     body = out[1:]
-    torch.mul(noise, scale_in, out=body)
+    torch.mul(noise, scale_in.reshape(shape), out=body)
     torch.cumsum(body, 0, out=body)
-    body.add_(x0).mul_(scale_out)
+    body.add_(x0).mul_(scale_out.reshape(shape))
     return out

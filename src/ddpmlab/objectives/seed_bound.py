@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ddpmlab.diffusion import forward_trajectory_fast
+from ddpmlab.diffusion import forward_trajectory_fast, trajectory_scales
 from ddpmlab.models.seed import SeedReverse
 
 LOG_2PI = math.log(2 * math.pi)
@@ -80,12 +80,12 @@ class _FusedSeedNLL(torch.autograd.Function):
         if ws.token != ctx.token:
             raise RuntimeError("fused seed bound: backward must follow its own forward (workspace reused)")
         x_t, tau, z, inv_sigma, rs, w_in, V, c = ctx.saved_tensors
-        g = ws.grad  # (T, 2, N): dL/dmu and dL/dz
+        g = ws.grad  # (T, 2, N): dL/dmu and dL/dz, both computed negated, the sign folded into grad_nll
         # dL/dmu = -(x - mu) / sigma^2;  dL/dsigma = (1 - rs^2) / sigma;  dz = dsigma * sigmoid(z)
-        torch.mul(rs, inv_sigma, out=g[:, 0]).neg_()
+        torch.mul(rs, inv_sigma, out=g[:, 0])
         torch.sigmoid(z, out=g[:, 1])
-        g[:, 1].mul_(inv_sigma).mul_(rs.mul_(rs).neg_().add_(1.0))
-        g.mul_(grad_nll[None, None, :])
+        g[:, 1].mul_(inv_sigma).mul_(rs.mul_(rs).sub_(1.0))
+        g.mul_(grad_nll.neg()[None, None, :])
         m = ws.hidden.sign_().mul_(g[:, :, None, :])  # 1[pre > 0] * upstream, (T, 2, H, N)
         per_step = m.sum(3)  # (T, 2, H): sum_n 1[pre > 0] g
         sx = m.mul_(x_t[:, None, None, :]).sum(3).sum(0)  # (2, H): sum 1[pre > 0] g x
@@ -122,6 +122,7 @@ class SeedTrajectoryBound:
         self._ws = _Workspace()
         sched = model.schedule
         self._tau = sched.model_time(torch.arange(1, sched.T + 1))  # (T,)
+        self._scales = {}  # dtype -> trajectory_scales, computed once
         self._log_q_const = float((-0.5 * torch.log(2 * math.pi * sched.betas[1:])).sum())
 
     def __call__(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -136,7 +137,10 @@ class SeedTrajectoryBound:
             net = self.model.net
             x0, noise = x0.reshape(N, 1), noise.reshape(sched.T, N, 1)
             self._ws.ensure(sched.T, N, net.hidden, x0.dtype)
-            traj = forward_trajectory_fast(sched, x0[:, 0], noise[..., 0], out=self._ws.traj)
+            if x0.dtype not in self._scales:
+                self._scales[x0.dtype] = trajectory_scales(sched, x0.dtype)
+            traj = forward_trajectory_fast(sched, x0[:, 0], noise[..., 0], out=self._ws.traj,
+                                           scales=self._scales[x0.dtype])
             step_nll = _FusedSeedNLL.apply(traj, self._tau.to(x0.dtype), net.w_in, net.b_in, net.w_out, net.b_out, self._ws)
             x_T = traj[-1]
         else:
