@@ -6,6 +6,7 @@ import math
 from ddpmlab.config import Config
 from ddpmlab.gaussian_diffusion import DiffusionModel, GaussianDiffusion
 from ddpmlab.models.mlp import MLPDenoiser
+from ddpmlab.models.preconditioning import GaussianPreconditioner
 from ddpmlab.models.seed import SeedReverse
 from ddpmlab.schedule import NoiseSchedule, make_schedule
 from ddpmlab.utils import DDPMLabError
@@ -35,4 +36,5 @@ def build_model(cfg: Config, data_shape: tuple):
         net = UNet(data_shape[0], diffusion.output_channels(data_shape[0]), base=m.width, time_dim=m.time_dim)
     else:  # validated earlier
         raise DDPMLabError(f"unknown architecture {m.arch!r}")
-    return DiffusionModel(net, diffusion, data_shape)
+    precond = GaussianPreconditioner(m.mean_type) if m.precondition else None
+    return DiffusionModel(net, diffusion, data_shape, precond)

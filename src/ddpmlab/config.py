@@ -45,6 +45,8 @@ class ModelConfig:
     width: int = 128  # mlp width / unet base channels
     depth: int = 3  # mlp residual blocks
     time_dim: int = 32  # sinusoidal time-embedding size
+    precondition: bool = False  # network sees unit-variance input, predicts the residual around the
+    # data's Gaussian fit (Karras et al. 2022); epsilon | x0 | v mean types
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     sampler: str = "ancestral"  # ancestral | ddim | ode
+    ode_solver: str = "dpm_solver"  # ode sampler: dpm_solver (DPM-Solver++ 2M) | heun | rk45 (adaptive)
     steps: int = 0  # sampling steps; 0 = all T
     eta: float = 0.0  # DDIM's eta (0 deterministic, 1 = ancestral variance)
     n: int = 10_000  # samples drawn at the end of training
@@ -95,6 +98,7 @@ CHOICES = {
     ("train", "device"): ("cpu", "cuda", "auto"),
     ("train", "lr_decay"): ("none", "cosine"),
     ("sample", "sampler"): ("ancestral", "ddim", "ode"),
+    ("sample", "ode_solver"): ("dpm_solver", "heun", "rk45"),
 }
 # (section, key) -> (lowest allowed, lowest is exclusive)
 LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("schedule", "beta_start"): (0, True),
@@ -173,6 +177,9 @@ def validate(cfg: Config) -> None:
     if m.arch == "seed" and (m.mean_type, m.var_type) != ("previous_x", "learned"):
         raise DDPMLabError("model.arch = 'seed' predicts the previous x with a learned std: set "
                            "model.mean_type = 'previous_x' and model.var_type = 'learned'")
+    if m.precondition and (m.arch == "seed" or m.mean_type == "previous_x"):
+        raise DDPMLabError("model.precondition = true needs model.mean_type = 'epsilon', 'x0' or 'v' "
+                           "(and an mlp or unet)")
     if t.objective == "simple" and m.var_type in ("learned", "learned_range"):
         raise DDPMLabError("train.objective = 'simple' cannot train a learned variance; use 'hybrid' or 'vlb'")
     if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name != "file":

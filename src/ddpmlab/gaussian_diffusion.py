@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ddpmlab.diffusion import q_posterior_mean_variance
+from ddpmlab.models.preconditioning import GaussianPreconditioner
 from ddpmlab.schedule import NoiseSchedule
 from ddpmlab.utils import DDPMLabError, extract
 
@@ -132,21 +133,35 @@ class DiffusionModel(nn.Module):
     """A network plus its parameterisation: the reverse-process model samplers and evaluators use.
 
     ``net(x, tau)`` maps data (B, *dims) and network time tau (B,) in (0, 1] to the output described
-    by ``GaussianDiffusion``.
+    by ``GaussianDiffusion``; with ``precond`` (``ddpmlab.models.preconditioning``) the network sees the
+    scaled input and predicts the normalised residual around the data's Gaussian fit instead.
     """
 
-    def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, data_shape: tuple):
+    def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, data_shape: tuple,
+                 precond: GaussianPreconditioner | None = None):
         super().__init__()
         self.net = net
         self.diffusion = diffusion
         self.data_shape = tuple(data_shape)
+        self.precond = precond  # None: the network's output is the mean head itself
 
     @property
     def schedule(self) -> NoiseSchedule:
         return self.diffusion.schedule
 
+    def net_out(self, x: torch.Tensor, tau: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """The network's output at network time tau, preconditioned when the model is (``alpha_bar``:
+        a per-example tensor broadcastable against x, or a float; unused otherwise)."""
+        if self.precond is None:
+            return self.net(x, tau)
+        out = self.net(self.precond.scale_input(x, alpha_bar), tau)
+        head, var_head = self.diffusion.split_output(out)
+        head = self.precond.mean_head(head, x, alpha_bar)
+        return head if var_head is None else torch.cat([head, var_head], dim=1)
+
     def forward_out(self, x_t, t):
-        return self.net(x_t, self.schedule.model_time(t).to(x_t.device))
+        alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t) if self.precond is not None else None
+        return self.net_out(x_t, self.schedule.model_time(t).to(x_t.device), alpha_bar)
 
     def p_mean_variance_full(self, x_t, t) -> dict:
         return self.diffusion.p_mean_variance(self.forward_out(x_t, t), x_t, t)
@@ -162,7 +177,7 @@ class DiffusionModel(nn.Module):
         if self.diffusion.mean_type == "previous_x":
             raise DDPMLabError("a model that predicts x_{t-1} has no noise prediction between steps")
         tau = self.schedule.model_time(torch.full((x.shape[0],), float(t), dtype=torch.float64))
-        head, _ = self.diffusion.split_output(self.net(x, tau.to(x.device)))
+        head, _ = self.diffusion.split_output(self.net_out(x, tau.to(x.device), alpha_bar))
         a, b = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
         if self.diffusion.mean_type == "epsilon":
             return head
@@ -182,7 +197,7 @@ class DiffusionModel(nn.Module):
         if self.diffusion.mean_type == "previous_x":
             raise DDPMLabError("a model that predicts x_{t-1} directly cannot be respaced; use ddim or ode")
         return DiffusionModel(self.net, GaussianDiffusion(sched, self.diffusion.mean_type, self.diffusion.var_type),
-                              self.data_shape)
+                              self.data_shape, self.precond)
 
 
 def model_predict_x0_eps(model, x_t, t):

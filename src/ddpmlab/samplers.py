@@ -53,7 +53,8 @@ def ddim_step(model, x_t: torch.Tensor, t: int, s: int, eta: float = 0.0):
 
 @torch.no_grad()
 def ddim_sample(model, n: int, steps: int | None = None, eta: float = 0.0,
-                generator: torch.Generator | None = None, keep_trajectory: bool = False):
+                generator: torch.Generator | None = None, keep_trajectory: bool = False,
+                x_T: torch.Tensor | None = None):
     """DDIM sampling on ``steps`` evenly kept steps (all T by default); eta = 0 is deterministic.
 
     Works for any reverse model: x_0 and eps come from ``predict_x0_eps`` or are implied by the mean.
@@ -62,7 +63,7 @@ def ddim_sample(model, n: int, steps: int | None = None, eta: float = 0.0,
     sched = model.schedule
     kept = sched.spaced_steps(steps or sched.T)
     shape = (n,) + tuple(model.data_shape)
-    x = torch.randn(shape, generator=generator)
+    x = torch.randn(shape, generator=generator) if x_T is None else x_T.clone()
     traj = [x] if keep_trajectory else None
     for t, s in zip(reversed(kept), reversed([0] + kept[:-1])):
         mean, var = ddim_step(model, x, t, s, eta)
@@ -76,9 +77,11 @@ SAMPLERS = ("ancestral", "ddim", "ode")
 
 
 def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta: float = 0.0,
-                 generator: torch.Generator | None = None, keep_trajectory: bool = False):
+                 generator: torch.Generator | None = None, keep_trajectory: bool = False,
+                 ode_solver: str = "dpm_solver"):
     """Dispatch by name. ``steps = 0`` means all T; ancestral sampling on fewer steps respaces the model
-    (a new schedule from the kept alpha-bars), DDIM and the ODE integrate over the kept steps."""
+    (a new schedule from the kept alpha-bars), DDIM and the ODE (``ode_solver``) integrate over the kept
+    steps."""
     T = model.schedule.T
     steps = steps or T
     if sampler == "ancestral":
@@ -92,5 +95,6 @@ def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta:
     if sampler == "ode":
         from ddpmlab.ode_sampler import ode_sample
 
-        return ode_sample(model, n, steps=steps, generator=generator, keep_trajectory=keep_trajectory)
+        return ode_sample(model, n, steps=steps, generator=generator, keep_trajectory=keep_trajectory,
+                          method=ode_solver)
     raise DDPMLabError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

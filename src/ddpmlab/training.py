@@ -139,7 +139,9 @@ class Trainer:
         self.batch_size = local_batch_size(t.batch_size, data, self.ctx)
         torch.manual_seed(t.seed)
         self.model = build_model(cfg, data.data_shape).to(self.ctx.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, foreach=True)
+        if self.model_precond is not None:  # the same on every rank: all of the data, or its own seed
+            self.model_precond.set_moments(*data.moments(t.seed))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
         self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.objective = make_objective(t.objective, self.model, t.hybrid_weight, t.importance_sampling)
         self.step = 0
@@ -155,6 +157,10 @@ class Trainer:
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             loss = nn.parallel.DistributedDataParallel(loss, device_ids=device_ids)
         self.loss_fn = loss
+
+    @property
+    def model_precond(self):
+        return getattr(self.model, "precond", None)
 
     @property
     def sampling_model(self):

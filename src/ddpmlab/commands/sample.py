@@ -1,4 +1,4 @@
-"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] --out FILE.npy``."""
+"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] --out FILE.npy``."""
 from __future__ import annotations
 
 HELP = "draw samples from a trained run into a .npy file (in data units)"
@@ -11,6 +11,8 @@ def add_arguments(p) -> None:
                    help="default: the run's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's, 0 = all T)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the run's)")
+    p.add_argument("--ode-solver", choices=("dpm_solver", "heun", "rk45"), default=None,
+                   help="solver of --sampler ode (default: the run's sample.ode_solver)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.add_argument("--out", required=True, help="output .npy file")
 
@@ -26,6 +28,7 @@ def run(args) -> int:
     if not args.out.endswith(".npy"):
         raise DDPMLabError(f"--out must name a .npy file, got {args.out!r}")
     shape = sample_to_file(Path(args.run_dir), args.n, Path(args.out), sampler=args.sampler, steps=args.steps,
-                           eta=args.eta, seed=args.seed)
+                           eta=args.eta, seed=args.seed,
+                           ode_solver=args.ode_solver)
     print(f"wrote {args.n} samples of shape {shape[1:]} to {args.out}")
     return 0

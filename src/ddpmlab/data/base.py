@@ -32,6 +32,14 @@ class TrainingData:
             return self.train
         return self.train[torch.randint(n, (batch_size,), generator=generator)]
 
+    def moments(self, seed: int, n_draws: int = 100_000) -> tuple[float, float]:
+        """Scalar mean and standard deviation of the data in model space (over examples and features):
+        of the training set, or of ``n_draws`` draws from a generator of its own seeded with ``seed``
+        (the training stream's random numbers are left untouched)."""
+        x = self.train if not self.stream else self.dist.sample(n_draws, torch.Generator().manual_seed(seed))
+        x = x.double()
+        return float(x.mean()), float(x.std())
+
     def to_data_units(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale is None:
             return x

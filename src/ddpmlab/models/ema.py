@@ -15,15 +15,18 @@ class EMA:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = decay
         self.shadow = copy.deepcopy(model).eval()
+        self._pairs = None  # (model, its parameters, the shadow's, buffer pairs) of the last update
         for p in self.shadow.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        src = [p.detach() for p in model.parameters()]
-        dst = list(self.shadow.parameters())
+        if self._pairs is None or self._pairs[0] is not model:  # walking the modules costs as much as the lerp
+            self._pairs = (model, list(model.parameters()), list(self.shadow.parameters()),
+                           list(zip(self.shadow.buffers(), model.buffers())))
+        _, src, dst, buffers = self._pairs
         torch._foreach_lerp_(dst, src, 1.0 - self.decay)
-        for b_dst, b_src in zip(self.shadow.buffers(), model.buffers()):
+        for b_dst, b_src in buffers:
             b_dst.copy_(b_src)
 
     def state_dict(self) -> dict:

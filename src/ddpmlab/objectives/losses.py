@@ -5,13 +5,12 @@
 - ``VLBLoss``: the Rao-Blackwellised bound (eq. 5): one t per example and the analytic KL to
   q(x_{t-1} | x_t, x_0); an unbiased estimate of the same bound, with far lower variance and T times
   cheaper.
-- ``SimpleLoss``: ||target - prediction||^2 (eq. 14), the target chosen by the mean type.
+- ``SimpleLoss``: ||target - prediction||^2 (eq. 14), the target chosen by the mean type; for a
+  preconditioned model divided by the residual scale squared (``ddpmlab.models.preconditioning``).
 - ``HybridLoss``: simple + weight * bound, the bound seeing a stop-gradient mean, so it trains only the
   variance (Nichol & Dhariwal 2021, sec. 3.1).
 """
 from __future__ import annotations
-
-
 
 import torch
 
@@ -19,7 +18,7 @@ from ddpmlab.diffusion import q_sample
 from ddpmlab.evaluation.likelihood import prior_kl_nats, step_term_nats
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
-from ddpmlab.utils import mean_flat
+from ddpmlab.utils import extract, mean_flat
 
 
 def mean_log_variance(model, x_t, t):
@@ -29,6 +28,17 @@ def mean_log_variance(model, x_t, t):
         return d["mean"], d["log_variance"]
     mean, variance = model.p_mean_variance(x_t, t)
     return mean, torch.log(variance)
+
+
+def simple_mse(model, x0, x_t, t, noise, mean_head):
+    """Per example ||target - mean head||^2 (Ho et al. eq. 14). A preconditioned model's error is first
+    divided by its residual scale c_out: the squared error of the network's own normalised output
+    (Karras et al. 2022, loss weight 1 / c_out^2)."""
+    err = model.diffusion.mean_target(x0, x_t, t, noise) - mean_head
+    precond = getattr(model, "precond", None)
+    if precond is not None:
+        err = err / precond.residual_scale(x_t, extract(model.schedule.alphas_cumprod, t, x_t))
+    return mean_flat(err ** 2)
 
 
 class WholeTrajectoryBound:
@@ -86,7 +96,7 @@ class SimpleLoss(_PerStep):
         t, _, noise, x_t = self.draw(model, x0, generator)
         out = model.forward_out(x_t, t)
         mean_head, _ = model.diffusion.split_output(out)
-        return mean_flat((model.diffusion.mean_target(x0, x_t, t, noise) - mean_head) ** 2)
+        return simple_mse(model, x0, x_t, t, noise, mean_head)
 
 
 class HybridLoss(_PerStep):
@@ -103,7 +113,7 @@ class HybridLoss(_PerStep):
         out = model.forward_out(x_t, t)
         diffusion = model.diffusion
         mean_head, var_head = diffusion.split_output(out)
-        simple = mean_flat((diffusion.mean_target(x0, x_t, t, noise) - mean_head) ** 2)
+        simple = simple_mse(model, x0, x_t, t, noise, mean_head)
         frozen = out if var_head is None else torch.cat([mean_head.detach(), var_head], dim=1)
         d = diffusion.p_mean_variance(frozen, x_t, t)
         term = step_term_nats(model.schedule, x0, x_t, t, d["mean"], d["log_variance"])
