@@ -178,8 +178,8 @@ def validate(cfg: Config) -> None:
         raise DDPMLabError("model.arch = 'seed' predicts the previous x with a learned std: set "
                            "model.mean_type = 'previous_x' and model.var_type = 'learned'")
     if m.precondition and (m.arch == "seed" or m.mean_type == "previous_x"):
-        raise DDPMLabError("model.precondition = true needs model.mean_type = 'epsilon', 'x0' or 'v' "
-                           "(and an mlp or unet)")
+        raise DDPMLabError(f"model.precondition = true needs model.mean_type = 'epsilon', 'x0' or 'v' and an mlp "
+                           f"or unet (got {m.mean_type!r}, {m.arch!r}); set model.precondition = false")
     if t.objective == "simple" and m.var_type in ("learned", "learned_range"):
         raise DDPMLabError("train.objective = 'simple' cannot train a learned variance; use 'hybrid' or 'vlb'")
     if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name != "file":
