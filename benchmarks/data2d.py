@@ -22,10 +22,10 @@ import torch
 
 from ddpmlab.config import load_config
 from ddpmlab.evaluation.metrics_nd import against_distribution
-from ddpmlab.fileio import atomic_write_json, ensure_writable_dir
-from ddpmlab.pipeline import fit
-from ddpmlab.plots2d import write_figures
-from ddpmlab.samplers import draw_samples
+from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
+from ddpmlab.workflows.pipeline import fit
+from ddpmlab.figures.plots2d import write_figures
+from ddpmlab.sampling.samplers import draw_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,11 +26,11 @@ from ddpmlab.data.digits import digits_split
 from ddpmlab.evaluation.digit_classifier import load_classifier
 from ddpmlab.evaluation.fid import evaluate_digit_samples
 from ddpmlab.evaluation.metrics_nd import against_heldout
-from ddpmlab.fileio import atomic_write_json, ensure_writable_dir
-from ddpmlab.pipeline import fit
-from ddpmlab.plots2d import image_grid, reverse_gif
-from ddpmlab.runs import save_run
-from ddpmlab.samplers import draw_samples
+from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
+from ddpmlab.workflows.pipeline import fit
+from ddpmlab.figures.plots2d import image_grid, reverse_gif
+from ddpmlab.runs.format import save_run
+from ddpmlab.sampling.samplers import draw_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_SECONDS = 15 * 60

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from scipy.integrate import quad
 
-from ddpmlab.distributions import seed_mixture
+from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.evaluation.likelihood import evaluate_bound
 from ddpmlab.evaluation.metrics import component_fractions, mixture_entropy_1d, w1
 from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.samplers import ancestral_sample
-from ddpmlab.schedule import make_schedule
+from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.core.schedule import make_schedule
 
 
 def right_fraction_exact_reverse(oracle: MixtureOracle) -> float:

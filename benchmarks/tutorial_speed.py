@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ddpmlab.config import load_config
-from ddpmlab.pipeline import fit
+from ddpmlab.workflows.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SEED_SCRIPT = ROOT.parent / "shared" / "reference" / "seed_tutorial.py"

@@ -9,15 +9,15 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-import ddpmlab.checkpoint as checkpoint_module
-import ddpmlab.training as training_module
-from ddpmlab.checkpoint import (META_FILE, TENSORS_FILE, _json_checksum, checkpoint_dirs, read_checkpoint,
+import ddpmlab.runs.checkpoint as checkpoint_module
+import ddpmlab.training.trainer as training_module
+from ddpmlab.runs.checkpoint import (META_FILE, TENSORS_FILE, _json_checksum, checkpoint_dirs, read_checkpoint,
                                 read_metrics, resume_config)
 from ddpmlab.cli import main
 from ddpmlab.config import load_config
-from ddpmlab.pipeline import train_run
-from ddpmlab.runs import load_run
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.workflows.pipeline import train_run
+from ddpmlab.runs.format import load_run
+from ddpmlab.core.utils import DDPMLabError
 
 TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
         "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=0", "train.iters=10",

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from ddpmlab.config import CONFIG_DIR, load_config, to_toml
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))

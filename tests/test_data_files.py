@@ -11,8 +11,8 @@ from ddpmlab.cli import main
 from ddpmlab.config import DataConfig
 from ddpmlab.data import make_training_data
 from ddpmlab.data.files import load_data_file
-from ddpmlab.runs import load_run
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.runs.format import load_run
+from ddpmlab.core.utils import DDPMLabError
 
 TINY = ["--set", "schedule.steps=10", "--set", "model.width=8", "--set", "model.depth=1",
         "--set", "train.iters=3", "--set", "train.batch_size=16", "--no-progress"]

@@ -12,8 +12,8 @@ from ddpmlab.cli import main
 from ddpmlab.config import DataConfig
 from ddpmlab.data import make_training_data
 from ddpmlab.data.named import NAMED
-from ddpmlab.distributions import GaussianMixture
-from ddpmlab.runs import load_run
+from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.runs.format import load_run
 
 TINY = ["--set", "schedule.steps=10", "--set", "model.width=8", "--set", "model.depth=1", "--set",
         "model.time_dim=8", "--set", "train.iters=3", "--set", "train.batch_size=16", "--no-progress"]
@@ -65,7 +65,7 @@ def test_each_named_dataset_trains_and_samples(tmp_path, name):
 
 
 def test_figures_command_writes_scatter_density_gif(tmp_path):
-    from ddpmlab.commands import figures
+    from ddpmlab.cli.commands import figures
 
     run_dir = tmp_path / "run"
     assert main(["train", "--out", str(run_dir), "--set", "data.name='checkerboard'", *TINY]) == 0
@@ -83,8 +83,8 @@ def test_figures_command_writes_scatter_density_gif(tmp_path):
 
 
 def test_figures_command_refuses_one_feature(tmp_path, capsys):
-    from ddpmlab.commands import figures
-    from ddpmlab.utils import DDPMLabError
+    from ddpmlab.cli.commands import figures
+    from ddpmlab.core.utils import DDPMLabError
 
     run_dir = tmp_path / "run"
     assert main(["train", "--out", str(run_dir), "--set", "data.name='gaussian'", *TINY]) == 0

@@ -11,7 +11,7 @@ from ddpmlab.cli import main
 from ddpmlab.data.digits import Digits, digits_split, to_pixel_values
 from ddpmlab.evaluation import digit_classifier as dc
 from ddpmlab.evaluation.fid import evaluate_digit_samples
-from ddpmlab.plots2d import image_grid
+from ddpmlab.figures.plots2d import image_grid
 
 TINY = ["--config", "digits", "--set", "schedule.steps=10", "--set", "sample.steps=0", "--set", "model.width=8",
         "--set", "model.time_dim=8", "--set", "train.iters=2", "--set", "train.batch_size=8", "--no-progress"]
@@ -35,7 +35,7 @@ def test_digits_distribution_draws_training_images():
 
 
 def test_digits_train_sample_and_figures(tmp_path):
-    from ddpmlab.commands import figures
+    from ddpmlab.cli.commands import figures
 
     run_dir, out = tmp_path / "run", tmp_path / "s.npy"
     assert main(["train", "--out", str(run_dir), *TINY]) == 0

@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ddpmlab.build import build_model
-from ddpmlab.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
+from ddpmlab.config.build import build_model
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
 from ddpmlab.config import load_config, to_toml
 from ddpmlab.data import make_training_data
-from ddpmlab.diffusion import q_sample
-from ddpmlab.distributed import DistContext, local_batch_size, rank_seed, shard
+from ddpmlab.core.diffusion import q_sample
+from ddpmlab.training.distributed import DistContext, local_batch_size, rank_seed, shard
 from ddpmlab.objectives.losses import make_objective
-from ddpmlab.utils import DDPMLabError, mean_flat
+from ddpmlab.core.utils import DDPMLabError, mean_flat
 
 CFG = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
        "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=64", "train.iters=6",

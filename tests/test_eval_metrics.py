@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from ddpmlab.distributions import GaussianMixture, seed_mixture
+from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.metrics import (KS_MEAN_SQRT_N, component_fractions_against, ks_against, mixture_cdf_1d,
                                         mixture_entropy_1d)
 

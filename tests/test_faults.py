@@ -5,11 +5,11 @@ import signal
 import pytest
 import torch
 
-from ddpmlab.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
 from ddpmlab.cli import main
 from ddpmlab.config import load_config, to_toml
-from ddpmlab.pipeline import train_run
-from ddpmlab.training import NonFiniteLoss, TrainingInterrupted, build_trainer
+from ddpmlab.workflows.pipeline import train_run
+from ddpmlab.training.trainer import NonFiniteLoss, TrainingInterrupted, build_trainer
 
 TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
         "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=0", "train.iters=10",

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from ddpmlab.diffusion import (forward_trajectory, forward_trajectory_fast, q_mean_variance,
+from ddpmlab.core.diffusion import (forward_trajectory, forward_trajectory_fast, q_mean_variance,
                                q_posterior_mean_variance, q_sample)
-from ddpmlab.schedule import make_schedule
+from ddpmlab.core.schedule import make_schedule
 from conftest import gen
 
 

@@ -12,7 +12,7 @@ from ddpmlab.data.toy2d import Checkerboard, eight_gaussians
 from ddpmlab.evaluation.fid import frechet_distance, frechet_distance_features, gaussian_stats
 from ddpmlab.evaluation.metrics_nd import (against_distribution, against_heldout, mmd, nll_under_density,
                                            random_directions, sliced_w1, w1_1d)
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 
 @pytest.mark.parametrize("n, m", [(50, 50), (100, 37), (7, 300)])

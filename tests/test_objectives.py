@@ -5,8 +5,8 @@ import math
 import torch
 
 from ddpmlab.config import load_config
-from ddpmlab.build import build_model
-from ddpmlab.distributions import seed_mixture
+from ddpmlab.config.build import build_model
+from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.objectives.losses import HybridLoss, VLBLoss
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.objectives.timesteps import ImportanceTimesteps

@@ -6,12 +6,12 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from ddpmlab.distributions import GaussianMixture, seed_mixture
+from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.ode import ContinuousSchedule, score_function, ode_log_likelihood
 from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.models.seed import SeedReverse
-from ddpmlab.schedule import make_schedule
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.schedule import make_schedule
+from ddpmlab.core.utils import DDPMLabError
 from conftest import gen
 
 

@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from ddpmlab.distributions import GaussianMixture, seed_mixture
+from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.ode_sampler import dpm_solver_2m, ode_sample
-from ddpmlab.gaussian_diffusion import model_predict_x0_eps
-from ddpmlab.samplers import ddim_sample, ddim_step, draw_samples
-from ddpmlab.schedule import make_schedule
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.sampling.ode import dpm_solver_2m, ode_sample
+from ddpmlab.core.parameterisation import model_predict_x0_eps
+from ddpmlab.sampling.samplers import ddim_sample, ddim_step, draw_samples
+from ddpmlab.core.schedule import make_schedule
+from ddpmlab.core.utils import DDPMLabError
 from conftest import gen
 
 M, S = 2.0, 0.5

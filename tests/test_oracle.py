@@ -7,12 +7,12 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from ddpmlab.distributions import GaussianMixture, seed_mixture
+from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.metrics import component_fractions, w1
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.samplers import ancestral_sample
-from ddpmlab.schedule import make_schedule
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.core.schedule import make_schedule
+from ddpmlab.core.utils import DDPMLabError
 from conftest import gen
 
 

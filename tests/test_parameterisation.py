@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from ddpmlab.diffusion import q_posterior_mean_variance, q_sample
-from ddpmlab.gaussian_diffusion import GaussianDiffusion, v_target
-from ddpmlab.schedule import make_schedule
+from ddpmlab.core.diffusion import q_posterior_mean_variance, q_sample
+from ddpmlab.core.parameterisation import GaussianDiffusion, v_target
+from ddpmlab.core.schedule import make_schedule
 from conftest import gen
 
 

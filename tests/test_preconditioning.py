@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from ddpmlab.build import build_model
+from ddpmlab.config.build import build_model
 from ddpmlab.config import load_config
-from ddpmlab.distributions import GaussianMixture
+from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.gaussian_diffusion import model_predict_x0_eps
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.parameterisation import model_predict_x0_eps
+from ddpmlab.core.utils import DDPMLabError
 from conftest import gen
 
 M, S = 1.5, 2.5  # scalar mean and standard deviation of the Gaussian data
@@ -104,8 +104,8 @@ def test_constant_data_is_refused():
 
 
 def test_moments_are_set_from_the_data_and_saved_with_the_run(tmp_path):
-    from ddpmlab.pipeline import train_run
-    from ddpmlab.runs import load_run
+    from ddpmlab.workflows.pipeline import train_run
+    from ddpmlab.runs.format import load_run
 
     cfg = load_config("default", ["train.iters=3", "schedule.steps=20", "model.width=8", "model.depth=1",
                                   "data.n_train=500", "train.batch_size=64",

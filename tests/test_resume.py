@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ddpmlab.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
 from ddpmlab.cli import main
 from ddpmlab.config import load_config, to_toml
-from ddpmlab.pipeline import fit, train_run
-from ddpmlab.training import TrainingInterrupted
+from ddpmlab.workflows.pipeline import fit, train_run
+from ddpmlab.training.trainer import TrainingInterrupted
 
 TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
         "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=0", "train.iters=12",

@@ -2,9 +2,9 @@
 import torch
 
 from ddpmlab.config import load_config
-from ddpmlab.build import build_model
-from ddpmlab.diffusion import q_posterior_mean_variance
-from ddpmlab.samplers import ddim_step
+from ddpmlab.config.build import build_model
+from ddpmlab.core.diffusion import q_posterior_mean_variance
+from ddpmlab.sampling.samplers import ddim_step
 from conftest import gen
 
 

@@ -1,8 +1,8 @@
 import torch
 
 from ddpmlab.models.seed import SeedReverse
-from ddpmlab.samplers import ancestral_sample
-from ddpmlab.schedule import make_schedule
+from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.core.schedule import make_schedule
 from conftest import gen
 
 

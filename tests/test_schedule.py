@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from ddpmlab.schedule import NoiseSchedule, make_betas, make_schedule
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.schedule import NoiseSchedule, make_betas, make_schedule
+from ddpmlab.core.utils import DDPMLabError
 
 
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])

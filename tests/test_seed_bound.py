@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from ddpmlab.diffusion import forward_trajectory
-from ddpmlab.distributions import seed_mixture
+from ddpmlab.core.diffusion import forward_trajectory
+from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.models.seed import SeedReverse
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
-from ddpmlab.schedule import make_schedule
+from ddpmlab.core.schedule import make_schedule
 from conftest import gen
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ddpmlab.tutorial import FIGURES
+from ddpmlab.workflows.tutorial import FIGURES
 
 
 def run_cli(*args, timeout=300):

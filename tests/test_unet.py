@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import gen
-from ddpmlab.build import build_model
+from ddpmlab.config.build import build_model
 from ddpmlab.config import load_config
 from ddpmlab.models.unet import UNet
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 
 def _perturbed(net):

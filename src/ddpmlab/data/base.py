@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ddpmlab.data.named import NAMED
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 
 class TrainingData:

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import torch
 
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 HELDOUT_FRACTION = 0.2
 SPLIT_SEED = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 SUFFIXES = (".csv", ".npy", ".npz")
 MAX_SAMPLE_DIMS = 2  # a sample is a scalar, a row of columns, or a 2-D array

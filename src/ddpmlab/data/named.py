@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ddpmlab.data.digits import Digits
 from ddpmlab.data.toy2d import Checkerboard, Moons, SwissRoll, eight_gaussians
-from ddpmlab.distributions import GaussianMixture, seed_mixture
+from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 
 
 def gaussian_1d():

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ddpmlab.distributions import GaussianMixture
+from ddpmlab.core.distributions import GaussianMixture
 
 
 class Moons:

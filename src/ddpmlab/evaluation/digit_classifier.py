@@ -18,7 +18,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ddpmlab.data.digits import NUM_CLASSES, digits_split
-from ddpmlab.fileio import atomic_write_bytes
+from ddpmlab.core.fileio import atomic_write_bytes
 
 VERSION = "v1"  # bump when the architecture, the training recipe or the data split changes
 FEATURE_DIM = 64

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ddpmlab.data.digits import NUM_CLASSES, digits_split
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 
 def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

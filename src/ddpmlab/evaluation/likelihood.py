@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from ddpmlab.diffusion import q_mean_variance, q_posterior_mean_variance, q_sample
-from ddpmlab.utils import sum_flat
+from ddpmlab.core.diffusion import q_mean_variance, q_posterior_mean_variance, q_sample
+from ddpmlab.core.utils import sum_flat
 
 LOG_2PI = math.log(2 * math.pi)
 TERMS = ("prior_nats", "steps_nats", "decoder_nats")

@@ -8,7 +8,7 @@ import torch
 from scipy.integrate import quad
 from scipy.stats import kstest, norm, wasserstein_distance
 
-from ddpmlab.distributions import GaussianMixture
+from ddpmlab.core.distributions import GaussianMixture
 
 
 def _flat1d(x) -> np.ndarray:

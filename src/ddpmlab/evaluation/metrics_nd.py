@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 BANDWIDTH_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
 

@@ -29,7 +29,7 @@ from scipy.interpolate import PchipInterpolator
 
 from ddpmlab.evaluation.likelihood import nats_to_bpd
 from ddpmlab.models.seed import SeedReverse
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -14,7 +14,7 @@ sqrt(beta_t) eps (eq. 2). Conditioning gives, for t = 1..T,
 and q(x_{t-1} | x_t) is the mixture of these with weights r_k(x_t) = q(k | x_t), the responsibilities
 of x_t under q(x_t). At t = 1 this is the data posterior q(x_0 | x_1). ``MixtureOracle`` returns that
 mixture's exact mean and variance as a reverse step, so every sampler and metric runs on it.
-Everything is computed in float64; time indices follow ``ddpmlab.schedule``.
+Everything is computed in float64; time indices follow ``ddpmlab.core.schedule``.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import math
 
 import torch
 
-from ddpmlab.distributions import GaussianMixture
-from ddpmlab.schedule import NoiseSchedule
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.core.schedule import NoiseSchedule
+from ddpmlab.core.utils import DDPMLabError
 
 LOG_2PI = math.log(2 * math.pi)
 

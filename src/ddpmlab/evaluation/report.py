@@ -11,13 +11,13 @@ import time
 
 import torch
 
-from ddpmlab.distributions import GaussianMixture
+from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.evaluation.likelihood import evaluate_bound, nats_to_bpd
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
 from ddpmlab.evaluation.ode import intra_op_threads, ode_log_likelihood
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.samplers import ancestral_sample
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.core.utils import DDPMLabError
 
 
 def data_entropy(dist: GaussianMixture, n: int, generator: torch.Generator) -> dict:

@@ -30,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 PRECONDITIONED_MEAN_TYPES = ("epsilon", "x0", "v")
 

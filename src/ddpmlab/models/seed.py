@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpmlab.schedule import NoiseSchedule
+from ddpmlab.core.schedule import NoiseSchedule
 
 
 class SeedMeanStd(nn.Module):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from ddpmlab.diffusion import q_sample
+from ddpmlab.core.diffusion import q_sample
 from ddpmlab.evaluation.likelihood import prior_kl_nats, step_term_nats
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
-from ddpmlab.utils import extract, mean_flat
+from ddpmlab.core.utils import extract, mean_flat
 
 
 def mean_log_variance(model, x_t, t):

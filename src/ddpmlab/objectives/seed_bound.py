@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ddpmlab.diffusion import forward_trajectory_fast, trajectory_scales
+from ddpmlab.core.diffusion import forward_trajectory_fast, trajectory_scales
 from ddpmlab.models.seed import SeedReverse
 
 LOG_2PI = math.log(2 * math.pi)

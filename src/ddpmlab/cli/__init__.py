@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures")
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ddpmlab", description="Denoising diffusion models at small scale.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        mod = importlib.import_module(f"ddpmlab.commands.{name}")
+        mod = importlib.import_module(f"ddpmlab.cli.commands.{name}")
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

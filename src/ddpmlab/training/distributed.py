@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from ddpmlab.data import TrainingData
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import torch
 from scipy.integrate import solve_ivp
 
 from ddpmlab.evaluation.ode import ContinuousSchedule, score_function
-from ddpmlab.gaussian_diffusion import model_predict_x0_eps
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.parameterisation import model_predict_x0_eps
+from ddpmlab.core.utils import DDPMLabError
 
 ODE_SOLVERS = ("dpm_solver", "heun", "rk45")
 

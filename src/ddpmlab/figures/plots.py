@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ddpmlab.fileio import atomic_savefig  # noqa: E402
+from ddpmlab.core.fileio import atomic_savefig  # noqa: E402
 
 
 def _first_feature(x, lead: int = 1) -> np.ndarray:

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 
 def ensure_writable_dir(path) -> Path:

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ddpmlab.fileio import atomic_savefig, atomic_write_bytes  # noqa: E402
-from ddpmlab.utils import DDPMLabError  # noqa: E402
+from ddpmlab.core.fileio import atomic_savefig, atomic_write_bytes  # noqa: E402
+from ddpmlab.core.utils import DDPMLabError  # noqa: E402
 
 
 def _xy(x, lead: int = 1) -> np.ndarray:

@@ -15,11 +15,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ddpmlab.build import build_model
+from ddpmlab.config.build import build_model
 from ddpmlab.config import Config, from_dict, to_toml
-from ddpmlab.distributions import GaussianMixture
-from ddpmlab.fileio import atomic_write_bytes, atomic_write_json
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json
+from ddpmlab.core.utils import DDPMLabError
 
 RUN_FILE, WEIGHTS_FILE, CONFIG_FILE = "run.json", "model.safetensors", "config.toml"
 FORMAT = "ddpmlab-run"

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 SCHEDULES = ("constant", "linear", "cosine")
 

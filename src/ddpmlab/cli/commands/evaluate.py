@@ -19,9 +19,9 @@ def run(args) -> int:
     import torch
 
     from ddpmlab.evaluation.report import evaluate_run, format_table
-    from ddpmlab.fileio import atomic_write_json, ensure_writable_dir
-    from ddpmlab.runs import load_run
-    from ddpmlab.utils import DDPMLabError
+    from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
+    from ddpmlab.runs.format import load_run
+    from ddpmlab.core.utils import DDPMLabError
 
     run = load_run(args.dir)
     model, dist, info = run.model, run.dist, run.info

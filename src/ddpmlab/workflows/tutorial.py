@@ -14,15 +14,15 @@ import time
 
 import numpy as np
 
-from ddpmlab import plots
+from ddpmlab.figures import plots
 from ddpmlab.config import load_config
-from ddpmlab.diffusion import forward_trajectory
+from ddpmlab.core.diffusion import forward_trajectory
 from ddpmlab.evaluation.report import evaluate_run
-from ddpmlab.fileio import atomic_write_json, ensure_writable_dir
+from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.objectives.seed_bound import estimate_trajectory_bound
-from ddpmlab.pipeline import fit
-from ddpmlab.runs import save_run
-from ddpmlab.samplers import ancestral_sample
+from ddpmlab.workflows.pipeline import fit
+from ddpmlab.runs.format import save_run
+from ddpmlab.sampling.samplers import ancestral_sample
 
 FIGURES = ("data_hist.png", "forward_trajectories.png", "loss.png", "reverse_trajectories.png",
            "generated_hist.png")

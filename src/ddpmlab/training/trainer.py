@@ -5,7 +5,7 @@ Every random draw (data batches, t, noise) comes from one ``torch.Generator`` (`
 model is initialised under ``torch.manual_seed(seed)``. So one config and seed give one result, and a
 checkpoint holding the weights, EMA, AdamW moments and step counts, both RNG states, the importance
 sampler's history and the step resumes bit for bit. Under torchrun every rank runs this same loop with
-its own shard, generator and batch of ``batch_size / N`` examples (``ddpmlab.distributed``), the loss
+its own shard, generator and batch of ``batch_size / N`` examples (``ddpmlab.training.distributed``), the loss
 goes through DistributedDataParallel, and only rank 0 writes.
 """
 from __future__ import annotations
@@ -27,17 +27,17 @@ from safetensors.torch import save as st_save
 from torch import nn
 from tqdm import tqdm
 
-from ddpmlab.build import build_model
-from ddpmlab.checkpoint import META_FILE, Checkpoint, RunWriter, check_resume_config, check_tensors
+from ddpmlab.config.build import build_model
+from ddpmlab.runs.checkpoint import META_FILE, Checkpoint, RunWriter, check_resume_config, check_tensors
 from ddpmlab.config import Config
 from ddpmlab.data import TrainingData, make_training_data
-from ddpmlab.distributed import (DistContext, barrier, gather, local_batch_size, rank_seed, resolve_device, shard,
+from ddpmlab.training.distributed import (DistContext, barrier, gather, local_batch_size, rank_seed, resolve_device, shard,
                                  sum_over_ranks)
-from ddpmlab.fileio import atomic_write_bytes
+from ddpmlab.core.fileio import atomic_write_bytes
 from ddpmlab.models.ema import EMA
 from ddpmlab.objectives.losses import make_objective
 from ddpmlab.objectives.timesteps import ImportanceTimesteps
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError
 
 OPTIMIZER_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")  # AdamW's per-parameter tensors
 

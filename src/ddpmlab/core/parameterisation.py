@@ -17,10 +17,10 @@ import math
 import torch
 from torch import nn
 
-from ddpmlab.diffusion import q_posterior_mean_variance
+from ddpmlab.core.diffusion import q_posterior_mean_variance
 from ddpmlab.models.preconditioning import GaussianPreconditioner
-from ddpmlab.schedule import NoiseSchedule
-from ddpmlab.utils import DDPMLabError, extract
+from ddpmlab.core.schedule import NoiseSchedule
+from ddpmlab.core.utils import DDPMLabError, extract
 
 MEAN_TYPES = ("previous_x", "x0", "epsilon", "v")
 VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")

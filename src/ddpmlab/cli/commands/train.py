@@ -33,11 +33,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ddpmlab.checkpoint import resume_config
+    from ddpmlab.runs.checkpoint import resume_config
     from ddpmlab.config import load_config, to_toml
-    from ddpmlab.pipeline import train_run
-    from ddpmlab.training import NonFiniteLoss, TrainingInterrupted
-    from ddpmlab.utils import DDPMLabError
+    from ddpmlab.workflows.pipeline import train_run
+    from ddpmlab.training.trainer import NonFiniteLoss, TrainingInterrupted
+    from ddpmlab.core.utils import DDPMLabError
 
     overrides = list(args.set)
     if args.checkpoint_every is not None:

@@ -26,3 +26,10 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 def sum_flat(x: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but the first: per-example values of shape (B,)."""
     return x.sum(dim=tuple(range(1, x.dim())))
+
+
+class NonFiniteError(DDPMLabError):
+    """A computation produced NaN or infinity (a sampler's state, a loss): the CLI prints one line and
+    exits with ``exit_code`` (3), writing nothing."""
+
+    exit_code = 3

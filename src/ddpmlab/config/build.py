@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 
 from ddpmlab.config import Config
-from ddpmlab.gaussian_diffusion import DiffusionModel, GaussianDiffusion
+from ddpmlab.core.parameterisation import DiffusionModel, GaussianDiffusion
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.models.preconditioning import GaussianPreconditioner
 from ddpmlab.models.seed import SeedReverse
-from ddpmlab.schedule import NoiseSchedule, make_schedule
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.schedule import NoiseSchedule, make_schedule
+from ddpmlab.core.utils import DDPMLabError
 
 
 def build_schedule(cfg: Config) -> NoiseSchedule:

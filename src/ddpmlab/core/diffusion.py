@@ -1,13 +1,13 @@
 """The forward (noising) process q and its posterior (Ho et al. 2020, eq. 2, 4, 6, 7).
 
-Data have shape ``(B, *dims)``; t is an integer tensor of paper steps (see ``ddpmlab.schedule``).
+Data have shape ``(B, *dims)``; t is an integer tensor of paper steps (see ``ddpmlab.core.schedule``).
 """
 from __future__ import annotations
 
 import torch
 
-from ddpmlab.schedule import NoiseSchedule
-from ddpmlab.utils import extract
+from ddpmlab.core.schedule import NoiseSchedule
+from ddpmlab.core.utils import extract
 
 
 def q_step_sample(schedule: NoiseSchedule, x_prev: torch.Tensor, t: torch.Tensor,

@@ -20,7 +20,7 @@ def training_data(run, n: int, generator):
     """(data in data units, the true distribution or None) of a finished run."""
     from ddpmlab.data.files import load_data_file
     from ddpmlab.data.named import NAMED
-    from ddpmlab.utils import DDPMLabError
+    from ddpmlab.core.utils import DDPMLabError
 
     d = run.cfg.data
     if d.name == "file":
@@ -37,11 +37,11 @@ def run(args) -> int:
 
     import torch
 
-    from ddpmlab.fileio import ensure_writable_dir
-    from ddpmlab.plots2d import write_figures
-    from ddpmlab.runs import load_run
-    from ddpmlab.samplers import draw_samples
-    from ddpmlab.utils import DDPMLabError
+    from ddpmlab.core.fileio import ensure_writable_dir
+    from ddpmlab.figures.plots2d import write_figures
+    from ddpmlab.runs.format import load_run
+    from ddpmlab.sampling.samplers import draw_samples
+    from ddpmlab.core.utils import DDPMLabError
 
     if args.n < 2:
         raise DDPMLabError(f"-n must be >= 2, got {args.n}")

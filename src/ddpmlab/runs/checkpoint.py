@@ -36,8 +36,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddpmlab.config import Config, from_dict
-from ddpmlab.fileio import atomic_write_bytes
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.fileio import atomic_write_bytes
+from ddpmlab.core.utils import DDPMLabError
 
 CHECKPOINT_DIR, TENSORS_FILE, META_FILE, METRICS_FILE = "checkpoints", "state.safetensors", "state.json", "metrics.csv"
 FORMAT, VERSION = "ddpmlab-checkpoint", 1

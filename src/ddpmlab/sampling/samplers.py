@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ddpmlab.gaussian_diffusion import model_predict_x0_eps
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.parameterisation import model_predict_x0_eps
+from ddpmlab.core.utils import DDPMLabError
 
 
 @torch.no_grad()
@@ -93,7 +93,7 @@ def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta:
     if sampler == "ddim":
         return ddim_sample(model, n, steps=steps, eta=eta, generator=generator, keep_trajectory=keep_trajectory)
     if sampler == "ode":
-        from ddpmlab.ode_sampler import ode_sample
+        from ddpmlab.sampling.ode import ode_sample
 
         return ode_sample(model, n, steps=steps, generator=generator, keep_trajectory=keep_trajectory,
                           method=ode_solver)

@@ -23,7 +23,7 @@ FLAGS = {"seed": "train.seed", "iters": "train.iters", "beta": "schedule.beta", 
 
 def run(args) -> int:
     from ddpmlab.evaluation.report import format_table
-    from ddpmlab.tutorial import run_tutorial, summary_lines
+    from ddpmlab.workflows.tutorial import run_tutorial, summary_lines
 
     overrides = [f"{key}={getattr(args, flag)!r}" for flag, key in FLAGS.items() if getattr(args, flag) is not None]
     m = run_tutorial(args.out, overrides + args.set, progress=not args.no_progress)

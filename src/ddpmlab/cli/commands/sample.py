@@ -20,8 +20,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ddpmlab.pipeline import sample_to_file
-    from ddpmlab.utils import DDPMLabError
+    from ddpmlab.workflows.pipeline import sample_to_file
+    from ddpmlab.core.utils import DDPMLabError
 
     if args.n < 1:
         raise DDPMLabError(f"-n must be >= 1, got {args.n}")

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpmlab import distributed
-from ddpmlab.checkpoint import RunWriter, checkpoint_dirs, latest_checkpoint, read_checkpoint
+from ddpmlab.training import distributed
+from ddpmlab.runs.checkpoint import RunWriter, checkpoint_dirs, latest_checkpoint, read_checkpoint
 from ddpmlab.config import Config
-from ddpmlab.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
-from ddpmlab.runs import RUN_FILE, load_run, save_run
-from ddpmlab.samplers import draw_samples
-from ddpmlab.training import NonFiniteLoss, Trainer, build_trainer, stop_on_signals
-from ddpmlab.utils import DDPMLabError
+from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+from ddpmlab.runs.format import RUN_FILE, load_run, save_run
+from ddpmlab.sampling.samplers import draw_samples
+from ddpmlab.training.trainer import NonFiniteLoss, Trainer, build_trainer, stop_on_signals
+from ddpmlab.core.utils import DDPMLabError
 
 
 def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> dict:
