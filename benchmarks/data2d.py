@@ -25,7 +25,7 @@ from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.workflows.pipeline import fit
 from ddpmlab.figures.plots2d import write_figures
-from ddpmlab.sampling.samplers import draw_samples
+from ddpmlab.sampling import draw_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.workflows.pipeline import fit
 from ddpmlab.figures.plots2d import image_grid, reverse_gif
 from ddpmlab.runs.format import save_run
-from ddpmlab.sampling.samplers import draw_samples
+from ddpmlab.sampling import draw_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_SECONDS = 15 * 60

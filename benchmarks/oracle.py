@@ -28,7 +28,7 @@ from ddpmlab.evaluation.likelihood import evaluate_bound
 from ddpmlab.evaluation.metrics import component_fractions, mixture_entropy_1d, w1
 from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.sampling import sample
 from ddpmlab.core.schedule import make_schedule
 
 
@@ -77,7 +77,7 @@ def main() -> None:
     out["prior_kl_nats"] = round(prior_kl(oracle), 6)  # entropy + this = the ODE NLL's expectation
 
     start = time.perf_counter()
-    x = ancestral_sample(oracle, args.n_samples, g).numpy()[:, 0]
+    x = sample(oracle, args.n_samples, "ancestral", generator=g).numpy()[:, 0]
     out["sample_seconds"] = round(time.perf_counter() - start, 2)
     ref = dist.sample(args.n_samples, g).double().numpy()[:, 0]
     true = dist.sample(args.n_samples, g).double().numpy()[:, 0]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FAULT_RUNNER
 import torch
 from safetensors.torch import load_file
 
@@ -26,7 +27,7 @@ CFG = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3"
 def torchrun(*args, env=None):
     """``torchrun --standalone --nproc_per_node=2 -m ddpmlab train ...`` on CPU, one thread per process."""
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "ddpmlab", "train", "--no-progress", *args], capture_output=True, text=True,
+                           FAULT_RUNNER, "train", "--no-progress", *args], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=240)
 
 
@@ -74,7 +75,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     data = make_training_data(cfg.data, torch.Generator().manual_seed(seed))  # the same set on every rank
     torch.manual_seed(seed)
     model = build_model(cfg, data.data_shape)  # the initial weights every rank starts from
-    objective = make_objective("simple", model)
+    objective = make_objective("simple")
     x0s, ts, noises = [], [], []
     for r in (0, 1):
         generator = torch.Generator().manual_seed(rank_seed(seed, r))
@@ -88,7 +89,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     # one process, one forward over the union of both batches with the same t and noise (Ho et al. eq. 14)
     x0, t, noise = torch.cat(x0s), torch.cat(ts), torch.cat(noises)
     x_t = q_sample(model.schedule, x0, t, noise)
-    mean_head, _ = model.diffusion.split_output(model.forward_out(x_t, t))
+    mean_head, _ = model.split_output(model(x_t, t))
     mean_flat((model.diffusion.mean_target(x0, x_t, t, noise) - mean_head) ** 2).mean().backward()
     for name, p in model.named_parameters():
         for r in (0, 1):

@@ -9,7 +9,8 @@ from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metri
 from ddpmlab.cli import main
 from ddpmlab.config import load_config, to_toml
 from ddpmlab.workflows.pipeline import train_run
-from ddpmlab.training.trainer import NonFiniteLoss, TrainingInterrupted, build_trainer
+from ddpmlab.training.signals import NonFiniteLoss, TrainingInterrupted
+from ddpmlab.training.trainer import Trainer
 
 TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
         "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=0", "train.iters=10",
@@ -96,11 +97,11 @@ def test_signal_handlers_are_put_back(tmp_path):
 
 def test_gradient_norm_clipping():
     clip = 1e-3
-    trainer = build_trainer(tiny_cfg(f"train.grad_clip={clip}"))
+    trainer = Trainer.from_config(tiny_cfg(f"train.grad_clip={clip}"))
     trainer.train_step()
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()]))
     assert norm <= clip * (1 + 1e-5)
-    unclipped = build_trainer(tiny_cfg())
+    unclipped = Trainer.from_config(tiny_cfg())
     unclipped.train_step()
     assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in unclipped.model.parameters()])) > 10 * clip
 

@@ -67,7 +67,7 @@ def _kl_terms_and_monte_carlo(model, x0, t, g):
     tt = torch.full((x0.shape[0],), t)
     x_t = q_sample(sched, x0, tt, torch.randn(x0.shape, generator=g, dtype=torch.float64))
     q_mean, q_var, _ = q_posterior_mean_variance(sched, x0, x_t, tt)
-    p_mean, p_var = model.p_mean_variance(x_t.float(), tt)
+    p_mean, p_var = model.p_mean_variance(x_t.float(), tt)[:2]
     p_mean, p_var = p_mean.double(), p_var.double()
     kl = normal_kl(q_mean, q_var.log(), p_mean, p_var.log()).sum(1)
     x_prev = q_mean + q_var.sqrt() * torch.randn(x0.shape, generator=g, dtype=torch.float64)

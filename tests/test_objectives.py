@@ -7,7 +7,7 @@ import torch
 from ddpmlab.config import load_config
 from ddpmlab.config.build import build_model
 from ddpmlab.core.distributions import seed_mixture
-from ddpmlab.objectives.losses import HybridLoss, VLBLoss
+from ddpmlab.objectives.losses import Hybrid, VLB
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.objectives.timesteps import ImportanceTimesteps
 from conftest import gen
@@ -36,7 +36,7 @@ def test_rao_blackwellised_bound_has_the_whole_trajectory_expectation():
         T = model.schedule.T
         with torch.no_grad():
             whole = SeedTrajectoryBound(model)(x0, torch.randn((T,) + x0.shape, generator=gen(2), dtype=torch.float64))
-            rb = VLBLoss(T)(model, x0, gen(3))
+            rb = VLB()(model, x0, gen(3))
         (m1, s1), (m2, s2) = _mean_se(whole), _mean_se(rb)
         assert abs(m1 - m2) < 4 * math.hypot(s1, s2), (arch, m1, s1, m2, s2)
 
@@ -57,7 +57,7 @@ def test_importance_weights_keep_the_estimate_unbiased():
 def test_hybrid_bound_trains_only_the_variance_head():
     model = _model("learned_range")
     x0 = torch.randn(256, 1, generator=gen(5), dtype=torch.float64)
-    loss = HybridLoss(model.schedule.T, weight=1.0)
+    loss = Hybrid(weight=1.0)
     # gradient of the bound part alone = hybrid minus simple; compare against a pure-simple objective
     g_h = torch.autograd.grad(loss(model, x0, gen(6)).mean(), model.net.out[-1].weight)[0]
     loss.weight = 0.0

@@ -8,14 +8,20 @@ import torch
 
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.sampling.ode import dpm_solver_2m, ode_sample
-from ddpmlab.core.parameterisation import model_predict_x0_eps
-from ddpmlab.sampling.samplers import ddim_sample, ddim_step, draw_samples
+from ddpmlab.sampling import draw_samples, sample
+from ddpmlab.sampling.ode import dpm_solver_2m
+from ddpmlab.sampling.samplers import ddim_step
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.core.utils import DDPMLabError
 from conftest import gen
 
 M, S = 2.0, 0.5
+
+
+def _x0_eps(model, x_t, t):
+    """x_0 and eps the model's reverse step implies (the contract's pred_x0, pred_eps)."""
+    p = model.p_mean_variance(x_t, t)
+    return p.pred_x0, p.pred_eps
 
 
 def _gaussian_oracle(T=100):
@@ -35,7 +41,7 @@ def _exact_flow(oracle, x_T, t_min):
                                                 ("heun", 50, 2e-3), ("rk45", 100, 3e-4)])
 def test_solvers_follow_the_gaussian_flow(solver, steps, tol):
     oracle = _gaussian_oracle()
-    x = ode_sample(oracle, 500, steps=steps, generator=gen(0), method=solver)
+    x = sample(oracle, 500, "ode", steps=steps, generator=gen(0), solver=solver)
     x_T = torch.randn(500, 1, generator=gen(0))
     t_min = oracle.schedule.spaced_steps(steps)[0]
     err = (x.double() - _exact_flow(oracle, x_T.double(), t_min)).abs().mean().item()
@@ -45,7 +51,7 @@ def test_solvers_follow_the_gaussian_flow(solver, steps, tol):
 def test_heun_denoises_from_the_last_kept_step():
     """The last kept step is 4, not 1: denoising as if at step 1 shifts every sample (regression)."""
     oracle = _gaussian_oracle()
-    x = ode_sample(oracle, 200, steps=25, generator=gen(1), method="heun")
+    x = sample(oracle, 200, "ode", steps=25, generator=gen(1), solver="heun")
     x_T = torch.randn(200, 1, generator=gen(1)).double()
     err = (x.double() - _exact_flow(oracle, x_T, 4)).abs().mean().item()
     assert err < 0.5 * (x.double() - _exact_flow(oracle, x_T, 1)).abs().mean().item(), err
@@ -79,15 +85,15 @@ def _ddim(model, x, kept):
     steps = list(reversed(kept))
     for t, s in zip(steps, steps[1:]):
         x, _ = ddim_step(model, x, t, s)
-    return model_predict_x0_eps(model, x, torch.full((x.shape[0],), steps[-1]))[0]
+    return _x0_eps(model, x, torch.full((x.shape[0],), steps[-1]))[0]
 
 
 def test_two_steps_are_ddim():
     """The first step has no history (first order, DDIM's step) and the last returns x_0: with two kept
     steps DPM-Solver++(2M) and DDIM agree exactly."""
     oracle = MixtureOracle(seed_mixture(), make_schedule("linear", 50, beta_start=1e-3, beta_end=0.2))
-    a = ode_sample(oracle, 100, steps=2, generator=gen(3))
-    b = ddim_sample(oracle, 100, steps=2, generator=gen(3))
+    a = sample(oracle, 100, "ode", steps=2, generator=gen(3))
+    b = sample(oracle, 100, "ddim", steps=2, generator=gen(3))
     assert torch.allclose(a.double(), b.double(), atol=1e-10)
 
 
@@ -102,4 +108,4 @@ def test_trajectory_runs_from_x0_to_xT():
 
 def test_unknown_solver_is_refused():
     with pytest.raises(DDPMLabError, match="ODE solver"):
-        ode_sample(_gaussian_oracle(), 4, steps=5, method="euler")
+        sample(_gaussian_oracle(), 4, "ode", steps=5, solver="euler")

@@ -10,7 +10,7 @@ from scipy.integrate import quad
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.metrics import component_fractions, w1
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.sampling import sample
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.core.utils import DDPMLabError
 from conftest import gen
@@ -52,7 +52,7 @@ def test_posterior_moments_match_quadrature_1d(dist, schedule):
     for t in sorted({1, 2, T // 2, T}):
         xs = [-3.0, -0.4, 0.1, 1.7, 4.2]
         mean, var = oracle.p_mean_variance(torch.tensor(xs, dtype=torch.float64)[:, None],
-                                           torch.full((len(xs),), t))
+                                           torch.full((len(xs),), t))[:2]
         for i, x in enumerate(xs):
             m_ref, v_ref = _moments_by_quadrature(dist, schedule, t, x)
             assert mean[i, 0].item() == pytest.approx(m_ref, rel=1e-7, abs=1e-9), (t, x)
@@ -74,7 +74,7 @@ def test_full_covariance_matches_tweedie_2d():
         q_t = FULL_2D.diffused(float(schedule.alphas_cumprod[t]))
         a, b = schedule.alphas[t], schedule.betas[t]
         mean, cov = oracle.q_prev_mean_covariance(x, torch.full((6,), t))
-        _, var = oracle.p_mean_variance(x, torch.full((6,), t))
+        _, var = oracle.p_mean_variance(x, torch.full((6,), t))[:2]
         for i in range(6):
             xi = x[i].clone().requires_grad_(True)
             grad = torch.autograd.grad(q_t.log_prob(xi[None])[0], xi)[0]
@@ -95,9 +95,9 @@ def test_score_log_prob_and_eps_match_the_diffused_mixture():
         xr = x.clone().requires_grad_(True)
         grad = torch.autograd.grad(q_t.log_prob(xr).sum(), xr)[0]
         torch.testing.assert_close(oracle.q_log_prob(x, float(abar)), q_t.log_prob(x), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(oracle.score(x, float(abar)), grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(oracle.q_score(x, float(abar)), grad, rtol=1e-10, atol=1e-12)
         # a per-example (B,) alpha-bar gives the same
-        torch.testing.assert_close(oracle.score(x, abar.expand(32)), grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(oracle.q_score(x, abar.expand(32)), grad, rtol=1e-10, atol=1e-12)
         if t > 0:
             eps = oracle.eps(x, torch.full((32,), t))
             torch.testing.assert_close(eps, -(1 - abar).sqrt() * grad, rtol=1e-10, atol=1e-12)
@@ -108,9 +108,9 @@ def test_mixed_steps_in_one_batch_equal_one_step_at_a_time():
     oracle = MixtureOracle(THREE, schedule)
     x = torch.linspace(-4, 4, 9, dtype=torch.float64)[:, None]
     t = torch.tensor([1, 5, 30, 2, 2, 17, 9, 30, 1])
-    mean, var = oracle.p_mean_variance(x, t)
+    mean, var = oracle.p_mean_variance(x, t)[:2]
     for i in range(9):
-        m1, v1 = oracle.p_mean_variance(x[i:i + 1], t[i:i + 1])
+        m1, v1 = oracle.p_mean_variance(x[i:i + 1], t[i:i + 1])[:2]
         torch.testing.assert_close(mean[i], m1[0], rtol=1e-13, atol=1e-13)
         torch.testing.assert_close(var[i], v1[0], rtol=1e-13, atol=1e-13)
 
@@ -118,11 +118,11 @@ def test_mixed_steps_in_one_batch_equal_one_step_at_a_time():
 def test_any_data_shape_and_the_samplers_interface():
     dist = GaussianMixture([0.5, 0.5], torch.tensor([[1.0, -1, 0, 2], [-1.0, 1, 0.5, 0]]), [0.5, 0.2])
     oracle = MixtureOracle(dist, make_schedule("constant", 20, beta=0.05), data_shape=(1, 2, 2))
-    x = ancestral_sample(oracle, 7, gen(3))
+    x = sample(oracle, 7, "ancestral", generator=gen(3))
     assert x.shape == (7, 1, 2, 2) and torch.isfinite(x).all()
-    mean, var = oracle.p_mean_variance(x, torch.full((7,), 3))
+    mean, var = oracle.p_mean_variance(x, torch.full((7,), 3))[:2]
     assert mean.shape == var.shape == (7, 1, 2, 2) and (var > 0).all()
-    assert oracle.score(x, 0.5).shape == (7, 1, 2, 2)
+    assert oracle.q_score(x, 0.5).shape == (7, 1, 2, 2)
     with pytest.raises(DDPMLabError):
         MixtureOracle(dist, oracle.schedule, data_shape=(3,))
     with pytest.raises(DDPMLabError):
@@ -137,7 +137,7 @@ def test_oracle_samples_at_the_seed_setting_match_issue_figures():
     oracle = MixtureOracle(dist, make_schedule("constant", 250, beta=0.02))
     g = gen(0)
     n = 100_000
-    x = ancestral_sample(oracle, n, g)
+    x = sample(oracle, n, "ancestral", generator=g)
     right = component_fractions(dist, x)[1]
     se_right = math.sqrt(right * (1 - right) / n)  # binomial
     assert abs(right - 0.658) < 3 * math.sqrt(2) * se_right, (right, se_right)

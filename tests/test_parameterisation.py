@@ -21,11 +21,11 @@ def test_exact_head_gives_posterior_mean(mean_type):
     post_mean, post_var, _ = q_posterior_mean_variance(s, x0, x_t, t)
     head = d.mean_target(x0, x_t, t, eps)
     out = d.p_mean_variance(head, x_t, t)
-    assert torch.allclose(out["mean"], post_mean, atol=1e-8)
+    assert torch.allclose(out.mean, post_mean, atol=1e-8)
     # x0 and eps are only recoverable from a previous-x head where coef1 is not tiny
     ok = s.posterior_mean_coef1[t] > 1e-3 if mean_type == "previous_x" else torch.ones(64, dtype=torch.bool)
-    assert torch.allclose(out["pred_x0"][ok], x0[ok], atol=1e-6)
-    assert torch.allclose(out["pred_eps"][ok], eps[ok], atol=1e-5)
+    assert torch.allclose(out.pred_x0[ok], x0[ok], atol=1e-6)
+    assert torch.allclose(out.pred_eps[ok], eps[ok], atol=1e-5)
 
 
 def test_v_target_definition():
@@ -41,12 +41,12 @@ def test_variance_types():
     t = torch.tensor([1, 2, 50, 100])
     small = GaussianDiffusion(s, "epsilon", "fixed_small")
     large = GaussianDiffusion(s, "epsilon", "fixed_large")
-    assert torch.allclose(small.p_mean_variance(x, x, t)["variance"][:, 0], s.posterior_variance[[2, 2, 50, 100]])
-    assert torch.allclose(large.p_mean_variance(x, x, t)["variance"][1:, 0], s.betas[t[1:]])
+    assert torch.allclose(small.p_mean_variance(x, x, t).variance[:, 0], s.posterior_variance[[2, 2, 50, 100]])
+    assert torch.allclose(large.p_mean_variance(x, x, t).variance[1:, 0], s.betas[t[1:]])
     lr = GaussianDiffusion(s, "epsilon", "learned_range")
     for v, expect in ((1.0, s.betas[t].log()), (-1.0, s.posterior_log_variance_clipped[t])):
         out = torch.cat([x, torch.full_like(x, v)], dim=1)  # mean head, variance head
-        assert torch.allclose(lr.p_mean_variance(out, x, t)["log_variance"][:, 0], expect)
+        assert torch.allclose(lr.p_mean_variance(out, x, t).log_variance[:, 0], expect)
     learned = GaussianDiffusion(s, "epsilon", "learned")
     out = torch.cat([x, torch.full_like(x, -3.0)], dim=1)
-    assert torch.allclose(learned.p_mean_variance(out, x, t)["variance"], torch.full_like(x, math.exp(-3.0)))
+    assert torch.allclose(learned.p_mean_variance(out, x, t).variance, torch.full_like(x, math.exp(-3.0)))

@@ -4,7 +4,7 @@ import torch
 
 from ddpmlab.config import load_config
 from ddpmlab.workflows.pipeline import fit
-from ddpmlab.sampling.samplers import SAMPLERS, draw_samples
+from ddpmlab.sampling import SAMPLERS, draw_samples
 
 TINY = ["schedule.steps=12", "schedule.kind='linear'", "schedule.beta_start=0.01", "schedule.beta_end=0.3",
         "model.width=16", "model.depth=1", "train.iters=3", "train.batch_size=64", "data.n_train=0"]
@@ -18,7 +18,7 @@ RECIPES = {
 
 
 @pytest.mark.parametrize("objective", sorted(RECIPES))
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", SAMPLERS.names())
 def test_objective_sampler_smoke(objective, sampler):
     cfg = load_config(None, TINY + RECIPES[objective])
     trainer = fit(cfg, progress=False)

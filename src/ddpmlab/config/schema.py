@@ -14,14 +14,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ddpmlab.core.parameterisation import MEAN_TYPES, VAR_TYPES
+from ddpmlab.core.schedule import SCHEDULES
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data.named import NAMED
+from ddpmlab.models.registry import ARCHITECTURES, is_target
+from ddpmlab.objectives.losses import OBJECTIVES
+from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
 class DataConfig:
-    name: str = "seed_mixture"  # a named dataset (see `ddpmlab.data`), or "file" with `path`
+    name: str = "seed_mixture"  # a named dataset (see `ddpmlab.data`), "file" with `path`, or "tensor"
+    # (your own tensor, given to ddpmlab.Trainer)
     path: str = ""  # .csv / .npy / .npz file when name = "file"
     n_train: int = 1000  # points drawn once from a named distribution; 0 = fresh draws every batch
     standardize: bool = True  # files only: train on standardised columns, map samples back
@@ -38,7 +45,8 @@ class ScheduleConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "mlp"  # seed (the tutorial's two small networks) | mlp | unet (images)
+    arch: str = "mlp"  # seed (the tutorial's two small networks) | mlp | unet (images) | your own network
+    # class as "package.module:Class", built with `net_kwargs` (loading such a run needs --trust-code)
     mean_type: str = "epsilon"  # previous_x | x0 | epsilon | v
     var_type: str = "fixed_small"  # fixed_small | fixed_large | learned | learned_range
     hidden: int = 4  # seed networks' hidden width
@@ -47,6 +55,7 @@ class ModelConfig:
     time_dim: int = 32  # sinusoidal time-embedding size
     precondition: bool = False  # network sees unit-variance input, predicts the residual around the
     # data's Gaussian fit (Karras et al. 2022); epsilon | x0 | v mean types
+    net_kwargs: dict = field(default_factory=dict)  # keyword arguments of a "package.module:Class" network
 
 
 @dataclass
@@ -89,16 +98,18 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# (section, key) -> the allowed values, read from where each choice is defined
 CHOICES = {
-    ("schedule", "kind"): ("constant", "linear", "cosine"),
-    ("model", "arch"): ("seed", "mlp", "unet"),
-    ("model", "mean_type"): ("previous_x", "x0", "epsilon", "v"),
-    ("model", "var_type"): ("fixed_small", "fixed_large", "learned", "learned_range"),
-    ("train", "objective"): ("trajectory_bound", "vlb", "simple", "hybrid"),
-    ("train", "device"): ("cpu", "cuda", "auto"),
-    ("train", "lr_decay"): ("none", "cosine"),
-    ("sample", "sampler"): ("ancestral", "ddim", "ode"),
-    ("sample", "ode_solver"): ("dpm_solver", "heun", "rk45"),
+    ("data", "name"): lambda: tuple(NAMED) + ("file", "tensor"),
+    ("schedule", "kind"): SCHEDULES.names,
+    ("model", "arch"): ARCHITECTURES.names,
+    ("model", "mean_type"): MEAN_TYPES.names,
+    ("model", "var_type"): VAR_TYPES.names,
+    ("train", "objective"): lambda: OBJECTIVES.names() + ("custom",),  # custom: your own, recorded
+    ("train", "device"): lambda: ("cpu", "cuda", "auto"),
+    ("train", "lr_decay"): lambda: ("none", "cosine"),
+    ("sample", "sampler"): SAMPLERS.names,
+    ("sample", "ode_solver"): ODE_SOLVERS.names,
 }
 # (section, key) -> (lowest allowed, lowest is exclusive)
 LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("schedule", "beta_start"): (0, True),
@@ -129,13 +140,17 @@ def _coerce(section: str, key: str, value, typ):
         if value != value or value in (float("inf"), float("-inf")):
             raise DDPMLabError(f"{name} must be finite, got {value!r}")
         return float(value)
+    if typ is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise DDPMLabError(f"{name} must be a table of keyword arguments, got {value!r}")
+        return dict(value)
     if not isinstance(value, str):
         raise DDPMLabError(f"{name} must be a string, got {value!r}")
     return value
 
 
 def _section_types(cls) -> dict:
-    hints = {"int": int, "float": float, "bool": bool, "str": str}
+    hints = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
     return {f.name: hints[f.type] if isinstance(f.type, str) else f.type for f in fields(cls)}
 
 
@@ -163,8 +178,11 @@ def from_dict(d: dict) -> Config:
 def validate(cfg: Config) -> None:
     for (section, key), options in CHOICES.items():
         v = getattr(getattr(cfg, section), key)
-        if v not in options:
-            raise DDPMLabError(f"{section}.{key} = {v!r} is not one of {', '.join(options)}")
+        if (section, key) == ("model", "arch") and is_target(v):
+            continue
+        if v not in options():
+            raise DDPMLabError(f"{section}.{key} = {v!r} is not one of {', '.join(options())}"
+                               + (" (or a network class as 'package.module:Class')" if key == "arch" else ""))
     for (section, key), (low, strict) in LOWER.items():
         v = getattr(getattr(cfg, section), key)
         if v < low or (strict and v == low):
@@ -182,7 +200,7 @@ def validate(cfg: Config) -> None:
                            f"or unet (got {m.mean_type!r}, {m.arch!r}); set model.precondition = false")
     if t.objective == "simple" and m.var_type in ("learned", "learned_range"):
         raise DDPMLabError("train.objective = 'simple' cannot train a learned variance; use 'hybrid' or 'vlb'")
-    if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name != "file":
+    if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name not in ("file", "tensor"):
         raise DDPMLabError("train.batch_size = 0 (the whole training set) needs a training set: "
                            "set data.n_train > 0 or a positive train.batch_size")
     if cfg.data.name == "file" and not cfg.data.path:
@@ -237,11 +255,19 @@ def load_config(name_or_path: str | None, overrides: list[str] = ()) -> Config:
 
 
 def _toml_value(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(v)
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "a").replace("-", "a").isalnum() else _toml_value(k)
 
 
 def to_toml(cfg: Config) -> str:

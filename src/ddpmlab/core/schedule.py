@@ -11,35 +11,44 @@ from typing import Sequence
 
 import torch
 
+from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError
 
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = Registry("schedule")  # name -> f(num_steps, **options) -> betas for t = 1..T (float64)
 
 
-def make_betas(kind: str, num_steps: int, beta: float = 0.02, beta_start: float = 1e-4,
-               beta_end: float = 0.02, cosine_s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """Betas for t = 1..T (float64, length T).
+@SCHEDULES.register("constant")
+def constant_betas(num_steps: int, beta: float = 0.02, **_) -> torch.Tensor:
+    """beta_t = beta (the seed's schedule)."""
+    if not 0.0 < beta < 1.0:
+        raise DDPMLabError(f"beta must lie in (0, 1), got {beta}")
+    return torch.full((num_steps,), float(beta), dtype=torch.float64)
 
-    constant: beta_t = beta (the seed); linear: beta_start..beta_end (Ho et al. 2020, sec. 4);
-    cosine: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) pi / 2), betas clipped at ``max_beta``
-    (Nichol & Dhariwal 2021, eq. 17).
-    """
+
+@SCHEDULES.register("linear")
+def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, **_) -> torch.Tensor:
+    """beta_start..beta_end evenly (Ho et al. 2020, sec. 4)."""
+    if not (0.0 < beta_start < 1.0 and 0.0 < beta_end < 1.0):
+        raise DDPMLabError(f"beta_start and beta_end must lie in (0, 1), got {beta_start}, {beta_end}")
+    return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+
+
+@SCHEDULES.register("cosine")
+def cosine_betas(num_steps: int, cosine_s: float = 0.008, max_beta: float = 0.999, **_) -> torch.Tensor:
+    """alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) pi / 2), betas clipped at ``max_beta``
+    (Nichol & Dhariwal 2021, eq. 17)."""
+    steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    f = torch.cos((steps + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
+    abar = f / f[0]
+    return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+
+
+def make_betas(kind: str, num_steps: int, **options) -> torch.Tensor:
+    """Betas for t = 1..T (float64, length T) of the registered schedule ``kind``; the keyword arguments
+    (beta, beta_start, beta_end, cosine_s, max_beta) go to the schedules that take them."""
     if num_steps < 1:
         raise DDPMLabError(f"number of diffusion steps must be >= 1, got {num_steps}")
-    if kind == "constant":
-        if not 0.0 < beta < 1.0:
-            raise DDPMLabError(f"beta must lie in (0, 1), got {beta}")
-        return torch.full((num_steps,), float(beta), dtype=torch.float64)
-    if kind == "linear":
-        if not (0.0 < beta_start < 1.0 and 0.0 < beta_end < 1.0):
-            raise DDPMLabError(f"beta_start and beta_end must lie in (0, 1), got {beta_start}, {beta_end}")
-        return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
-    if kind == "cosine":
-        steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
-        f = torch.cos((steps + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
-        abar = f / f[0]
-        return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
-    raise DDPMLabError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+    return SCHEDULES.get(kind)(num_steps, **options)
 
 
 class NoiseSchedule:
@@ -69,6 +78,7 @@ class NoiseSchedule:
         self.num_steps = T = betas.numel()
         self.timesteps = (torch.arange(T + 1) if timesteps is None else torch.as_tensor(timesteps)).long()
         self.num_train_steps = int(num_train_steps if num_train_steps is not None else T)
+        self.spec = None  # how make_schedule made it ({"kind", "steps", options}); None otherwise
 
         zero = torch.zeros(1, dtype=torch.float64)
         self.betas = torch.cat([zero, betas])
@@ -134,6 +144,10 @@ class NoiseSchedule:
         return self.respace(self.spaced_steps(num_steps))
 
 
-def make_schedule(kind: str, num_steps: int, **kwargs) -> NoiseSchedule:
-    """Build a NoiseSchedule by name (see ``make_betas`` for the keyword arguments)."""
-    return NoiseSchedule(make_betas(kind, num_steps, **kwargs))
+def make_schedule(kind: str, num_steps: int, **options) -> NoiseSchedule:
+    """A NoiseSchedule by registered name: ``make_schedule("linear", 250)``, ``make_schedule("constant",
+    250, beta=0.02)`` (see ``make_betas``). The schedule remembers how it was made (``spec``), so a run
+    can record it."""
+    schedule = NoiseSchedule(make_betas(kind, num_steps, **options))
+    schedule.spec = {"kind": kind, "steps": int(num_steps), **options}
+    return schedule

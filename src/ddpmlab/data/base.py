@@ -15,9 +15,27 @@ class TrainingData:
     """
 
     def __init__(self, name: str, data_shape: tuple, train: torch.Tensor | None = None, dist=None,
-                 shift: torch.Tensor | None = None, scale: torch.Tensor | None = None):
+                 shift: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None):
         self.name, self.data_shape, self.train, self.dist = name, tuple(data_shape), train, dist
         self.shift, self.scale = shift, scale
+        self.labels = labels  # (N,) per-example condition of a fixed training set, or None
+
+    @classmethod
+    def from_tensor(cls, x: torch.Tensor, labels: torch.Tensor | None = None, name: str = "tensor") -> "TrainingData":
+        """Your own training set (N, *dims), with optional per-example labels (N,), used as it is."""
+        x = torch.as_tensor(x)
+        if x.dim() < 2 or x.shape[0] < 2:
+            raise DDPMLabError(f"training data must have shape (N, *dims) with N >= 2, got {tuple(x.shape)}")
+        if not x.dtype.is_floating_point:
+            x = x.float()
+        if not bool(torch.isfinite(x).all()):
+            raise DDPMLabError("training data hold NaN or infinite values")
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.shape[:1] != x.shape[:1]:
+                raise DDPMLabError(f"labels have shape {tuple(labels.shape)}; need one per example ({x.shape[0]})")
+        return cls(name, tuple(x.shape[1:]), x.detach(), labels=labels)
 
     @property
     def stream(self) -> bool:
@@ -31,6 +49,16 @@ class TrainingData:
         if batch_size == 0 or batch_size == n:
             return self.train
         return self.train[torch.randint(n, (batch_size,), generator=generator)]
+
+    def draw(self, batch_size: int, generator: torch.Generator | None = None):
+        """(batch, its labels or None): like ``batch``, with the same random draws."""
+        if self.labels is None or self.stream:
+            return self.batch(batch_size, generator), None
+        n = self.train.shape[0]
+        if batch_size == 0 or batch_size == n:
+            return self.train, self.labels
+        idx = torch.randint(n, (batch_size,), generator=generator)
+        return self.train[idx], self.labels[idx]
 
     def moments(self, seed: int, n_draws: int = 100_000) -> tuple[float, float]:
         """Scalar mean and standard deviation of the data in model space (over examples and features):

@@ -18,122 +18,21 @@ evaluated in a float64 copy.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
-from scipy.interpolate import PchipInterpolator
 
-from ddpmlab.evaluation.likelihood import nats_to_bpd
-from ddpmlab.models.seed import SeedReverse
+from ddpmlab.core.continuous import ContinuousSchedule, intra_op_threads, score_function
+from ddpmlab.core.gaussian import nats_to_bpd
 from ddpmlab.core.utils import DDPMLabError
 
 LOG_2PI = math.log(2 * math.pi)
 
 
-@contextlib.contextmanager
-def intra_op_threads(n: int | None):
-    """Run the block with ``n`` torch intra-op threads (None: unchanged), restoring the setting after.
-
-    Evaluation works on small tensors (a few thousand numbers per operation): extra threads only add
-    synchronisation, which on a busy 2-core machine was measured to cost 10 to 40 times the work itself.
-    """
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class _TooManyEvaluations(Exception):
     pass
-
-
-class ContinuousSchedule:
-    """log alpha-bar(s): the monotone cubic (PCHIP) interpolant through (t / T, log abar_t), so the
-    marginal at s = t / T is exactly q(x_t) and beta(s) = -d log abar / ds is continuous (a
-    piecewise-constant beta would put T jumps in the ODE's right-hand side, which adaptive solvers
-    handle badly). PCHIP keeps log abar decreasing, so beta(s) >= 0, and reproduces a constant schedule's
-    linear log abar exactly (beta(s) = -T log(1 - beta) there)."""
-
-    def __init__(self, schedule):
-        self.T = schedule.T
-        grid = np.arange(self.T + 1) / self.T
-        self._log_alpha_bar = PchipInterpolator(grid, schedule.alphas_cumprod.log().numpy())
-        self._beta = self._log_alpha_bar.derivative()
-        self.alphas = schedule.alphas.numpy()
-        self.betas = schedule.betas.numpy()
-
-    def alpha_bar(self, s: float) -> float:
-        return float(np.exp(self._log_alpha_bar(s)))
-
-    def beta(self, s: float) -> float:
-        return float(-self._beta(s))
-
-    def step_alpha_beta(self, s: float) -> tuple[float, float]:
-        """alpha_t and beta_t at continuous step s T, linear in t between steps (held at step 1 below it)."""
-        tc = min(max(s * self.T, 1.0), float(self.T))
-        grid = np.arange(self.T + 1)
-        return float(np.interp(tc, grid, self.alphas)), float(np.interp(tc, grid, self.betas))
-
-
-def score_function(model, cont: ContinuousSchedule):
-    """score(x, s): grad_x log q_s(x) for x (B, *dims) at continuous time s in [0, 1], computed in float64
-    and returned in x's dtype; differentiable in x.
-
-    The oracle's is exact. A trained model's comes, at continuous step t_c = s T held in [1, T] (no
-    network was trained below step 1, so [0, 1 / T] uses step 1's score), from
-    - ``eps_continuous(x, t_c, abar)`` where the model has it: score = -eps / sqrt(1 - abar);
-    - the seed's networks, which take continuous time: its mean at t_c, with alpha, beta interpolated;
-    - any other model: the mean-implied scores of the two neighbouring steps, linearly interpolated.
-    """
-    if hasattr(model, "score"):  # the exact oracle
-        return lambda x, s: model.score(x.to(torch.float64), cont.alpha_bar(s)).to(x.dtype)
-    net = copy.deepcopy(model).double() if isinstance(model, torch.nn.Module) else model
-    score64 = _trained_score(model, net, cont)
-    return lambda x, s: score64(x.to(torch.float64), s).to(x.dtype)
-
-
-def _trained_score(model, net, cont: ContinuousSchedule):
-    """The float64 score of a trained model (``net``: its float64 copy); see ``score_function``."""
-
-    def clamp(s):
-        return min(max(s * cont.T, 1.0), float(cont.T))
-
-    def from_mean(x, t, alpha, beta):  # mu = (x + beta grad log q) / sqrt(alpha), solved for the score
-        mean, _ = net.p_mean_variance(x, t)
-        return (math.sqrt(alpha) * mean - x) / beta
-
-    if getattr(model, "diffusion", None) is not None and model.diffusion.mean_type != "previous_x" \
-            and hasattr(model, "eps_continuous"):
-        def score(x, s):
-            tc = clamp(s)
-            abar = cont.alpha_bar(tc / cont.T)
-            return -net.eps_continuous(x, tc, abar) / math.sqrt(1.0 - abar)
-    elif isinstance(model, SeedReverse):
-        def score(x, s):
-            tc = clamp(s)
-            alpha, beta = cont.step_alpha_beta(tc / cont.T)
-            return from_mean(x, torch.full((x.shape[0],), tc, dtype=torch.float64), alpha, beta)
-    else:
-        def score(x, s):
-            tc = clamp(s)
-            lo = min(int(math.floor(tc)), cont.T - 1) if cont.T > 1 else 1
-            w = tc - lo
-            out = 0.0
-            for step, weight in ((lo, 1.0 - w), (lo + 1, w)):
-                if weight > 0 and step <= cont.T:
-                    t = torch.full((x.shape[0],), step, dtype=torch.long)
-                    out = out + weight * from_mean(x, t, float(cont.alphas[step]), float(cont.betas[step]))
-            return out
-    return score
 
 
 def _drift_and_divergence(score, cont, x, s, probe):

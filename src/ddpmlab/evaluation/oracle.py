@@ -22,7 +22,9 @@ import math
 
 import torch
 
+from ddpmlab.core.contract import PMeanVariance, ReverseProcess
 from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.core.parameterisation import from_mean_variance
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError
 
@@ -53,7 +55,7 @@ def _mixture_terms(x, weights, means, precisions, logdets):
     return log_q, r, score
 
 
-class MixtureOracle:
+class MixtureOracle(ReverseProcess):
     """The exact reverse process of ``dist`` under ``schedule``, with the interface of a trained model.
 
     ``p_mean_variance(x_t, t)`` gives the mean and the diagonal of the covariance of q(x_{t-1} | x_t)
@@ -126,7 +128,16 @@ class MixtureOracle:
         """log q(x_t) at alpha-bar (a float or a (B,) tensor), shape (B,), float64."""
         return _mixture_terms(self._flat(x), self.dist.weights, *self._marginal(alpha_bar))[0]
 
-    def score(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
+    def score(self, x: torch.Tensor, t_c: float, alpha_bar: float, cond=None) -> torch.Tensor:
+        """The contract's score: exact, at the continuous step's alpha-bar (``q_score``)."""
+        self._unconditional(cond)
+        return self.q_score(x.to(torch.float64), alpha_bar).to(x.dtype)
+
+    def _unconditional(self, cond) -> None:
+        if cond is not None:
+            raise DDPMLabError("MixtureOracle is the unconditional oracle; it takes no condition")
+
+    def q_score(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
         """The exact score grad_x log q(x_t) at alpha-bar (a float or a (B,) tensor), shaped like x, float64.
 
         Differentiable in x (the probability-flow ODE takes its divergence by autograd).
@@ -166,12 +177,15 @@ class MixtureOracle:
         cov = (r[..., None, None] * (comp_covs + dev[..., :, None] * dev[..., None, :])).sum(0)
         return mean, cov
 
-    def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor):
-        """Mean and (diagonal) variance of the exact q(x_{t-1} | x_t), shaped like x_t, float64."""
+    def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> PMeanVariance:
+        """Mean and (diagonal) variance of the exact q(x_{t-1} | x_t), shaped like x_t, float64, with the
+        exact E[x_0 | x_t] and E[eps | x_t] (the posterior mean is linear in E[x_0 | x_t], eq. 7)."""
+        self._unconditional(cond)
         r, comp_means, comp_covs = self._posterior_components(x_t, t)
         r = r[..., None]  # (K, B, 1)
         mean = (r * comp_means).sum(0)  # (B, d)
         comp_vars = torch.diagonal(comp_covs, dim1=-2, dim2=-1)  # (K, 1 or B, d)
         variance = (r * (comp_vars + (comp_means - mean).square())).sum(0)
         shape = (x_t.shape[0],) + self.data_shape
-        return mean.reshape(shape), variance.reshape(shape)
+        return from_mean_variance(self.schedule, x_t, self._steps(x_t, t), mean.reshape(shape),
+                                  variance.reshape(shape))

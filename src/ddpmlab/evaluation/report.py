@@ -16,7 +16,7 @@ from ddpmlab.evaluation.likelihood import evaluate_bound, nats_to_bpd
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
 from ddpmlab.evaluation.ode import intra_op_threads, ode_log_likelihood
 from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.sampling import sample
 from ddpmlab.core.utils import DDPMLabError
 
 
@@ -58,7 +58,7 @@ def _evaluate_one(model, dist, x_ode, generator, n_bound, samples=None, n_sample
     timings["ode"] = time.perf_counter() - start
     start = time.perf_counter()
     if samples is None:
-        samples = ancestral_sample(model, n_samples, generator)
+        samples = sample(model, n_samples, "ancestral", generator=generator)
     out["samples"] = {"n": len(samples), **_sample_metrics(dist, samples, generator)}
     timings["samples"] = time.perf_counter() - start
     out["seconds"] = {k: round(v, 3) for k, v in timings.items()}

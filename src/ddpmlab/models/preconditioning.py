@@ -49,6 +49,17 @@ class GaussianPreconditioner(nn.Module):
         self.mean_type = mean_type
         self.register_buffer("data_mean", torch.zeros(()))
         self.register_buffer("data_std", torch.ones(()))
+        self._moments_set = False  # set by ``set_moments`` or by loading saved weights
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "data_mean" in state_dict:
+            self._moments_set = True
+
+    def check_moments(self) -> None:
+        if not self._moments_set:
+            raise DDPMLabError("a preconditioned model needs the data's mean and standard deviation: pass "
+                               "data_moments=(mean, std) to DiffusionModel, or train it with ddpmlab.Trainer")
 
     @torch.no_grad()
     def set_moments(self, mean: float, std: float) -> None:
@@ -57,6 +68,7 @@ class GaussianPreconditioner(nn.Module):
                                f"got mean {mean}, standard deviation {std}")
         self.data_mean.fill_(float(mean))
         self.data_std.fill_(float(std))
+        self._moments_set = True
 
     def _terms(self, x_t: torch.Tensor, alpha_bar):
         ab = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)

@@ -1,1 +1,5 @@
-"""Training objectives: small callables that return a per-example loss of shape (B,)."""
+"""Training objectives: small callables ``objective(model, x0, generator=None, cond=None)`` returning a
+per-example loss of shape (B,), registered by name in ``OBJECTIVES``."""
+from ddpmlab.objectives.losses import OBJECTIVES, Hybrid, Simple, TrajectoryBound, VLB, make_objective
+
+__all__ = ["OBJECTIVES", "Hybrid", "Simple", "TrajectoryBound", "VLB", "make_objective"]

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from safetensors.torch import save as st_save
 
 from ddpmlab.config.build import build_model
 from ddpmlab.config import Config, from_dict, to_toml
+from ddpmlab.config.schema import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
+from ddpmlab.data.named import NAMED
+from ddpmlab.models.registry import describe_model
+from ddpmlab.objectives.losses import OBJECTIVES
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json
 from ddpmlab.core.utils import DDPMLabError
@@ -52,8 +57,12 @@ def save_run(out, cfg: Config, data_desc: dict, model, ema_model=None, extra: di
                                        "data": data_desc, **(extra or {})})
 
 
-def load_run(path) -> Run:
-    """Load a run written by ``save_run``; a missing, corrupt or mismatched file is a one-line error."""
+def load_run(path, net=None, trust_code: bool = False) -> Run:
+    """Load a run written by ``save_run``; a missing, corrupt or mismatched file is a one-line error.
+
+    Loading runs no code from the run directory: a run whose network is your own class
+    (``package.module:Class``) needs ``net=YourNet(...)`` (an instance to load the weights into) or
+    ``trust_code=True`` to import and build that class."""
     path = Path(path)
     run_file, weights_file = path / RUN_FILE, path / WEIGHTS_FILE
     if not run_file.is_file() or not weights_file.is_file():
@@ -65,7 +74,7 @@ def load_run(path) -> Run:
         cfg = from_dict(info["config"])
         data = info["data"]
         dist = GaussianMixture.from_dict(data["mixture"]) if "mixture" in data else None
-        model = build_model(cfg, tuple(data["data_shape"]))
+        model = build_model(cfg, tuple(data["data_shape"]), trust_code=trust_code, net=net)
     except DDPMLabError as exc:
         raise DDPMLabError(f"{run_file}: {exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
@@ -84,3 +93,26 @@ def load_run(path) -> Run:
     model.eval()
     return Run(model, cfg, info, dist)
 
+
+
+def describe_config(model, objective, data, train: TrainConfig) -> Config:
+    """The run config that records a ``Trainer`` built from parts: the model's architecture (a registered
+    one, or your network class), its schedule (made by ``make_schedule``), the objective's registered
+    name (``custom`` for your own) and the data's description."""
+    spec = getattr(model.schedule, "spec", None)
+    known = {f.name for f in dataclasses.fields(ScheduleConfig)}
+    if spec is None or not set(spec) <= known:
+        raise DDPMLabError("the trainer records the model's schedule, which must come from make_schedule(kind, "
+                           f"steps, {', '.join(sorted(known - {'kind', 'steps'}))})")
+    names = {cls: name for name, cls in ((n, OBJECTIVES.get(n)) for n in OBJECTIVES)}
+    objective_name = names.get(type(objective), "custom")
+    train = dataclasses.replace(train, objective=objective_name)
+    if objective_name == "hybrid":
+        train.hybrid_weight = objective.weight
+    if objective_name in ("vlb", "hybrid"):
+        train.importance_sampling = objective.importance_sampling
+    name = data.name if data.name in NAMED else "tensor"
+    n_train = 0 if data.stream else int(data.train.shape[0])
+    cfg = Config(data=DataConfig(name=name, n_train=n_train), schedule=ScheduleConfig(**spec),
+                 model=ModelConfig(**describe_model(model)), train=train)
+    return from_dict(cfg.to_dict())  # validated, as a file would be

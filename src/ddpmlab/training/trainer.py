@@ -1,117 +1,44 @@
 """The training loop, top to bottom: batch, per-example objective, mean, step, EMA; metrics rows,
 checkpoints, and a clean stop on SIGINT / SIGTERM or a non-finite loss.
 
+``Trainer(model, objective, data, ...)`` takes your parts: any model of the contract (a
+``DiffusionModel`` around your own ``nn.Module``, the seed's networks), any objective callable
+``objective(model, x0, generator, cond) -> (B,)`` and a tensor (N, *dims) or ``TrainingData``;
+``Trainer.from_config(cfg)`` builds them from a run config (what the CLI does).
+
 Every random draw (data batches, t, noise) comes from one ``torch.Generator`` (``self.generator``); the
-model is initialised under ``torch.manual_seed(seed)``. So one config and seed give one result, and a
-checkpoint holding the weights, EMA, AdamW moments and step counts, both RNG states, the importance
-sampler's history and the step resumes bit for bit. Under torchrun every rank runs this same loop with
-its own shard, generator and batch of ``batch_size / N`` examples (``ddpmlab.training.distributed``), the loss
-goes through DistributedDataParallel, and only rank 0 writes.
+model is initialised under ``torch.manual_seed(seed)`` when built from a config. So one config and seed
+give one result, and a checkpoint (``ddpmlab.training.state``) resumes bit for bit. Under torchrun every
+rank runs this same loop with its own shard, generator and batch of ``batch_size / N`` examples
+(``ddpmlab.training.distributed``), the loss goes through DistributedDataParallel, and only rank 0 writes.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import json
+import dataclasses
 import math
-import os
 import signal
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors.torch import save as st_save
 from torch import nn
 from tqdm import tqdm
 
 from ddpmlab.config.build import build_model
-from ddpmlab.runs.checkpoint import META_FILE, Checkpoint, RunWriter, check_resume_config, check_tensors
-from ddpmlab.config import Config
-from ddpmlab.data import TrainingData, make_training_data
-from ddpmlab.training.distributed import (DistContext, barrier, gather, local_batch_size, rank_seed, resolve_device, shard,
-                                 sum_over_ranks)
-from ddpmlab.core.fileio import atomic_write_bytes
+from ddpmlab.config.schema import Config, TrainConfig, validate
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data.base import TrainingData, make_training_data
 from ddpmlab.models.ema import EMA
 from ddpmlab.objectives.losses import make_objective
-from ddpmlab.objectives.timesteps import ImportanceTimesteps
-from ddpmlab.core.utils import DDPMLabError
-
-OPTIMIZER_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")  # AdamW's per-parameter tensors
-
-
-class NonFiniteLoss(DDPMLabError):
-    """The loss of step ``step`` (1-based) was NaN or infinite; the weights were left as after step - 1."""
-
-    def __init__(self, step: int, value: float, checkpoint: Path | None = None):
-        kept = (f"last good checkpoint kept: {checkpoint}" if checkpoint is not None
-                else "no checkpoint had been written yet")
-        super().__init__(f"non-finite loss ({value}) at step {step}; training stopped, no run files written; {kept}")
-        self.step, self.value, self.checkpoint = step, value, checkpoint
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM stopped training after step ``step``, once the checkpoint was written."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path | None, run_dir=None):
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
-        resume = f"; continue with: ddpmlab train --resume {run_dir}" if run_dir is not None else ""
-        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; "
-                         f"checkpoint written to {checkpoint}{resume}")
-
-
-@dataclass
-class FaultHooks:
-    """Fault injection for the tests, read from environment variables that are unset in normal use.
-
-    DDPMLAB_TEST_NAN_AT_STEP=k        step k's loss (steps count from 1) becomes NaN;
-    DDPMLAB_TEST_SIGNAL_AT_STEP=k     the process sends itself SIGTERM during step k (``k:INT``: SIGINT);
-    DDPMLAB_TEST_DUMP_DIR=DIR         each rank r writes DIR/rank<r>_step1.safetensors (its generator state
-                                      before step 1, its batch, the gradient after backward) and
-                                      DIR/rank<r>_final.safetensors (its weights at the end).
-    """
-
-    nan_at_step: int = 0
-    signal_at_step: int = 0
-    signal_num: int = signal.SIGTERM
-    dump_dir: str = ""
-
-    @classmethod
-    def from_env(cls) -> "FaultHooks":
-        hooks = cls(dump_dir=os.environ.get("DDPMLAB_TEST_DUMP_DIR", ""))
-        try:
-            hooks.nan_at_step = int(os.environ.get("DDPMLAB_TEST_NAN_AT_STEP", "0"))
-            at, _, name = os.environ.get("DDPMLAB_TEST_SIGNAL_AT_STEP", "0").partition(":")
-            hooks.signal_at_step = int(at)
-        except ValueError:
-            raise DDPMLabError("DDPMLAB_TEST_* hooks take a step number") from None
-        hooks.signal_num = signal.SIGINT if name.upper() == "INT" else signal.SIGTERM
-        return hooks
-
-    def on_step_start(self, trainer: "Trainer") -> None:
-        if self.signal_at_step == trainer.step + 1:
-            os.kill(os.getpid(), self.signal_num)
-        if self.dump_dir and trainer.step == 0:
-            self._generator_state = trainer.generator.get_state()
-
-    def loss(self, trainer: "Trainer", loss: torch.Tensor) -> torch.Tensor:
-        return loss * float("nan") if self.nan_at_step == trainer.step + 1 else loss
-
-    def on_gradients(self, trainer: "Trainer", x0: torch.Tensor) -> None:
-        if self.dump_dir and trainer.step == 0:
-            grads = {f"grad.{n}": p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
-            self._dump(trainer, "step1", {"generator": self._generator_state, "x0": x0, **grads})
-
-    def on_finish(self, trainer: "Trainer") -> None:
-        if self.dump_dir:
-            self._dump(trainer, "final", {f"model.{k}": v for k, v in trainer.model.state_dict().items()})
-
-    def _dump(self, trainer, name: str, tensors: dict) -> None:
-        path = Path(self.dump_dir) / f"rank{trainer.ctx.rank}_{name}.safetensors"
-        atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+from ddpmlab.runs.checkpoint import RunWriter, latest_checkpoint, read_checkpoint
+from ddpmlab.runs.format import describe_config, save_run
+from ddpmlab.core.fileio import atomic_write_json
+from ddpmlab.training.callbacks import CALLBACKS
+from ddpmlab.training.distributed import (DistContext, local_batch_size, rank_seed, resolve_device, shard,
+                                          sum_over_ranks)
+from ddpmlab.training.signals import NonFiniteLoss, TrainingInterrupted, stop_on_signals
+from ddpmlab.training.state import CheckpointState
 
 
 class ObjectiveLoss(nn.Module):
@@ -123,33 +50,67 @@ class ObjectiveLoss(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.objective(self.model, x0, generator)  # (B,)
+    def forward(self, x0: torch.Tensor, generator: torch.Generator, cond=None) -> torch.Tensor:
+        return self.objective(self.model, x0, generator, cond)  # (B,)
 
 
-class Trainer:
-    """Model, optimiser, EMA, objective and RNG of one run (one rank), and the loop that trains them."""
+def train_options(options: dict, base: TrainConfig | None = None) -> TrainConfig:
+    """A ``TrainConfig`` from keyword options (lr, batch_size, ema_decay, seed, checkpoint_every, ...),
+    validated like a config file's ``[train]`` section."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise DDPMLabError(f"unknown training option(s) {', '.join(unknown)}; options: {', '.join(sorted(known))}")
+    cfg = dataclasses.replace(base or TrainConfig(), **options)
+    validate(Config(train=cfg))
+    return cfg
 
-    def __init__(self, cfg: Config, data: TrainingData, generator: torch.Generator, ctx: DistContext | None = None,
-                 checkpoint: Checkpoint | None = None):
-        self.cfg, self.data, self.generator = cfg, data, generator
-        self.ctx = ctx if ctx is not None else DistContext(device=resolve_device(cfg.train.device))
-        t = cfg.train
-        self.shard = shard(data, self.ctx)  # this rank's examples (all of them with one process)
-        self.batch_size = local_batch_size(t.batch_size, data, self.ctx)
-        torch.manual_seed(t.seed)
-        self.model = build_model(cfg, data.data_shape).to(self.ctx.device)
-        if self.model_precond is not None:  # the same on every rank: all of the data, or its own seed
-            self.model_precond.set_moments(*data.moments(t.seed))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+
+class Trainer(CheckpointState):
+    """Model, optimiser, EMA, objective and RNG of one run (one rank), and the loop that trains them.
+
+    >>> trainer = Trainer(model, Simple(), x, out="runs/mine", ema_decay=0.995, checkpoint_every=100)
+    >>> trainer.run(2000)      # checkpoints and metrics.csv in out; SIGINT/SIGTERM stop after a checkpoint
+    >>> trainer.save()         # the finished run: run.json, model.safetensors, config.toml, metrics.json
+
+    ``options`` are ``[train]`` config keys (see ``ddpmlab.config.TrainConfig``). ``resume=True`` continues
+    the run in ``out`` from its latest checkpoint (the same model, objective, data and options).
+    """
+
+    def __init__(self, model: nn.Module, objective, data, *, out=None, resume: bool = False, labels=None,
+                 callbacks=(), config: Config | None = None, ctx: DistContext | None = None,
+                 generator: torch.Generator | None = None, checkpoint=None, **options):
+        t = train_options(options, config.train if config is not None else None)
+        self.data = data if isinstance(data, TrainingData) else TrainingData.from_tensor(data, labels)
+        self.cfg = config if config is not None else describe_config(model, objective, self.data, t)
+        self.cfg.train = t
+        self.ctx = ctx if ctx is not None else DistContext(device=resolve_device(t.device))
+        self.out = Path(out) if out is not None else None
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(t.seed)
+        self.shard = shard(self.data, self.ctx)  # this rank's examples (all of them with one process)
+        self.batch_size = local_batch_size(t.batch_size, self.data, self.ctx)
+        self.model = model.to(self.ctx.device)
+        precond = getattr(self.model, "precond", None)
+        if precond is not None:  # the same on every rank: all of the data, or its own seed
+            self.model.set_data_moments(*self.data.moments(t.seed))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                                           fused=self.ctx.device.type in ("cpu", "cuda"))
         self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
-        self.objective = make_objective(t.objective, self.model, t.hybrid_weight, t.importance_sampling)
+        self.objective = objective
+        bind = getattr(objective, "bind", None)  # optional: an objective's set-up for this model
+        if bind is not None:
+            bind(self.model)
+        self.callbacks = list(callbacks)
         self.step = 0
         self.loss_history: list[float] = []  # per step, averaged over ranks
         self.train_seconds = 0.0
         self.signal_received: int | None = None  # set by ``stop_on_signals``' handler
         self.stop_signal: int | None = None  # a signal some rank received, agreed by all ranks each step
-        self.hooks = FaultHooks.from_env()
+        if resume and checkpoint is None:
+            path = latest_checkpoint(self.out) if self.out is not None else None
+            if path is None:
+                raise DDPMLabError(f"{str(self.out)!r} holds no checkpoint to resume from")
+            checkpoint = read_checkpoint(path)
         if checkpoint is not None:
             self.load_state(checkpoint)
         loss = ObjectiveLoss(self.model, self.objective)
@@ -158,14 +119,32 @@ class Trainer:
             loss = nn.parallel.DistributedDataParallel(loss, device_ids=device_ids)
         self.loss_fn = loss
 
-    @property
-    def model_precond(self):
-        return getattr(self.model, "precond", None)
+    @classmethod
+    def from_config(cls, cfg: Config, ctx: DistContext | None = None, checkpoint=None, out=None, net=None,
+                    trust_code: bool = True, callbacks=()) -> "Trainer":
+        """The data, generator, model, objective and Trainer of ``cfg`` for this process, continued from
+        ``checkpoint``. ``net`` replaces the config's network with your own module."""
+        ctx = ctx if ctx is not None else DistContext(device=resolve_device(cfg.train.device))
+        t = cfg.train
+        if t.objective == "custom":
+            raise DDPMLabError("train.objective = 'custom' records your own objective; pass it to Trainer(...)")
+        generator = torch.Generator().manual_seed(t.seed)
+        data = make_training_data(cfg.data, generator)  # the same training set on every rank
+        if ctx.distributed:  # each rank its own batches, t and noise
+            generator = torch.Generator().manual_seed(rank_seed(t.seed, ctx.rank))
+        torch.manual_seed(t.seed)
+        model = build_model(cfg, data.data_shape, trust_code=trust_code, net=net)
+        objective = make_objective(t.objective, t.hybrid_weight, t.importance_sampling)
+        return cls(model, objective, data, out=out, config=cfg, ctx=ctx, generator=generator, checkpoint=checkpoint,
+                   callbacks=callbacks)
 
     @property
     def sampling_model(self):
         """The EMA weights when kept, else the trained weights."""
         return self.ema.shadow if self.ema is not None else self.model
+
+    def _hooks(self):
+        return CALLBACKS + self.callbacks
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up, then constant or cosine decay to 0 at ``train.iters``."""
@@ -182,9 +161,15 @@ class Trainer:
         if t.warmup or t.lr_decay != "none":
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.step)
-        self.hooks.on_step_start(self)
-        x0 = self.shard.batch(self.batch_size, self.generator).to(self.ctx.device)  # (B / N, *dims)
-        loss = self.hooks.loss(self, self.loss_fn(x0, self.generator).mean())
+        hooks = self._hooks()
+        for h in hooks:
+            h.on_step_start(self)
+        x0, cond = self.shard.draw(self.batch_size, self.generator)  # (B / N, *dims), labels or None
+        x0 = x0.to(self.ctx.device)
+        cond = cond.to(self.ctx.device) if cond is not None else None
+        loss = self.loss_fn(x0, self.generator, cond).mean()
+        for h in hooks:
+            loss = h.on_loss(self, loss)
         # every rank learns the mean loss and whether any rank got a stop signal, so all act alike
         got = self.signal_received
         loss_sum, n_sigint, n_sigterm = sum_over_ranks(
@@ -195,26 +180,47 @@ class Trainer:
             raise NonFiniteLoss(self.step + 1, mean_loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # under DDP the gradients are averaged over ranks here
-        self.hooks.on_gradients(self, x0)
+        for h in hooks:
+            h.on_gradients(self, x0)
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
+        for h in hooks:
+            h.on_step_end(self, mean_loss)
         return mean_loss
 
-    def run(self, iters: int | None = None, progress: bool = True, writer: RunWriter | None = None) -> None:
-        """Train until ``iters`` steps in total (default: the config's). With a ``writer`` (``train_run``):
-        a metrics row per step, a checkpoint every ``train.checkpoint_every`` steps and at the end, and
-        after a stop signal a checkpoint, then ``TrainingInterrupted``."""
-        t = self.cfg.train
-        iters = t.iters if iters is None else iters
+    def run(self, steps: int | None = None, progress: bool = True, writer: RunWriter | None = None) -> None:
+        """Train until ``steps`` steps in total (default: ``train.iters``). Writing to ``out`` (or a given
+        ``writer``): a metrics row per step, a checkpoint every ``checkpoint_every`` steps and at the end,
+        and after SIGINT / SIGTERM a checkpoint, then ``TrainingInterrupted``."""
+        steps = self.cfg.train.iters if steps is None else int(steps)
+        own = writer is None and self.out is not None
+        if own:
+            self.out.mkdir(parents=True, exist_ok=True)
+            writer = RunWriter(self.out, self.cfg.train.keep_checkpoints, self.ctx.is_main, start_step=self.step)
+        try:
+            if writer is None:
+                self._loop(steps, progress, None)
+            else:
+                with stop_on_signals(self):
+                    self._loop(steps, progress, writer)
+        except NonFiniteLoss as exc:
+            last = latest_checkpoint(writer.run_dir) if writer is not None else None
+            raise NonFiniteLoss(exc.step, exc.value, last) from None
+        finally:
+            if own:
+                writer.close()
+
+    def _loop(self, steps: int, progress: bool, writer: RunWriter | None) -> None:
+        every = self.cfg.train.checkpoint_every
         start, seconds_before = time.perf_counter(), self.train_seconds
-        bar = tqdm(total=iters, initial=self.step, desc="training", disable=not (progress and self.ctx.is_main),
+        bar = tqdm(total=steps, initial=self.step, desc="training", disable=not (progress and self.ctx.is_main),
                    mininterval=0.25, leave=False)
         try:
-            while self.step < iters:
+            while self.step < steps:
                 loss = self.train_step()
                 self.loss_history.append(loss)
                 self.train_seconds = seconds_before + time.perf_counter() - start
@@ -224,7 +230,7 @@ class Trainer:
                 if writer is None:
                     continue
                 writer.log(self.step, loss, self.optimizer.param_groups[0]["lr"], self.train_seconds)
-                if self.stop_signal is not None or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
+                if self.stop_signal is not None or (every and self.step % every == 0):
                     self.save_checkpoint(writer)
                 if self.stop_signal is not None:
                     raise TrainingInterrupted(self.stop_signal, self.step, writer.last_saved, writer.run_dir)
@@ -232,133 +238,26 @@ class Trainer:
                 self.save_checkpoint(writer)  # the last step's checkpoint
         finally:
             bar.close()
-        self.hooks.on_finish(self)
+        for h in self._hooks():
+            h.on_finish(self)
 
-    # ------------------------------------------------------------------------------- checkpoints
+    def summary(self) -> dict:
+        history = self.loss_history
+        return {"iters": self.step, "train_seconds": round(self.train_seconds, 4),
+                "final_loss": float(np.mean(history[-50:])) if history else None,
+                "seed": self.cfg.train.seed, "world_size": self.ctx.world_size}
 
-    def save_checkpoint(self, writer: RunWriter) -> None:
-        """Collective under torchrun: every rank sends its state, rank 0 writes, all wait for it."""
-        tensors, meta = self.state_dict()
-        writer.save(tensors, meta)
-        barrier(self.ctx)
-
-    def _rank_state(self) -> dict:
-        """Tensors that differ between ranks: RNG states and the importance sampler's history."""
-        state = {"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
-        if isinstance(getattr(self.objective, "timesteps", None), ImportanceTimesteps):
-            state.update({f"timesteps.{k}": v for k, v in self.objective.timesteps.state_dict().items()})
-        return state
-
-    @functools.cached_property
-    def _data_description(self) -> dict:
-        """What the checkpoint records about the data (hashing a fixed training set once per run)."""
-        d = json.loads(json.dumps(self.data.describe()))
-        if not self.data.stream:  # the training set itself, so a changed data file is noticed
-            d["sha256"] = hashlib.sha256(self.data.train.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-        return d
-
-    def state_dict(self) -> tuple[dict, dict]:
-        """(tensors, meta) of a checkpoint; collective under torchrun (every rank's RNG state is gathered)."""
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-        opt = self.optimizer.state_dict()
-        for i, state in opt["state"].items():
-            tensors.update({f"optimizer.{i}.{name}": v for name, v in state.items()})
-        for name, value in self._rank_state().items():
-            for r, v in enumerate(gather(value, self.ctx)):
-                tensors[f"rank{r}.{name}"] = v
-        meta = {"step": self.step, "world_size": self.ctx.world_size, "seed": self.cfg.train.seed,
-                "config": self.cfg.to_dict(), "data": self._data_description,
-                "param_groups": json.loads(json.dumps(opt["param_groups"])), "loss_history": list(self.loss_history),
-                "train_seconds": self.train_seconds, "torch_version": torch.__version__,
-                "num_threads": torch.get_num_threads()}  # bit-identical resume needs the same count
-        return tensors, meta
-
-    def _expected_tensors(self, names) -> dict:
-        """name -> (shape, dtype) a checkpoint of this run must hold; optimizer entries of the names given."""
-        expected = {f"model.{k}": (v.shape, v.dtype) for k, v in self.model.state_dict().items()}
-        if self.ema is not None:
-            expected.update({f"ema.{k}": (v.shape, v.dtype) for k, v in self.ema.state_dict().items()})
-        params = list(self.model.parameters())
-        for name in names:
-            parts = name.split(".")
-            if len(parts) == 3 and parts[0] == "optimizer" and parts[1].isdigit() and int(parts[1]) < len(params) \
-                    and parts[2] in OPTIMIZER_STATE:
-                p = params[int(parts[1])]
-                expected[name] = ((), torch.get_default_dtype()) if parts[2] == "step" else (p.shape, p.dtype)
-        for name, value in self._rank_state().items():
-            expected.update({f"rank{r}.{name}": (value.shape, value.dtype) for r in range(self.ctx.world_size)})
-        return expected
-
-    def load_state(self, ckpt: Checkpoint) -> None:
-        """Continue from ``ckpt`` (read by ``checkpoint.read_checkpoint``): refuse one that does not match
-        this run, then restore weights, EMA, optimiser, RNG states, sampler history, losses and step."""
-        where = ckpt.path / META_FILE
-        check_resume_config(ckpt.cfg, self.cfg, where)
-        if ckpt.meta["world_size"] != self.ctx.world_size:
-            raise DDPMLabError(f"{where}: written by {ckpt.meta['world_size']} process(es); resume with the same "
-                               f"number (this run has {self.ctx.world_size})")
-        if ckpt.meta["data"] != self._data_description:
-            raise DDPMLabError(f"{where}: the training data differ from the ones the checkpoint was trained on")
-        check_tensors(ckpt, self._expected_tensors(ckpt.tensors))
-        T, r = ckpt.tensors, self.ctx.rank
-
-        def prefixed(prefix):
-            return {k[len(prefix):]: v for k, v in T.items() if k.startswith(prefix)}
-
-        self.model.load_state_dict(prefixed("model."))
-        if self.ema is not None:
-            self.ema.load_state_dict(prefixed("ema."))
-        groups = ckpt.meta["param_groups"]  # one group: every parameter, indices 0..n-1
-        n_params = len(self.optimizer.param_groups[0]["params"])
-        if len(groups) != 1 or not isinstance(groups[0], dict) or groups[0].get("params") != list(range(n_params)):
-            raise DDPMLabError(f"{where}: optimiser parameter groups do not match this run's model")
-        current = self.optimizer.param_groups[0]  # JSON turned tuples (betas) into lists
-        group = {k: tuple(v) if isinstance(current.get(k), tuple) and isinstance(v, list) else v
-                 for k, v in groups[0].items()}
-        state: dict = {}
-        for name, v in prefixed("optimizer.").items():
-            i, key = name.split(".")
-            state.setdefault(int(i), {})[key] = v
-        try:
-            self.optimizer.load_state_dict({"state": state, "param_groups": [group]})
-            self.generator.set_state(T[f"rank{r}.generator"])
-            torch.set_rng_state(T[f"rank{r}.torch_rng"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise DDPMLabError(f"{where}: cannot restore the optimiser or RNG state ({str(exc).splitlines()[0]})") \
-                from None
-        if isinstance(getattr(self.objective, "timesteps", None), ImportanceTimesteps):
-            self.objective.timesteps.load_state_dict(prefixed(f"rank{r}.timesteps."))
-        self.step = ckpt.step
-        self.loss_history = [float(v) for v in ckpt.meta["loss_history"]]
-        self.train_seconds = float(ckpt.meta["train_seconds"])
-
-
-def build_trainer(cfg: Config, ctx: DistContext | None = None, checkpoint: Checkpoint | None = None) -> Trainer:
-    """The data, generator and Trainer of ``cfg`` for this process, continued from ``checkpoint``."""
-    ctx = ctx if ctx is not None else DistContext(device=resolve_device(cfg.train.device))
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    data = make_training_data(cfg.data, generator)  # the same training set on every rank
-    if ctx.distributed:  # each rank its own batches, t and noise
-        generator = torch.Generator().manual_seed(rank_seed(cfg.train.seed, ctx.rank))
-    return Trainer(cfg, data, generator, ctx, checkpoint)
-
-
-@contextlib.contextmanager
-def stop_on_signals(trainer: Trainer):
-    """Inside: SIGINT and SIGTERM only set ``trainer.signal_received``; the loop finishes its step, writes
-    a checkpoint and raises ``TrainingInterrupted``. The previous handlers come back on exit."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
-        yield
-        return
-
-    def handler(signum, frame):
-        trainer.signal_received = signum
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    def save(self, out=None, extra: dict | None = None) -> dict:
+        """Write the finished run into ``out`` (default: the trainer's): run.json, model.safetensors (the
+        trained and EMA weights), config.toml and metrics.json. Only the main rank writes. Returns the
+        summary."""
+        out = Path(out) if out is not None else self.out
+        if out is None:
+            raise DDPMLabError("Trainer.save needs a directory: Trainer(..., out=DIR) or save(out=DIR)")
+        summary = {**self.summary(), **(extra or {})}
+        if self.ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_run(out, self.cfg, self.data.describe(), self.model,
+                     self.ema.shadow if self.ema is not None else None, extra={"summary": summary})
+            atomic_write_json(out / "metrics.json", summary)
+        return summary

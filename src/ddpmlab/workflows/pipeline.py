@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from ddpmlab.training import distributed
-from ddpmlab.runs.checkpoint import RunWriter, checkpoint_dirs, latest_checkpoint, read_checkpoint
 from ddpmlab.config import Config
-from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
-from ddpmlab.runs.format import RUN_FILE, load_run, save_run
-from ddpmlab.sampling.samplers import draw_samples
-from ddpmlab.training.trainer import NonFiniteLoss, Trainer, build_trainer, stop_on_signals
+from ddpmlab.core.fileio import atomic_write_bytes, ensure_writable_dir
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.runs.checkpoint import checkpoint_dirs, latest_checkpoint, read_checkpoint
+from ddpmlab.runs.format import RUN_FILE, load_run
+from ddpmlab.sampling import draw_samples
+from ddpmlab.training.trainer import Trainer
 
 
 def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> dict:
@@ -49,38 +49,22 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
                            f"--resume {out}, or choose another --out")
     if ctx.is_main:
         ensure_writable_dir(out)
-    trainer = build_trainer(cfg, ctx, checkpoint)
-    writer = RunWriter(out, cfg.train.keep_checkpoints, ctx.is_main, start_step=trainer.step)
-    try:
-        with stop_on_signals(trainer):
-            trainer.run(progress=progress, writer=writer)
-    except NonFiniteLoss as exc:
-        raise NonFiniteLoss(exc.step, exc.value, latest_checkpoint(out)) from None
-    finally:
-        writer.close()
-    history = trainer.loss_history
-    summary = {"iters": trainer.step, "train_seconds": round(trainer.train_seconds, 4),
-               "final_loss": float(np.mean(history[-50:])) if history else float("nan"),
-               "seed": cfg.train.seed, "world_size": ctx.world_size,
-               "resumed_from_step": checkpoint.step if checkpoint is not None else None}
-    if ctx.is_main:
-        save_run(out, cfg, trainer.data.describe(), trainer.model,
-                 trainer.ema.shadow if trainer.ema is not None else None, extra={"summary": summary})
-        atomic_write_json(out / "metrics.json", summary)
-    return summary
+    trainer = Trainer.from_config(cfg, ctx, checkpoint, out=out)
+    trainer.run(progress=progress)
+    return trainer.save(extra={"resumed_from_step": checkpoint.step if checkpoint is not None else None})
 
 
 def fit(cfg: Config, progress: bool = True) -> Trainer:
     """Build the data and trainer of ``cfg`` and train it in this process (nothing is written)."""
-    trainer = build_trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     trainer.run(progress=progress)
     return trainer
 
 
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
-                   ode_solver=None):
+                   ode_solver=None, trust_code: bool = False):
     """Sample a finished run into ``out`` (.npy, data units). Returns the array's shape."""
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_code=trust_code)
     s = run.cfg.sample
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     generator = torch.Generator().manual_seed(seed)

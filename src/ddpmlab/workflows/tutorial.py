@@ -22,7 +22,7 @@ from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.objectives.seed_bound import estimate_trajectory_bound
 from ddpmlab.workflows.pipeline import fit
 from ddpmlab.runs.format import save_run
-from ddpmlab.sampling.samplers import ancestral_sample
+from ddpmlab.sampling import sample
 
 FIGURES = ("data_hist.png", "forward_trajectories.png", "loss.png", "reverse_trajectories.png",
            "generated_hist.png")
@@ -40,7 +40,7 @@ def run_tutorial(out, overrides=(), progress: bool = True) -> dict:
 
     vlb, vlb_se = estimate_trajectory_bound(model, dist.sample, generator=gen)
     start = time.perf_counter()
-    rev = ancestral_sample(model, cfg.sample.n, generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
+    rev = sample(model, cfg.sample.n, "ancestral", generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
     sample_seconds = time.perf_counter() - start
     samples = rev[0]
     evaluation = evaluate_run(model, dist, gen, samples=samples)  # the same as ``ddpmlab evaluate``

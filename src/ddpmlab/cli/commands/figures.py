@@ -40,7 +40,7 @@ def run(args) -> int:
     from ddpmlab.core.fileio import ensure_writable_dir
     from ddpmlab.figures.plots2d import write_figures
     from ddpmlab.runs.format import load_run
-    from ddpmlab.sampling.samplers import draw_samples
+    from ddpmlab.sampling import draw_samples
     from ddpmlab.core.utils import DDPMLabError
 
     if args.n < 2:

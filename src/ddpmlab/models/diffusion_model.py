@@ -1,0 +1,167 @@
+"""``DiffusionModel``: your network plus its parameterisation, the reverse-process model that samplers,
+objectives and metrics use (it satisfies ``ddpmlab.core.contract.ReverseModel``).
+
+The network is called as ``net(x, tau)``, or ``net(x, tau, cond)`` when a condition is given: data
+(B, *dims), network time tau = t / T (B,) in (0, 1], an optional per-example condition (B, ...). Its
+output has the data's shape, with dimension 1 doubled for a learned variance (mean head first; see
+``ddpmlab.core.parameterisation``). With ``precondition=True`` the network sees unit-variance input and
+predicts the normalised residual around the data's Gaussian fit (``ddpmlab.models.preconditioning``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ddpmlab.core.contract import PMeanVariance, ReverseProcess
+from ddpmlab.core.parameterisation import GaussianDiffusion
+from ddpmlab.core.schedule import NoiseSchedule
+from ddpmlab.core.utils import DDPMLabError, extract
+from ddpmlab.models.preconditioning import GaussianPreconditioner
+
+
+class DiffusionModel(nn.Module, ReverseProcess):
+    """A network on a schedule, with a mean type and a variance type (improved-diffusion's two axes).
+
+    >>> model = DiffusionModel(net, make_schedule("linear", 250), mean_type="epsilon", data_shape=(2,))
+
+    ``data_moments=(mean, std)`` sets a preconditioned model's data moments up front; the ``Trainer``
+    sets them from the training data otherwise. ``net_kwargs`` are the keyword arguments that rebuild
+    your network (``type(net)(**net_kwargs)``), recorded with a saved run so that the command line can
+    load it (``ddpmlab sample RUN --trust-code``).
+    """
+
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, mean_type: str = "epsilon",
+                 var_type: str = "fixed_small", data_shape: tuple = (1,), precondition: bool = False,
+                 data_moments: tuple[float, float] | None = None, net_kwargs: dict | None = None):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise DDPMLabError(f"the network must be a torch.nn.Module, got {type(net).__name__}")
+        self.net = net
+        self.net_kwargs = dict(net_kwargs or {})
+        self.arch_options = None  # set by a registered architecture's builder (``ddpmlab.models.registry``)
+        self.diffusion = GaussianDiffusion(schedule, mean_type, var_type)
+        self.data_shape = tuple(int(d) for d in data_shape)
+        if not self.data_shape or min(self.data_shape) < 1:
+            raise DDPMLabError(f"data_shape must be one example's shape, e.g. (2,), got {data_shape}")
+        if precondition and mean_type == "previous_x":
+            raise DDPMLabError("precondition = true needs mean_type epsilon, x0 or v (previous_x predicts "
+                               "x_{t-1} itself)")
+        self.precond = GaussianPreconditioner(mean_type) if precondition else None
+        if data_moments is not None:
+            self.set_data_moments(*data_moments)
+        channels = self.data_shape[0]
+        self._out_shape = (self.diffusion.output_channels(channels),) + self.data_shape[1:]
+
+    # -- description ---------------------------------------------------------------------------------
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return self.diffusion.schedule
+
+    @property
+    def mean_type(self) -> str:
+        return self.diffusion.mean_type
+
+    @property
+    def var_type(self) -> str:
+        return self.diffusion.var_type
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters(), torch.empty(())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters(), torch.empty(())).device
+
+    def set_data_moments(self, mean: float, std: float) -> None:
+        """The data's scalar mean and standard deviation, for preconditioning (no-op without it)."""
+        if self.precond is not None:
+            self.precond.set_moments(mean, std)
+
+    # -- the network ---------------------------------------------------------------------------------
+    def _net(self, x, tau, cond):
+        out = self.net(x, tau) if cond is None else self.net(x, tau, cond)
+        if tuple(out.shape[1:]) != self._out_shape or out.shape[0] != x.shape[0]:
+            raise DDPMLabError(
+                f"the network's output has shape {tuple(out.shape)}, but mean type {self.mean_type!r} with "
+                f"variance type {self.var_type!r} on data {self.data_shape} needs {(x.shape[0],) + self._out_shape}")
+        return out
+
+    def net_out(self, x: torch.Tensor, tau: torch.Tensor, alpha_bar, cond=None) -> torch.Tensor:
+        """The (preconditioned) network output at network time tau; ``alpha_bar`` is a per-example tensor
+        broadcastable against x, or a float (used only when preconditioned)."""
+        if self.precond is None:
+            return self._net(x, tau, cond)
+        self.precond.check_moments()
+        out = self._net(self.precond.scale_input(x, alpha_bar), tau, cond)
+        head, var_head = self.diffusion.split_output(out)
+        head = self.precond.mean_head(head, x, alpha_bar)
+        return head if var_head is None else torch.cat([head, var_head], dim=1)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        """The model's raw output at integer paper steps t (B,): mean head (eps, x_0, v or mu) and, for a
+        learned variance, the variance head concatenated along dimension 1."""
+        alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t) if self.precond is not None else None
+        return self.net_out(x_t, self.schedule.model_time(t).to(x_t.device), alpha_bar, cond)
+
+    # -- the contract --------------------------------------------------------------------------------
+    def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> PMeanVariance:
+        """p(x_{t-1} | x_t) with the implied x_0 and eps   (Ho et al. eq. 1, 7, 11)."""
+        return self.diffusion.p_mean_variance(self.forward(x_t, t, cond), x_t, t)
+
+    def eps_continuous(self, x: torch.Tensor, t: float, alpha_bar: float, cond=None) -> torch.Tensor:
+        """The network's noise prediction at continuous step t (a float in [0, T]) where the schedule's
+        alpha-bar is ``alpha_bar``: what the probability-flow ODE needs between the grid's steps."""
+        if self.mean_type == "previous_x":
+            raise DDPMLabError("a model that predicts x_{t-1} has no noise prediction between steps")
+        tau = self.schedule.model_time(torch.full((x.shape[0],), float(t), dtype=torch.float64))
+        head, _ = self.diffusion.split_output(self.net_out(x, tau.to(x.device), alpha_bar, cond))
+        a, b = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+        if self.mean_type == "epsilon":
+            return head
+        if self.mean_type == "x0":
+            return (x - a * head) / b
+        return b * x + a * head  # v: eps = sqrt(1 - abar) x + sqrt(abar) v
+
+    def score(self, x: torch.Tensor, t_c: float, alpha_bar: float, cond=None) -> torch.Tensor:
+        """grad log q(x) = -eps / sqrt(1 - abar) at continuous step t_c held in [1, T] (no step below 1 was
+        trained); a ``previous_x`` model's score is implied by its mean (``ReverseProcess.score``)."""
+        if self.mean_type == "previous_x":
+            return super().score(x, t_c, alpha_bar, cond)
+        T = self.schedule.T
+        tc = min(max(float(t_c), 1.0), float(T))
+        if tc != float(t_c):  # held at the trained range: use that step's own alpha-bar
+            alpha_bar = float(self.schedule.alphas_cumprod[int(tc)])
+        return -self.eps_continuous(x, tc, alpha_bar, cond) / math.sqrt(1.0 - alpha_bar)
+
+    def respaced(self, num_steps: int) -> "DiffusionModel":
+        """The same network on ``num_steps`` evenly kept steps (new betas from the kept alpha-bars)."""
+        sched = self.schedule.spaced(num_steps)
+        if sched is self.schedule:
+            return self
+        if self.mean_type == "previous_x":
+            raise DDPMLabError("a model that predicts x_{t-1} directly cannot be respaced; use ddim or ode")
+        clone = DiffusionModel(self.net, sched, self.mean_type, self.var_type, self.data_shape)
+        clone.precond = self.precond  # the same network and moments on the kept steps
+        return clone
+
+    # -- what the objectives use ---------------------------------------------------------------------
+    def split_output(self, out: torch.Tensor):
+        """(mean head, variance head or None) of a raw output."""
+        return self.diffusion.split_output(out)
+
+    def mean_target(self, x0, x_t, t, noise):
+        """What the mean head should output for the simple loss (eq. 14's target for each mean type)."""
+        return self.diffusion.mean_target(x0, x_t, t, noise)
+
+    def loss_scale(self, x_t, t):
+        """The residual scale c_out dividing the mean head's error in the simple loss (preconditioned
+        models; Karras et al. 2022's loss weight 1 / c_out^2), or None."""
+        if self.precond is None:
+            return None
+        return self.precond.residual_scale(x_t, extract(self.schedule.alphas_cumprod, t, x_t))
+
+    def p_mean_variance_from_output(self, out, x_t, t) -> PMeanVariance:
+        return self.diffusion.p_mean_variance(out, x_t, t)

@@ -1,0 +1,123 @@
+"""Architectures by name (``ARCHITECTURES``), and the user's own network class named as
+``package.module:Class`` (as Hydra's ``_target_``).
+
+A registered builder is ``f(schedule, data_shape, options) -> model`` where ``options`` carries the
+``[model]`` settings (mean_type, var_type, width, depth, time_dim, hidden, precondition, net_kwargs).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+import sys
+
+from torch import nn
+
+from ddpmlab.core.registry import Registry
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.diffusion_model import DiffusionModel
+from ddpmlab.models.mlp import MLPDenoiser
+from ddpmlab.models.seed import SeedReverse
+
+ARCHITECTURES = Registry("architecture")
+TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def is_target(arch: str) -> bool:
+    """Whether ``arch`` names a class to import (``package.module:Class``) rather than a registered name."""
+    return bool(TARGET.match(arch or ""))
+
+
+def _wrap(net, schedule, data_shape, o, arch: str | None = None):
+    model = DiffusionModel(net, schedule, o.mean_type, o.var_type, data_shape, precondition=o.precondition,
+                           net_kwargs=getattr(o, "net_kwargs", None))
+    if arch is not None:
+        model.arch_options = {"arch": arch, "width": o.width, "depth": o.depth, "time_dim": o.time_dim}
+    return model
+
+
+def _output_channels(o, channels: int) -> int:
+    return 2 * channels if o.var_type in ("learned", "learned_range") else channels
+
+
+@ARCHITECTURES.register("seed")
+def build_seed(schedule, data_shape, o):
+    """The seed's two small networks for the mean and standard deviation (``ddpmlab.models.seed``)."""
+    return SeedReverse(schedule, data_shape, hidden=o.hidden)
+
+
+@ARCHITECTURES.register("mlp")
+def build_mlp(schedule, data_shape, o):
+    """A residual MLP with a sinusoidal time embedding on flattened data (``ddpmlab.models.mlp``)."""
+    D = math.prod(data_shape)
+    net = MLPDenoiser(D, out_dim=_output_channels(o, 1) * D, width=o.width, depth=o.depth, time_dim=o.time_dim)
+    return _wrap(net, schedule, data_shape, o, "mlp")
+
+
+@ARCHITECTURES.register("unet")
+def build_unet(schedule, data_shape, o):
+    """A small U-Net for images (C, H, W) (``ddpmlab.models.unet``)."""
+    if len(data_shape) != 3:
+        raise DDPMLabError(f"model.arch = 'unet' needs image data (C, H, W), got shape {data_shape}")
+    from ddpmlab.models.unet import UNet
+
+    net = UNet(data_shape[0], _output_channels(o, data_shape[0]), base=o.width, time_dim=o.time_dim)
+    return _wrap(net, schedule, data_shape, o, "unet")
+
+
+def import_target(target: str, trust_code: bool, where: str = "the config"):
+    """The class ``package.module:Class``. Importing runs that module's code, so it needs ``trust_code``
+    (a run directory someone sends you must never run code on load). The working directory is searched
+    too, as ``python -m`` does."""
+    module_name, _, qualname = target.partition(":")
+    if module_name == "__main__":
+        raise DDPMLabError(f"{where} names the network class {target!r}, defined in a script or notebook: "
+                           "load the run with load_run(path, net=YourNet(...)), or move the class into a module")
+    if not trust_code:
+        raise DDPMLabError(f"{where} names the network class {target!r}; loading it imports module "
+                           f"{module_name!r}, which runs its code: pass --trust-code (or trust_code=True) if you "
+                           "trust it, or pass the network yourself (load_run(path, net=...))")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # an import runs arbitrary code: any failure is the user's module's
+        raise DDPMLabError(f"cannot import the network class {target!r} ({type(exc).__name__}: {exc})") from None
+    return obj
+
+
+def build_model(arch: str, schedule, data_shape, options, trust_code: bool = False, net: nn.Module | None = None):
+    """The model ``arch`` describes (a registered name or ``package.module:Class``) for data of shape
+    (N, *data_shape). ``net``: your own network instance, used instead of building one."""
+    data_shape = tuple(data_shape)
+    if net is not None:
+        return _wrap(net, schedule, data_shape, options)
+    if is_target(arch):
+        cls = import_target(arch, trust_code)
+        try:
+            net = cls(**dict(options.net_kwargs))
+        except Exception as exc:
+            raise DDPMLabError(f"cannot build the network {arch}(**{dict(options.net_kwargs)}) "
+                               f"({type(exc).__name__}: {exc})") from None
+        if not isinstance(net, nn.Module):
+            raise DDPMLabError(f"{arch} built a {type(net).__name__}, not a torch.nn.Module")
+        return _wrap(net, schedule, data_shape, options)
+    return ARCHITECTURES.get(arch)(schedule, data_shape, options)
+
+
+def describe_model(model) -> dict:
+    """The ``[model]`` settings that rebuild ``model`` (``build_model``): a registered architecture's
+    options, or your network's class as ``package.module:Class`` with its ``net_kwargs``."""
+    if isinstance(model, SeedReverse):
+        return {"arch": "seed", "mean_type": "previous_x", "var_type": "learned", "hidden": model.net.hidden}
+    if not isinstance(model, DiffusionModel):
+        raise DDPMLabError(f"a {type(model).__name__} cannot be saved as a run: wrap your network in "
+                           "ddpmlab.DiffusionModel")
+    d = {"mean_type": model.mean_type, "var_type": model.var_type, "precondition": model.precond is not None}
+    if model.arch_options is not None:
+        return {**d, **model.arch_options}
+    cls = type(model.net)
+    return {**d, "arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(model.net_kwargs)}
