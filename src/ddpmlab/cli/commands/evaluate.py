@@ -6,6 +6,8 @@ HELP = ("evaluate a finished run: its bound, the exact oracle's bound, the data'
 
 
 def add_arguments(p) -> None:
+    p.add_argument("--trust-code", action="store_true", help="allow a run whose network is your own class "
+                   "(package.module:Class) to import that module")
     p.add_argument("dir", metavar="DIR", help="a finished run (run.json and model.safetensors)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the evaluation's draws")
     p.add_argument("--n-bound", type=int, default=10_000, help="data points for each bound (default 10000)")
@@ -23,7 +25,7 @@ def run(args) -> int:
     from ddpmlab.runs.format import load_run
     from ddpmlab.core.utils import DDPMLabError
 
-    run = load_run(args.dir)
+    run = load_run(args.dir, trust_code=args.trust_code)
     model, dist, info = run.model, run.dist, run.info
     if dist is None:
         raise DDPMLabError(f"{args.dir}: the run's data distribution is unknown; exact evaluation needs "

@@ -10,6 +10,8 @@ HELP = "draw the figures of a finished run on 2-D (or wider) data or images: sca
 
 
 def add_arguments(p) -> None:
+    p.add_argument("--trust-code", action="store_true", help="allow a run whose network is your own class "
+                   "(package.module:Class) to import that module")
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train)")
     p.add_argument("-n", type=int, default=2000, help="samples to draw (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler and the data draw")
@@ -45,7 +47,7 @@ def run(args) -> int:
 
     if args.n < 2:
         raise DDPMLabError(f"-n must be >= 2, got {args.n}")
-    run_ = load_run(args.run_dir)
+    run_ = load_run(args.run_dir, trust_code=args.trust_code)
     shape = tuple(run_.info["data"]["data_shape"])
     if len(shape) != 3 and math.prod(shape) < 2:
         raise DDPMLabError(f"{args.run_dir}: the data have one feature; the tutorial draws the 1-D figures")

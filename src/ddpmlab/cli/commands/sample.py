@@ -5,16 +5,20 @@ HELP = "draw samples from a trained run into a .npy file (in data units)"
 
 
 def add_arguments(p) -> None:
+    from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
+
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train / tutorial)")
     p.add_argument("-n", type=int, default=1000, help="number of samples")
-    p.add_argument("--sampler", choices=("ancestral", "ddim", "ode"), default=None,
+    p.add_argument("--sampler", choices=SAMPLERS.names(), default=None,
                    help="default: the run's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's, 0 = all T)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the run's)")
-    p.add_argument("--ode-solver", choices=("dpm_solver", "heun", "rk45"), default=None,
+    p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.add_argument("--out", required=True, help="output .npy file")
+    p.add_argument("--trust-code", action="store_true", help="allow a run whose network is your own class "
+                   "(package.module:Class) to import that module")
 
 
 def run(args) -> int:
@@ -29,6 +33,6 @@ def run(args) -> int:
         raise DDPMLabError(f"--out must name a .npy file, got {args.out!r}")
     shape = sample_to_file(Path(args.run_dir), args.n, Path(args.out), sampler=args.sampler, steps=args.steps,
                            eta=args.eta, seed=args.seed,
-                           ode_solver=args.ode_solver)
+                           ode_solver=args.ode_solver, trust_code=args.trust_code)
     print(f"wrote {args.n} samples of shape {shape[1:]} to {args.out}")
     return 0
