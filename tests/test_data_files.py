@@ -1,5 +1,6 @@
 """The user's own files: every format trains and samples in data units, every bad file is one line and
 exit code 2, and standardisation round-trips."""
+import csv
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import torch
 
 from ddpmlab.cli import main
 from ddpmlab.config import DataConfig
-from ddpmlab.data import make_training_data
+from ddpmlab.data import files, make_training_data
 from ddpmlab.data.files import load_data_file
 from ddpmlab.runs.format import load_run
 from ddpmlab.core.utils import DDPMLabError
@@ -181,3 +182,237 @@ def test_unstandardised_keeps_data_units(tmp_path):
 def test_load_errors_are_ddpmlab_errors(tmp_path):
     with pytest.raises(DDPMLabError, match="no such file"):
         load_data_file(tmp_path / "x.npy")
+
+
+# --- CSV: the fast reader (numpy's C parser) against the previous plain reader, an oracle -------------
+
+def _plain_load(path):
+    """The previous pure-Python CSV reader and its checks, kept here as the oracle: ("ok", float32 array)
+    or ("error", the one-line message)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        return "error", f"{path}: not a text (UTF-8) file"
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), None)
+    if first is None:
+        return "error", f"{path}: empty file (no rows)"
+    reader = csv.reader(lines, delimiter=next((d for d in (",", ";", "\t") if d in first), ","))
+    rows, line_numbers, width, header_seen = [], [], None, False
+    for row in reader:
+        values = []
+        for cell in row:
+            try:
+                values.append(float(cell.strip()))
+            except ValueError:
+                values.append(None)
+        if not any(cell.strip() for cell in row):
+            continue
+        if not rows and not header_seen and all(v is None for v in values):
+            header_seen, width = True, len(row)
+            continue
+        if width is not None and len(row) != width:
+            return "error", f"{path}: ragged rows: line {reader.line_num} has {len(row)} cells, expected {width}"
+        width = len(row)
+        for j, v in enumerate(values):
+            if v is None:
+                what = f"non-numeric cell {row[j].strip()!r}" if row[j].strip() else "non-numeric (empty) cell"
+                return "error", f"{path}: {what} at line {reader.line_num}, column {j + 1}"
+        rows.append(values)
+        line_numbers.append(reader.line_num)
+    if not rows:
+        return "error", f"{path}: no data rows (only a header)"
+    if len(rows) < 2:
+        return "error", f"{path}: only one row; at least 2 samples are needed"
+    arr = np.array(rows, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        what = "NaN" if np.isnan(arr[i, j]) else "infinity"
+        return "error", (f"{path}: {what} at line {line_numbers[i]}, column {j + 1} "
+                         f"({int(bad.sum())} non-finite value(s) in all)")
+    x = torch.from_numpy(arr).float().numpy()
+    if not np.isfinite(x).all():
+        return "error", f"{path}: values too large for float32 (largest magnitude {np.abs(arr).max():.3g})"
+    return "ok", x
+
+
+def _new_load(path):
+    """``load_data_file`` as the oracle's pair."""
+    try:
+        return "ok", load_data_file(path).numpy()
+    except DDPMLabError as exc:
+        return "error", str(exc)
+
+
+def _assert_same(path):
+    """The file reads to the same bits, or fails with the same message, both ways; returns the outcome."""
+    new, old = _new_load(path), _plain_load(path)
+    assert new[0] == old[0], (path.read_bytes()[:300], new, old)
+    if new[0] == "ok":
+        assert new[1].dtype == np.float32 and new[1].shape == old[1].shape
+        assert new[1].tobytes() == old[1].tobytes(), path.read_bytes()[:300]
+    else:
+        assert new[1] == old[1]
+    return new[0]
+
+
+def _text(arr, delimiter=",", header=None, fmt=repr, eol="\n", blank_every=0):
+    """A CSV text of ``arr``, with an optional header row and a blank line after every k-th row."""
+    lines = [delimiter.join(header)] if header else []
+    for i, row in enumerate(arr):
+        lines.append(delimiter.join(fmt(float(v)) for v in row))
+        if blank_every and i % blank_every == blank_every - 1:
+            lines.append("")
+    return eol.join(lines) + eol
+
+
+GOOD = {
+    "header": dict(header=["x", "y", "z"]),
+    "no-header": dict(),
+    "semicolon": dict(delimiter=";", header=["a", "b", "c"]),
+    "tab": dict(delimiter="\t"),
+    "tab-header": dict(delimiter="\t", header=["a", "b", "c"]),
+    "quoted-header": dict(header=['"x"', '"y, the second"', '"z"']),
+    "blank-lines": dict(header=["x", "y", "z"], blank_every=3),
+    "crlf": dict(header=["x", "y", "z"], eol="\r\n"),
+    "lone-cr": dict(eol="\r"),
+    "8-digits": dict(fmt=lambda v: f"{v:.8g}"),
+    "spaces": dict(fmt=lambda v: f" {v!r} ", header=[" x ", " y ", " z "]),
+    "ints": dict(fmt=lambda v: str(int(v))),
+}
+
+
+@pytest.mark.parametrize("bom", [False, True], ids=["plain", "bom"])
+@pytest.mark.parametrize("case", GOOD, ids=list(GOOD))
+def test_csv_reads_as_the_plain_reader(tmp_path, case, bom):
+    arr = _table(seed=len(case), n=30, d=3)
+    path = tmp_path / "d.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + _text(arr, **GOOD[case]).encode())
+    assert _assert_same(path) == "ok"
+
+
+def test_good_csv_takes_the_fast_reader(tmp_path, monkeypatch):
+    """A good file never reaches the cell-by-cell scan (and leading blank lines are skipped there too)."""
+    def no_scan(*args):
+        raise AssertionError("the slow scan ran")
+    arr = _table(seed=5, n=25, d=3)
+    cases = {k: GOOD[k] for k in ("header", "no-header", "semicolon", "tab", "blank-lines", "quoted-header")}
+    expected = {k: _plain_load(_write_text(tmp_path / f"{k}.csv", "\n\n" + _text(arr, **kw))) for k, kw in
+                cases.items()}
+    monkeypatch.setattr(files, "_scan_csv", no_scan)
+    for k in cases:
+        x = load_data_file(tmp_path / f"{k}.csv").numpy()
+        assert expected[k][0] == "ok" and x.tobytes() == expected[k][1].tobytes(), k
+
+
+def _write_text(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# Files the fast reader refuses or must not vouch for; each reads, or fails, as the plain reader did.
+ODD = {
+    "bad-cell": "x,y\n1,2\n\n3,abc\n5,6\n",
+    "empty-cell": "1,2\n3,\n5,6\n",
+    "ragged": "x,y\n1,2\n3,4,5\n",
+    "header-wider": "x,y,z\n1,2\n3,4\n",
+    "nan-deep": "x;y\n" + "".join(f"{i};{i}\n" for i in range(50)) + "\n7;nan\n",
+    "inf": "1\t2\n\n-inf\t4\n",
+    "too-large": "1,2\n3,1e39\n",
+    "one-row": "\n\nx,y\n1,2\n\n",
+    "header-only": "x,y\n\n",
+    "blank-only": "\n \n\t\n",
+    "delimiters-only-line": "1,2\n,\n3,4\n",
+    "spaces-only-line": "1,2\n   \n3,4\n",
+    "quoted-numbers": '"1","2"\n"3","4"\n',
+    "underscores": "1_000,2\n3,4\n",
+    "comment-like": "#x,y\n1,2\n3,4\n",
+    "hash-cell": "1,2\n#3,4\n",
+    "form-feed": "1\x0c,2\n3,4\n",
+    "nel": "1,2\u00853,4\n5,6\n",
+    "open-quote-header": '"x,y\n1,2\n3,4\n',
+    "mixed-header": "x,1\n1,2\n3,4\n",
+    "nbsp": "\u00a01,2\n3,4\u00a0\n",
+    "not-utf8-late": "1,2\n3,4\n" * 50 + "5,\xff\n",
+}
+
+
+@pytest.mark.parametrize("case", ODD, ids=list(ODD))
+def test_odd_csv_reads_or_fails_as_the_plain_reader(tmp_path, case):
+    text = ODD[case]
+    path = tmp_path / "d.csv"
+    if case == "not-utf8-late":
+        path.write_bytes(text.encode("latin-1"))
+    else:
+        _write_text(path, text)
+    _assert_same(path)
+
+
+def test_errors_name_line_and_column(tmp_path):
+    """A bad cell, a NaN and a ragged row deep in a file with a header and blank lines: the line counted
+    here from the text as written."""
+    rng = np.random.default_rng(7)
+    arr = rng.normal(size=(300, 3))
+    for bad_row, col, cell, needle in [(211, 2, "oops", "non-numeric cell 'oops'"), (150, 3, "nan", "NaN"),
+                                       (299, 1, "-inf", "infinity")]:
+        lines = ["a,b,c", ""] + [",".join(repr(float(v)) for v in row) for row in arr]
+        lines.insert(5, "   ")  # a blank line before the bad one
+        row_line = [i for i, line in enumerate(lines) if line.strip() and i > 0][bad_row]
+        cells = lines[row_line].split(",")
+        cells[col - 1] = cell
+        lines[row_line] = ",".join(cells)
+        path = _write_text(tmp_path / "d.csv", "\n".join(lines) + "\n")
+        with pytest.raises(DDPMLabError) as err:
+            load_data_file(path)
+        msg = str(err.value)
+        assert str(path) in msg and needle in msg and f"at line {row_line + 1}, column {col}" in msg, msg
+        assert len(msg.splitlines()) == 1
+        _assert_same(path)
+    lines = ["1;2"] * 40
+    lines[33] = "1;2;3"
+    path = _write_text(tmp_path / "r.csv", "\n".join(lines))
+    assert _new_load(path) == ("error", f"{path}: ragged rows: line 34 has 3 cells, expected 2")
+
+
+def _random_cell(rng):
+    """A cell of a user's file: mostly numbers in several spellings, sometimes something odd."""
+    v = float(rng.normal() * 10.0 ** int(rng.integers(-3, 4)))
+    kind = rng.choice(24)
+    spellings = [repr(v), f"{v:.8g}", f"{v:e}", str(int(v)), f" {v!r}", f"{v!r}\t", f"{v:.3f}"]
+    if kind < len(spellings) * 3:
+        return spellings[kind % len(spellings)]
+    return str(rng.choice(["nan", "-inf", "abc", "", " ", '"1.5"', "1e39", "1_5", "#2", "\u00a03"]))
+
+
+def _random_csv(rng):
+    """Text of a small CSV that is usually good: a random delimiter, header, blank lines, line ends, and
+    now and then a wrong width or an odd cell."""
+    d = str(rng.choice([",", ";", "\t"]))
+    width, n = int(rng.integers(1, 5)), int(rng.integers(1, 12))
+    odd = rng.random() < 0.5
+    lines = [d.join(f"c{j}" for j in range(width))] if rng.random() < 0.5 else []
+    for _ in range(n):
+        if rng.random() < 0.15:
+            lines.append(str(rng.choice(["", "  ", d * (width - 1)])))
+        w = width + (int(rng.integers(-1, 2)) if odd and rng.random() < 0.1 else 0)
+        cells = [_random_cell(rng) if odd else repr(float(rng.normal())) for _ in range(max(w, 1))]
+        lines.append(d.join(cells))
+    eol = str(rng.choice(["\n", "\r\n"]))
+    return ("\ufeff" if rng.random() < 0.2 else "") + eol.join(lines) + (eol if rng.random() < 0.8 else "")
+
+
+def test_random_csv_files_match_the_plain_reader(tmp_path):
+    rng = np.random.default_rng(13)
+    outcomes = []
+    for i in range(300):
+        path = _write_text(tmp_path / f"r{i}.csv", _random_csv(rng))
+        outcomes.append(_assert_same(path))
+    assert 60 < outcomes.count("ok") < 240  # both sides of the reader were exercised
+
+
+def test_csv_module_error_is_one_line(tmp_path):
+    """A cell past the csv module's field limit was a traceback; now one error naming file and line."""
+    path = _write_text(tmp_path / "big.csv", "1,2\n3," + "4" * 200_000 + "x\n")
+    with pytest.raises(DDPMLabError, match=r"unreadable CSV at line 2 \(field larger than field limit"):
+        load_data_file(path)

@@ -4,11 +4,18 @@ A file holds N samples: a table of N rows and D columns, a single column (N,), o
 dimensions (N, H, W). Every problem is one ``DDPMLabError`` line that names the file and the problem:
 missing, empty, one row, non-numeric cells, ragged rows, NaN or infinity, an unreadable array, more
 than 2 dimensions per sample.
+
+A CSV is read by numpy's C parser straight into float32 (about numpy.loadtxt's time and memory); a file
+it refuses or cannot vouch for is scanned cell by cell, as before, to name the bad line and column.
 """
 from __future__ import annotations
 
 import csv
+import os
+import warnings
 import zipfile
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,8 @@ from ddpmlab.core.utils import DDPMLabError
 SUFFIXES = (".csv", ".npy", ".npz")
 MAX_SAMPLE_DIMS = 2  # a sample is a scalar, a row of columns, or a 2-D array
 NPZ_KEYS = ("data", "x", "X", "samples")  # tried in this order when an .npz holds several arrays
+# Line breaks of ``str.splitlines`` that a file's lines (and numpy) do not break at, as UTF-8 bytes.
+_ODD_BREAKS = (b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
 
 
 def load_data_file(path) -> torch.Tensor:
@@ -45,6 +54,7 @@ def load_data_file(path) -> torch.Tensor:
 
 
 def _delimiter(first_line: str) -> str:
+    """The first of ``,`` ``;`` tab found in the file's first non-blank line (``,`` if none)."""
     for d in (",", ";", "\t"):
         if d in first_line:
             return d
@@ -52,46 +62,127 @@ def _delimiter(first_line: str) -> str:
 
 
 def _parse(cell: str) -> float | None:
+    """The cell as Python reads a float (surrounding whitespace allowed), None if it is not one."""
     try:
         return float(cell.strip())
     except ValueError:
         return None
 
 
-def _read_csv(p: Path, path) -> tuple[np.ndarray, list[int]]:
+def _read_csv(p: Path, path) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows of numbers (a first row of only non-numeric cells is a header); returns the (N, D) array and
-    each row's line number in the file."""
+    each row's line number in the file (None from the fast reader, whose arrays need no locating).
+
+    numpy's C reader reads a good file; any file it refuses or cannot vouch for (a bad cell, ragged rows,
+    NaN, a quoted number, ...) goes to ``_scan_csv``, which reports the problem's line and column, or
+    reads the file cell by cell where it is good after all."""
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        first = _first_line(p)
     except UnicodeDecodeError:
         raise DDPMLabError(f"{path}: not a text (UTF-8) file") from None
-    lines = text.splitlines()
-    first = next((line for line in lines if line.strip()), None)
-    if first is None:
+    if first is None:  # every line was read (and decoded) to find none that is not blank
         raise DDPMLabError(f"{path}: empty file (no rows)")
-    reader = csv.reader(lines, delimiter=_delimiter(first))
-    rows, line_numbers, width, header_seen = [], [], None, False
-    for row in reader:
-        lineno = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
-        values = [_parse(cell) for cell in row]
-        if not rows and not header_seen and all(v is None for v in values):
-            header_seen = True
-            width = len(row)
-            continue
-        if width is not None and len(row) != width:
-            raise DDPMLabError(f"{path}: ragged rows: line {lineno} has {len(row)} cells, expected {width}")
-        width = len(row)
-        for j, v in enumerate(values):
-            if v is None:
-                what = f"non-numeric cell {row[j].strip()!r}" if row[j].strip() else "non-numeric (empty) cell"
-                raise DDPMLabError(f"{path}: {what} at line {lineno}, column {j + 1}")
-        rows.append(values)
-        line_numbers.append(lineno)
-    if not rows:
+    arr = _fast_csv(p, *first)
+    return (arr, None) if arr is not None else _scan_csv(p, path, first[1])
+
+
+def _lines(f) -> Iterator[str]:
+    """The lines of text file ``f`` as ``str.splitlines`` would cut its whole text, one at a time."""
+    for line in f:
+        yield from line.splitlines()
+
+
+def _first_line(p: Path) -> tuple[int, str] | None:
+    """The index and text of the first line that is not only whitespace, None if there is none."""
+    with open(p, encoding="utf-8-sig") as f:
+        return next(((i, line) for i, line in enumerate(_lines(f)) if line.strip()), None)
+
+
+def _odd_breaks(p: Path) -> bool:
+    """Whether the file holds a line break that ``str.splitlines`` honours but a file's lines do not
+    (vertical tab, form feed, separators \\x1c-\\x1e, NEL, U+2028/9): numpy would read such a line whole."""
+    tail = b""
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 18), b""):
+            block = tail + chunk
+            if any(b in block for b in (_ODD_BREAKS[:5] if block.isascii() else _ODD_BREAKS)):
+                return True
+            tail = chunk[-2:]  # a multi-byte break may straddle two chunks
+    return False
+
+
+def _header(line: str, delimiter: str) -> int | None:
+    """The width of ``line`` if it is a header row (every cell non-numeric), 0 if it is a data row,
+    None if the fast reader cannot judge (no cells, or a quote left open into the next line)."""
+    rows = list(csv.reader([line, "0"], delimiter=delimiter))
+    if len(rows) != 2 or not any(cell.strip() for cell in rows[0]):
+        return None
+    return len(rows[0]) if all(_parse(cell) is None for cell in rows[0]) else 0
+
+
+def _fast_csv(p: Path, index: int, first: str) -> np.ndarray | None:
+    """The (N, D) float32 array of a good file, read by numpy's C reader (``np.loadtxt``) straight from
+    the file; None where it fails or where ``_scan_csv`` must judge (no rows, one row, NaN/inf, ...)."""
+    delimiter = _delimiter(first)
+    width = _header(first, delimiter)
+    if width is None or _odd_breaks(p):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": the scan words it
+            # a path (not an open file): numpy then reads large blocks, not line by line; a .csv name
+            # opens as plain text with universal newlines, as ``open`` would
+            arr = np.loadtxt(os.fspath(p), dtype=np.float32, delimiter=delimiter, comments=None,
+                             quotechar=None, skiprows=index + (width > 0), ndmin=2, encoding="utf-8-sig")
+    except ValueError:  # a bad cell, ragged rows, not UTF-8 (UnicodeDecodeError)
+        return None
+    if arr.shape[0] < 2 or (width and arr.shape[1] != width) or not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+def _check_utf8(p: Path, path) -> None:
+    """Raise unless the whole file decodes as UTF-8 (as the scan's first step: a binary file is one
+    error, whatever its first lines hold)."""
+    try:
+        with open(p, encoding="utf-8-sig") as f:
+            while f.read(1 << 20):
+                pass
+    except UnicodeDecodeError:
+        raise DDPMLabError(f"{path}: not a text (UTF-8) file") from None
+
+
+def _scan_csv(p: Path, path, first: str) -> tuple[np.ndarray, np.ndarray]:
+    """The plain cell-by-cell reader: the first problem as one error naming its line (and column), or
+    the (N, D) float64 array and each row's line number."""
+    _check_utf8(p, path)
+    values, line_numbers, width, header_seen = array("d"), array("q"), None, False
+    with open(p, encoding="utf-8-sig") as f:
+        reader = csv.reader(_lines(f), delimiter=_delimiter(first))
+        try:
+            for row in reader:
+                lineno = reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue  # blank line
+                row_values = [_parse(cell) for cell in row]
+                if not line_numbers and not header_seen and all(v is None for v in row_values):
+                    header_seen, width = True, len(row)
+                    continue
+                if width is not None and len(row) != width:
+                    raise DDPMLabError(f"{path}: ragged rows: line {lineno} has {len(row)} cells, expected {width}")
+                width = len(row)
+                for j, v in enumerate(row_values):
+                    if v is None:
+                        cell = row[j].strip()
+                        what = f"non-numeric cell {cell!r}" if cell else "non-numeric (empty) cell"
+                        raise DDPMLabError(f"{path}: {what} at line {lineno}, column {j + 1}")
+                values.extend(row_values)
+                line_numbers.append(lineno)
+        except csv.Error as exc:
+            raise DDPMLabError(f"{path}: unreadable CSV at line {reader.line_num} ({exc})") from None
+    if not line_numbers:
         raise DDPMLabError(f"{path}: no data rows (only a header)")
-    return np.asarray(rows, dtype=np.float64), line_numbers
+    return np.array(values, dtype=np.float64).reshape(len(line_numbers), width), np.asarray(line_numbers)
 
 
 def _unreadable(path, kind: str, exc: Exception) -> DDPMLabError:
@@ -132,7 +223,7 @@ def _read_npz(p: Path, path) -> np.ndarray:
             raise _unreadable(path, ".npz", exc) from None
 
 
-def _check(arr: np.ndarray, path, line_numbers: list[int] | None) -> torch.Tensor:
+def _check(arr: np.ndarray, path, line_numbers: Sequence[int] | None) -> torch.Tensor:
     """Numeric dtype, shape (N, *dims) with N >= 2 and at most 2 dims per sample, every value finite."""
     if arr.dtype.kind == "c":
         raise DDPMLabError(f"{path}: complex values are not supported")
@@ -149,9 +240,11 @@ def _check(arr: np.ndarray, path, line_numbers: list[int] | None) -> torch.Tenso
         raise DDPMLabError(f"{path}: empty (array shape {arr.shape})")
     if arr.shape[0] < 2:
         raise DDPMLabError(f"{path}: only one row; at least 2 samples are needed")
-    arr = arr.astype(np.float64, copy=False)
-    bad = ~np.isfinite(arr)
-    if bad.any():
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float64, copy=False)  # float32 stays as it is: no 2x copy of a large file
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = ~finite
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         what = "NaN" if np.isnan(arr[where]) else "infinity"
         if line_numbers is not None:
@@ -160,6 +253,6 @@ def _check(arr: np.ndarray, path, line_numbers: list[int] | None) -> torch.Tenso
             loc = f"element {list(where)}"
         raise DDPMLabError(f"{path}: {what} at {loc} ({int(bad.sum())} non-finite value(s) in all)")
     x = torch.from_numpy(np.ascontiguousarray(arr)).float()
-    if not bool(torch.isfinite(x).all()):
+    if arr.dtype != np.float32 and not bool(torch.isfinite(x).all()):  # float32 was checked above
         raise DDPMLabError(f"{path}: values too large for float32 (largest magnitude {np.abs(arr).max():.3g})")
     return x
