@@ -1,0 +1,82 @@
+"""Step time of this checkout against another commit, in one run: the seed's faithful recipe (the
+tutorial config) and the recommended default recipe, trained through each commit's own ``fit``.
+
+    python benchmarks/ab_commits.py --base 5096d30 [--rounds 5] [--tutorial-iters 300] [--default-iters 400]
+
+Each measurement is a fresh subprocess with PYTHONPATH on that commit's ``src`` (exported with
+``git archive``), one intra-op thread, alternating base / current so that a change in the host's speed
+hits both; the best of the rounds is compared. Prints ms per step for each side and the ratio
+current / base (< 1.05 is "within 5%"), with the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads(1)
+try:
+    from ddpmlab.workflows.pipeline import fit
+except ImportError:
+    from ddpmlab.pipeline import fit
+from ddpmlab.config import load_config
+name, iters = sys.argv[1], int(sys.argv[2])
+cfg = load_config(name, [f"train.iters={iters}"])
+fit(load_config(name, ["train.iters=20"]), progress=False)  # warm-up: first-call costs
+start = time.perf_counter()
+fit(cfg, progress=False)
+print(json.dumps({"ms_per_step": 1000 * (time.perf_counter() - start) / iters}))
+"""
+
+
+def export_src(commit: str, dest: Path) -> Path:
+    data = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest / "src"
+
+
+def measure(src: Path, config: str, iters: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", CHILD, config, str(iters)], env=env, capture_output=True, text=True,
+                         check=True, cwd=tempfile.gettempdir())
+    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", required=True, help="the commit to compare against")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--tutorial-iters", type=int, default=300)
+    p.add_argument("--default-iters", type=int, default=400)
+    args = p.parse_args()
+    print("load average before:", os.getloadavg())
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = {"base": export_src(args.base, Path(tmp)), "current": ROOT / "src"}
+        results = {}
+        for config, iters in (("tutorial", args.tutorial_iters), ("default", args.default_iters)):
+            times = {side: [] for side in sides}
+            for _ in range(args.rounds):
+                for side, src in sides.items():
+                    times[side].append(measure(src, config, iters))
+            best = {side: min(v) for side, v in times.items()}
+            results[config] = {"ms_per_step": best, "all": times, "ratio_current_over_base":
+                               round(best["current"] / best["base"], 4)}
+            print(f"{config}: base {best['base']:.3f} ms/step, current {best['current']:.3f} ms/step, "
+                  f"ratio {best['current'] / best['base']:.3f} (best of {args.rounds}, 1 thread)")
+    print("load average after:", os.getloadavg())
+    print(json.dumps({"base": args.base, **results}))
+
+
+if __name__ == "__main__":
+    main()
