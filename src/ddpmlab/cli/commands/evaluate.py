@@ -6,8 +6,9 @@ HELP = ("evaluate a finished run: its bound, the exact oracle's bound, the data'
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--trust-code", action="store_true", help="allow a run whose network is your own class "
-                   "(package.module:Class) to import that module")
+    from ddpmlab.cli.commands import add_trust_code
+
+    add_trust_code(p)
     p.add_argument("dir", metavar="DIR", help="a finished run (run.json and model.safetensors)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the evaluation's draws")
     p.add_argument("--n-bound", type=int, default=10_000, help="data points for each bound (default 10000)")

@@ -10,8 +10,9 @@ HELP = "draw the figures of a finished run on 2-D (or wider) data or images: sca
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--trust-code", action="store_true", help="allow a run whose network is your own class "
-                   "(package.module:Class) to import that module")
+    from ddpmlab.cli.commands import add_trust_code
+
+    add_trust_code(p)
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train)")
     p.add_argument("-n", type=int, default=2000, help="samples to draw (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler and the data draw")

@@ -5,6 +5,8 @@ HELP = "draw samples from a trained run into a .npy file (in data units)"
 
 
 def add_arguments(p) -> None:
+    from ddpmlab.cli.commands import add_trust_code
+
     from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
 
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train / tutorial)")
@@ -17,8 +19,7 @@ def add_arguments(p) -> None:
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.add_argument("--out", required=True, help="output .npy file")
-    p.add_argument("--trust-code", action="store_true", help="allow a run whose network is your own class "
-                   "(package.module:Class) to import that module")
+    add_trust_code(p)
 
 
 def run(args) -> int:
