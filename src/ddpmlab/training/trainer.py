@@ -90,8 +90,7 @@ class Trainer(CheckpointState):
         self.shard = shard(self.data, self.ctx)  # this rank's examples (all of them with one process)
         self.batch_size = local_batch_size(t.batch_size, self.data, self.ctx)
         self.model = model.to(self.ctx.device)
-        precond = getattr(self.model, "precond", None)
-        if precond is not None:  # the same on every rank: all of the data, or its own seed
+        if self.model.needs_data_moments:  # preconditioning: the same on every rank (all of the data, or its seed)
             self.model.set_data_moments(*self.data.moments(t.seed))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                            fused=self.ctx.device.type in ("cpu", "cuda"))
