@@ -15,6 +15,7 @@ from ddpmlab.runs.format import RUN_FILE, load_run, save_run
 from ddpmlab.sampling.samplers import draw_samples
 from ddpmlab.training.trainer import NonFiniteLoss, Trainer, build_trainer, stop_on_signals
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.workflows.threads import model_threads
 
 
 def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> dict:
@@ -52,7 +53,8 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
     trainer = build_trainer(cfg, ctx, checkpoint)
     writer = RunWriter(out, cfg.train.keep_checkpoints, ctx.is_main, start_step=trainer.step)
     try:
-        with stop_on_signals(trainer):
+        with stop_on_signals(trainer), model_threads(cfg.train.threads, trainer.model,
+                                                     training_rows(cfg, trainer)) as threads:
             trainer.run(progress=progress, writer=writer)
     except NonFiniteLoss as exc:
         raise NonFiniteLoss(exc.step, exc.value, latest_checkpoint(out)) from None
@@ -63,6 +65,7 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
                "final_loss": float(np.mean(history[-50:])) if history else float("nan"),
                "seed": cfg.train.seed, "world_size": ctx.world_size,
                "resumed_from_step": checkpoint.step if checkpoint is not None else None}
+    summary["threads"] = threads  # intra-op threads the run trained with (ddpmlab.core.threads)
     if ctx.is_main:
         save_run(out, cfg, trainer.data.describe(), trainer.model,
                  trainer.ema.shadow if trainer.ema is not None else None, extra={"summary": summary})
@@ -71,21 +74,32 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
 
 
 def fit(cfg: Config, progress: bool = True) -> Trainer:
-    """Build the data and trainer of ``cfg`` and train it in this process (nothing is written)."""
+    """Build the data and trainer of ``cfg`` and train it in this process (nothing is written), with the
+    thread policy's intra-op thread count (``cfg.train.threads``; restored after)."""
     trainer = build_trainer(cfg)
-    trainer.run(progress=progress)
+    with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)):
+        trainer.run(progress=progress)
     return trainer
 
 
+def training_rows(cfg: Config, trainer: Trainer) -> int:
+    """Examples per network call of one training step in this process."""
+    if cfg.train.batch_size > 0:
+        return max(1, cfg.train.batch_size // trainer.ctx.world_size)
+    return trainer.data.train.shape[0] // trainer.ctx.world_size
+
+
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
-                   ode_solver=None):
-    """Sample a finished run into ``out`` (.npy, data units). Returns the array's shape."""
+                   ode_solver=None, threads: int = 0):
+    """Sample a finished run into ``out`` (.npy, data units), with ``threads`` intra-op threads (0: the
+    thread policy's choice). Returns the array's shape."""
     run = load_run(run_dir)
     s = run.cfg.sample
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     generator = torch.Generator().manual_seed(seed)
-    x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
-                     s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
+    with model_threads(threads, run.model, n):
+        x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
+                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
     arr = run.to_data_units(x).numpy()
     buf = io.BytesIO()
     np.save(buf, arr)
