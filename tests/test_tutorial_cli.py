@@ -22,6 +22,7 @@ def test_tutorial_end_to_end(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     for key in ("train_seconds", "final_loss", "vlb_nats", "w1", "w1_noise_floor", "component_fractions"):
         assert key in m
+    assert m["threads"] == 1  # the seed's tiny networks train single-threaded (ddpmlab.core.threads)
     assert len(m["component_fractions"]) == 2 and abs(sum(m["component_fractions"]) - 1) < 1e-9
     assert m["w1_noise_floor"] < 0.2 and m["vlb_nats"] > 2.0  # no model beats the entropy (2.0554)
     assert "W1" in r.stdout

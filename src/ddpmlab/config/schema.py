@@ -75,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # write a checkpoint every N steps; 0 = only at the end
     keep_checkpoints: int = 3  # how many checkpoints to keep
     device: str = "cpu"  # cpu | cuda | auto
+    threads: int = 0  # torch intra-op threads; 0 = chosen from the work's size and the usable cores
 
 
 @dataclass
@@ -118,7 +119,8 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "batch_size"): (0, False), ("train", "lr"): (0, True), ("train", "weight_decay"): (0, False),
          ("train", "warmup"): (0, False), ("train", "ema_decay"): (0, False), ("train", "grad_clip"): (0, False),
          ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
-         ("train", "keep_checkpoints"): (1, False), ("data", "n_train"): (0, False), ("sample", "steps"): (0, False),
+         ("train", "keep_checkpoints"): (1, False), ("train", "threads"): (0, False), ("data", "n_train"): (0, False),
+         ("sample", "steps"): (0, False),
          ("sample", "eta"): (0, False), ("sample", "n"): (1, False)}
 UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
          ("train", "ema_decay"): 1}

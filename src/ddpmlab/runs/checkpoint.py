@@ -43,7 +43,8 @@ CHECKPOINT_DIR, TENSORS_FILE, META_FILE, METRICS_FILE = "checkpoints", "state.sa
 FORMAT, VERSION = "ddpmlab-checkpoint", 1
 # what --resume may change: how long to train, how often to checkpoint, where to run; nothing that
 # changes the computation of the steps already taken
-RESUMABLE_KEYS = ("train.iters", "train.checkpoint_every", "train.keep_checkpoints", "train.device")
+RESUMABLE_KEYS = ("train.iters", "train.checkpoint_every", "train.keep_checkpoints", "train.device",
+                  "train.threads")
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 METRICS_HEADER = ("step", "loss", "lr", "elapsed_s")
 

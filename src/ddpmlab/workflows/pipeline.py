@@ -15,6 +15,7 @@ from ddpmlab.runs.checkpoint import checkpoint_dirs, latest_checkpoint, read_che
 from ddpmlab.runs.format import RUN_FILE, load_run
 from ddpmlab.sampling import draw_samples
 from ddpmlab.training.trainer import Trainer
+from ddpmlab.workflows.threads import model_threads
 
 
 def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> dict:
@@ -50,26 +51,40 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
     if ctx.is_main:
         ensure_writable_dir(out)
     trainer = Trainer.from_config(cfg, ctx, checkpoint, out=out)
-    trainer.run(progress=progress)
-    return trainer.save(extra={"resumed_from_step": checkpoint.step if checkpoint is not None else None})
+    with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)) as threads:
+        trainer.run(progress=progress)
+    # threads: the intra-op threads the run trained with (ddpmlab.core.threads)
+    return trainer.save(extra={"resumed_from_step": checkpoint.step if checkpoint is not None else None,
+                               "threads": threads})
 
 
 def fit(cfg: Config, progress: bool = True) -> Trainer:
-    """Build the data and trainer of ``cfg`` and train it in this process (nothing is written)."""
+    """Build the data and trainer of ``cfg`` and train it in this process (nothing is written), with the
+    thread policy's intra-op thread count (``cfg.train.threads``; restored after)."""
     trainer = Trainer.from_config(cfg)
-    trainer.run(progress=progress)
+    with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)):
+        trainer.run(progress=progress)
     return trainer
 
 
+def training_rows(cfg: Config, trainer: Trainer) -> int:
+    """Examples per network call of one training step in this process."""
+    if cfg.train.batch_size > 0:
+        return max(1, cfg.train.batch_size // trainer.ctx.world_size)
+    return trainer.data.train.shape[0] // trainer.ctx.world_size
+
+
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
-                   ode_solver=None, trust_code: bool = False):
-    """Sample a finished run into ``out`` (.npy, data units). Returns the array's shape."""
+                   ode_solver=None, trust_code: bool = False, threads: int = 0):
+    """Sample a finished run into ``out`` (.npy, data units), with ``threads`` intra-op threads (0: the
+    thread policy's choice). Returns the array's shape."""
     run = load_run(run_dir, trust_code=trust_code)
     s = run.cfg.sample
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     generator = torch.Generator().manual_seed(seed)
-    x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
-                     s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
+    with model_threads(threads, run.model, n):
+        x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
+                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
     arr = run.to_data_units(x).numpy()
     buf = io.BytesIO()
     np.save(buf, arr)

@@ -20,7 +20,8 @@ from ddpmlab.core.diffusion import forward_trajectory
 from ddpmlab.evaluation.report import evaluate_run
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.objectives.seed_bound import estimate_trajectory_bound
-from ddpmlab.workflows.pipeline import fit
+from ddpmlab.workflows.pipeline import fit, training_rows
+from ddpmlab.workflows.threads import model_threads, thread_count
 from ddpmlab.runs.format import save_run
 from ddpmlab.sampling import sample
 
@@ -38,12 +39,13 @@ def run_tutorial(out, overrides=(), progress: bool = True) -> dict:
     model, data, gen = trainer.model, trainer.data, trainer.generator
     dist, history = data.dist, trainer.loss_history
 
-    vlb, vlb_se = estimate_trajectory_bound(model, dist.sample, generator=gen)
-    start = time.perf_counter()
-    rev = sample(model, cfg.sample.n, "ancestral", generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
-    sample_seconds = time.perf_counter() - start
-    samples = rev[0]
-    evaluation = evaluate_run(model, dist, gen, samples=samples)  # the same as ``ddpmlab evaluate``
+    with model_threads(cfg.train.threads, model, cfg.sample.n):
+        vlb, vlb_se = estimate_trajectory_bound(model, dist.sample, generator=gen)
+        start = time.perf_counter()
+        rev = sample(model, cfg.sample.n, "ancestral", generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
+        sample_seconds = time.perf_counter() - start
+        samples = rev[0]
+        evaluation = evaluate_run(model, dist, gen, samples=samples)  # the same as ``ddpmlab evaluate``
     sample_metrics = evaluation["model"]["samples"]  # W1, floor and fractions of these samples, once
     metrics = {
         "seed": cfg.train.seed,
@@ -56,6 +58,7 @@ def run_tutorial(out, overrides=(), progress: bool = True) -> dict:
         **{k: sample_metrics[k] for k in ("w1", "w1_noise_floor", "component_fractions",
                                           "true_component_fractions")},
         "n_samples": cfg.sample.n,
+        "threads": thread_count(cfg.train.threads, model, training_rows(cfg, trainer)),  # while training
     }
     save_run(out, cfg, data.describe(), model, extra={"summary": metrics})
 

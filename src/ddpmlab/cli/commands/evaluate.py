@@ -14,6 +14,8 @@ def add_arguments(p) -> None:
     p.add_argument("--n-bound", type=int, default=10_000, help="data points for each bound (default 10000)")
     p.add_argument("--n-ode", type=int, default=256, help="data points for the ODE likelihood (default 256)")
     p.add_argument("--samples", type=int, default=10_000, help="ancestral samples for sample metrics")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default 0: chosen from the work's size)")
 
 
 def run(args) -> int:
@@ -25,7 +27,10 @@ def run(args) -> int:
     from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
     from ddpmlab.runs.format import load_run
     from ddpmlab.core.utils import DDPMLabError
+    from ddpmlab.workflows.threads import model_threads
 
+    if args.threads < 0:
+        raise DDPMLabError(f"--threads must be >= 0, got {args.threads}")
     run = load_run(args.dir, trust_code=args.trust_code)
     model, dist, info = run.model, run.dist, run.info
     if dist is None:
@@ -35,8 +40,9 @@ def run(args) -> int:
         raise DDPMLabError(f"{args.dir}: the run's data were standardised; exact evaluation needs the model "
                            "in data units")
     out = ensure_writable_dir(args.dir)
-    ev = evaluate_run(model, dist, torch.Generator().manual_seed(args.seed), n_bound=args.n_bound,
-                      n_ode=args.n_ode, n_samples=args.samples)
+    with model_threads(args.threads, model, max(args.n_bound, args.samples)):
+        ev = evaluate_run(model, dist, torch.Generator().manual_seed(args.seed), n_bound=args.n_bound,
+                          n_ode=args.n_ode, n_samples=args.samples)
     atomic_write_json(Path(out) / "evaluation.json", ev)
     print(format_table(ev))
     print(f"evaluation.json written to {args.dir}")

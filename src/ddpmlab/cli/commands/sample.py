@@ -20,6 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.add_argument("--out", required=True, help="output .npy file")
     add_trust_code(p)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default 0: chosen from the work's size)")
 
 
 def run(args) -> int:
@@ -30,10 +32,12 @@ def run(args) -> int:
 
     if args.n < 1:
         raise DDPMLabError(f"-n must be >= 1, got {args.n}")
+    if args.threads < 0:
+        raise DDPMLabError(f"--threads must be >= 0, got {args.threads}")
     if not args.out.endswith(".npy"):
         raise DDPMLabError(f"--out must name a .npy file, got {args.out!r}")
     shape = sample_to_file(Path(args.run_dir), args.n, Path(args.out), sampler=args.sampler, steps=args.steps,
                            eta=args.eta, seed=args.seed,
-                           ode_solver=args.ode_solver, trust_code=args.trust_code)
+                           ode_solver=args.ode_solver, trust_code=args.trust_code, threads=args.threads)
     print(f"wrote {args.n} samples of shape {shape[1:]} to {args.out}")
     return 0

@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--keep-checkpoints", type=int, metavar="K", help="keep the newest K checkpoints "
                    "(sets train.keep_checkpoints)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where to train (sets train.device)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (sets train.threads; "
+                   "0 = chosen from the work's size and the usable cores)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -46,6 +48,8 @@ def run(args) -> int:
         overrides.append(f"train.keep_checkpoints={args.keep_checkpoints}")
     if args.device is not None:
         overrides.append(f"train.device={args.device!r}")
+    if args.threads is not None:
+        overrides.append(f"train.threads={args.threads}")
     if args.resume:
         if args.config or args.data:
             raise DDPMLabError("--resume continues with the checkpoint's config; drop --config / --data "

@@ -12,13 +12,14 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, help="diffusion steps T (default 250)")
     p.add_argument("--hidden", type=int, help="hidden width of both networks (default 4)")
     p.add_argument("--samples", type=int, help="number of generated samples (default 10000)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default 0: chosen from the work's size)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any value of the tutorial config (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 FLAGS = {"seed": "train.seed", "iters": "train.iters", "beta": "schedule.beta", "steps": "schedule.steps",
-         "hidden": "model.hidden", "samples": "sample.n"}
+         "hidden": "model.hidden", "samples": "sample.n", "threads": "train.threads"}
 
 
 def run(args) -> int:
