@@ -13,8 +13,11 @@ from ddpmlab.core.utils import DDPMLabError
 
 
 def os_error(path, exc: OSError, doing: str = "write") -> DDPMLabError:
-    """One line for an ``OSError`` met while ``doing`` (read, write, create, ...) ``path``."""
-    return DDPMLabError(f"cannot {doing} {path}: {exc.strerror or exc}")
+    """One line for an ``OSError`` met while ``doing`` (read, write, create, ...) ``path``; the system's
+    reason is kept as ``.reason`` for a caller that names a bigger thing (a checkpoint)."""
+    err = DDPMLabError(f"cannot {doing} {path}: {exc.strerror or exc}")
+    err.reason = exc.strerror or str(exc)
+    return err
 
 
 def read_bytes(path) -> bytes:

@@ -119,6 +119,9 @@ def save_checkpoint(run_dir, tensors: dict, meta: dict, keep: int) -> Path:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise os_error(final, exc) from None
+    except DDPMLabError as exc:  # a file of it could not be written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DDPMLabError(f"cannot write {final}: {getattr(exc, 'reason', exc)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

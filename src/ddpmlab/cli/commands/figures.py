@@ -66,6 +66,7 @@ def run(args) -> int:
         data, dist = training_data(run_, args.n, g)
         traj = draw_samples(run_.model, n, s.sampler, s.steps, s.eta, g, keep_trajectory=True,
                             ode_solver=s.ode_solver)
-        names = write_figures(out, data, run_.to_data_units(traj), dist=dist, title=run_.info["data"]["name"])
+        title = "".join(c if c.isprintable() else repr(c)[1:-1] for c in run_.info["data"]["name"])  # a path's tab
+        names = write_figures(out, data, run_.to_data_units(traj), dist=dist, title=title)
     print(f"wrote {', '.join(names)} to {Path(out)}")
     return 0
