@@ -35,7 +35,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddpmlab.config import Config, from_dict
-from ddpmlab.core.fileio import atomic_write_bytes, fsync_dir, os_error, strict_json
+from ddpmlab.core.fileio import atomic_write_bytes, finite_json, fsync_dir, os_error, strict_json
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.runs.metrics_log import METRICS_HEADER, MetricsLog, read_metrics  # noqa: F401 (re-exported)
 
@@ -65,7 +65,7 @@ def _sha256(data: bytes) -> str:
 
 def _json_checksum(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != "checksum"}
-    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return _sha256(json.dumps(finite_json(body), sort_keys=True, separators=(",", ":")).encode())  # as written
 
 
 # ----------------------------------------------------------------------------------------- writing
