@@ -218,9 +218,14 @@ CASES = [
         ws.env(RANK="5"), "train", "--out", ws.path("o"), "--data", "", *TINY][1:]),
     Case("torchrun-world-zero", 2, "WORLD_SIZE=0", lambda ws: [
         ws.env(RANK="0", WORLD_SIZE="0"), "train", "--out", ws.path("o"), *TINY][1:]),
-    # ---- 4. paths
+    # ---- 4. paths: passed through verbatim (no quoting), made absolute, an empty one refused
     Case("missing-data-file", 2, "no such file", lambda ws: ["train", "--out", ws.path("o"), "--data",
                                                              ws.path("nope.npy"), *TINY]),
+    Case("missing-odd-path-named-verbatim", 2, "/we\\ird\t\"'.npy: no such file",
+         lambda ws: ["train", "--out", ws.path("o"), "--data", "we\\ird\t\"'.npy", *TINY]),
+    Case("data-is-a-directory", 2, "not a file", lambda ws: ["train", "--out", ws.path("o"), "--data",
+                                                             ws.mkdir("d.npy"), *TINY]),
+    Case("data-blank", 2, "--data is empty", lambda ws: ["train", "--out", ws.path("o"), "--data", "  ", *TINY]),
     # ---- 5. checkpoints
     Case("checkpoint-name-step-disagree", 2, "records step 4 but its directory is step_000009",
          lambda ws: _copied_checkpoint(ws, "unfinished", "step_000004", "step_000009")),

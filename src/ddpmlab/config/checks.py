@@ -98,6 +98,11 @@ def sampling_bytes(cfg, n: int, data_shape, trajectory_steps: int = 0) -> float:
     return n * (per + 32 * D + 4 * D * trajectory_steps)
 
 
+def prior_check_applies(cfg) -> bool:
+    """Whether ``prior_mismatch`` can warn: a data file trained without standardising."""
+    return cfg.data.name == "file" and not cfg.data.standardize
+
+
 def prior_mismatch(cfg, mean: float, std: float, log_abar_T: float) -> str | None:
     """A warning's text when a data file trained without standardising (``data.standardize = false``)
     leaves x_T far from the N(0, I) prior the sampler starts from, else ``None``. (Named datasets are
@@ -107,7 +112,7 @@ def prior_mismatch(cfg, mean: float, std: float, log_abar_T: float) -> str | Non
     1 - abar) per feature, and its KL to N(0, 1) is 0.5 (v + abar mean^2 - 1 - log v), v = abar std^2 +
     1 - abar: the prior term L_T of Ho et al. eq. 5 for a Gaussian fit of the data.
     """
-    if cfg.data.name != "file" or cfg.data.standardize:
+    if not prior_check_applies(cfg):
         return None
     abar = math.exp(log_abar_T)
     v = abar * std ** 2 + 1 - abar

@@ -12,7 +12,7 @@ from ddpmlab.training import distributed
 from ddpmlab.runs.checkpoint import RunWriter, checkpoint_dirs, latest_checkpoint
 from ddpmlab.runs.resume import resumable_checkpoint
 from ddpmlab.config import Config
-from ddpmlab.config.checks import log_alpha_bar_T, prior_mismatch
+from ddpmlab.config.checks import log_alpha_bar_T, prior_check_applies, prior_mismatch
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ddpmlab.runs.format import RUN_FILE, load_run, save_run
 from ddpmlab.sampling.samplers import draw_samples
@@ -87,6 +87,8 @@ def _resumable(out: Path, ctx: distributed.DistContext):
 def _warn_prior_mismatch(cfg: Config, trainer: Trainer) -> None:
     """One warning line when the training data leave x_T far from the N(0, I) prior (see
     ``config.checks.prior_mismatch``)."""
+    if not prior_check_applies(cfg):
+        return
     mean, std = trainer.data.moments(cfg.train.seed)
     text = prior_mismatch(cfg, mean, std, log_alpha_bar_T(cfg))
     if text:
