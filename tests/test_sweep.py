@@ -94,7 +94,7 @@ def test_a_failed_job_is_reported_and_the_others_finish(tmp_path):
                   *TINY_SETS)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
-    log = out / "broken" / "seed_0" / "job.log"
+    log = out / "broken" / "seed_0.log"
     assert lines[0].startswith("sweep: job broken/seed_0 failed (exit 2):") and "missing.csv" in lines[0]
     assert lines[0].endswith(f"log: {log}") and log.is_file()
     assert len(lines) == 2 and "1 of 2 jobs failed" in lines[1] and "Traceback" not in r.stderr

@@ -2,8 +2,8 @@
 run in a worker process with one thread, into an ordinary run directory.
 
 Layout under the sweep's ``out``: ``CONFIG/POINT/seed_S/`` per job (``POINT`` is the grid point's
-overrides, e.g. ``train.lr=1e-3``; absent without ``--grid``), each with its ``job.log`` (the commands'
-stdout and stderr); ``jobs.csv`` (every job: status, exit code, seconds, log, the command run), and the
+overrides, e.g. ``train.lr=1e-3``; absent without ``--grid``), each with its log ``seed_S.log`` beside it (the
+commands' stdout and stderr; outside the run directory, which only ``ddpmlab train`` writes); ``jobs.csv`` (every job: status, exit code, seconds, log, the command run), and the
 summary tables (``ddpmlab.workflows.sweep_summary``). A job whose directory already holds a finished run
 is not run again, and one with checkpoints of an interrupted run is continued (``train --resume``), so a
 sweep can be started again after an interruption or a failure.
@@ -30,7 +30,6 @@ from ddpmlab.runs.checkpoint import checkpoint_dirs
 
 POLL_SECONDS = 0.05
 JOB_THREADS = 1  # N workers of one thread each use N cores without fighting (ddpmlab.core.threads)
-LOG_FILE = "job.log"
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Job:
 
     @property
     def log(self) -> Path:
-        return self.out / LOG_FILE
+        return self.out.with_name(self.out.name + ".log")
 
     def train_argv(self, resume: bool = False) -> list[str]:
         """``ddpmlab train`` of this job; ``resume``: continue its checkpoint (the same overrides, which
