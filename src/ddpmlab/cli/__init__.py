@@ -8,7 +8,7 @@ import sys
 
 from ddpmlab.core.utils import DDPMLabError
 
-COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures")
+COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures", "report")
 
 
 class _Parser(argparse.ArgumentParser):
