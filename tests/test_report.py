@@ -141,3 +141,21 @@ def test_corrupt_evaluation_json_is_one_line(runs, tmp_path):
     shutil.copytree(runs.mix1d, run)
     (run / "evaluation.json").write_text('{"format": "ddpmlab-eval')
     _one_line_exit_2(cli("report", run, "--out", tmp_path / "r.html"), "evaluation.json", "unreadable")
+
+
+def test_an_evaluation_json_without_per_step_terms_is_completed(runs, tmp_path):
+    """An evaluation.json written before the terms were kept: the page computes them and says so."""
+    run = tmp_path / "run"
+    shutil.copytree(runs.mix1d, run)
+    ev = json.loads((run / "evaluation.json").read_text())
+    for who in ("model", "oracle"):
+        for key in ("terms_nats", "terms_nats_se"):
+            ev[who]["bound"].pop(key)
+    (run / "evaluation.json").write_text(json.dumps(ev))
+    out = tmp_path / "r.html"
+    assert cli("report", run, "--out", out, *QUICK_REPORT).returncode == 0
+    text = out.read_text()
+    assert "has no per-step terms" in text
+    sums = page_json(text, "ddpmlab-data")["runs"][0]["per_step_sums"]
+    for who in ("model", "oracle"):
+        assert sums[who]["sum_of_terms"] == pytest.approx(sums[who]["bound"], abs=1e-9)

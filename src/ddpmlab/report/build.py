@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ddpmlab.core.fileio import atomic_write_bytes, ensure_writable_dir
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.report.collect import ReportSettings, collect_run, data_identity
+from ddpmlab.report.collect import ReportSettings, add_pictures, collect_run, data_identity
 from ddpmlab.report.compare import group_runs
 from ddpmlab.report.page import Page, esc
 from ddpmlab.report.sections import comparison_sections, run_section
@@ -52,6 +53,11 @@ def build_report(run_dirs, out, force: bool = False, allow_mixed_data: bool = Fa
                            "runs on the same data (pass --allow-mixed-data to compare them anyway)")
     views = [collect_run(d, settings, r) for d, r in runs.items()]
     groups = group_runs(views)
+    if len(groups) > 3:  # fewer points per picture, so that the page stays under ~10 MB
+        settings = replace(settings, n_chain=max(200, settings.n_chain * 3 // len(groups)),
+                           n_shown=max(500, settings.n_shown * 3 // len(groups)), frames=min(settings.frames, 11))
+    for g in groups:  # the pictures of the first run of each group
+        add_pictures(g.views[0], settings)
     title = f"ddpmlab report: {views[0].name}" if len(views) == 1 else \
         f"ddpmlab report: {len(views)} runs in {len(groups)} group{'s' if len(groups) > 1 else ''}"
     page = Page(title)

@@ -49,13 +49,15 @@ class RunView:
     evaluation_source: str
     rows: list  # evaluation.summary.metric_rows
     metrics: list | None  # metrics.csv rows, None when the run has none
-    samples: np.ndarray  # model samples in data units, (n, *dims)
-    data: np.ndarray  # training data in data units, (m, *dims)
-    chain_steps: list  # the steps t the slider visits
-    chain: np.ndarray  # the model's reverse chain at those steps, model space: (frames, n, *dims)
-    reference: np.ndarray | None  # forward-noised training data at those steps (no exact q(x_t)), model space
     per_step: dict | None = None  # mixtures: bound terms and noise-prediction errors for each t
     notes: list = field(default_factory=list)
+    # the pictures (``add_pictures``; only for the runs whose pictures are shown)
+    samples: np.ndarray | None = None  # model samples in data units, (n, *dims)
+    data: np.ndarray | None = None  # training data in data units, (m, *dims)
+    chain_steps: list | None = None  # the steps t the slider visits
+    chain: np.ndarray | None = None  # the model's reverse chain at those steps, model space: (frames, n, *dims)
+    reference: np.ndarray | None = None  # forward-noised training data at those steps where q(x_t) is not
+    # known exactly, model space
 
     @property
     def name(self) -> str:
@@ -102,9 +104,9 @@ def chain_steps(T: int, frames: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, T, max(2, min(frames, T + 1)))})
 
 
-def _per_step(view_run, dist, ev: dict, s: ReportSettings, g: torch.Generator, notes: list) -> dict:
+def _per_step(run, dist, ev: dict, s: ReportSettings, g: torch.Generator, notes: list) -> dict:
     """L_0..L_T of model and oracle (from the evaluation when it has them) and the eps errors."""
-    model = view_run.model
+    model = run.model
     oracle = MixtureOracle(dist, model.schedule, model.data_shape)
     mb, ob = ev["model"]["bound"], ev["oracle"]["bound"]
     if "terms_nats" not in mb or len(mb["terms_nats"]) != model.schedule.T + 1:
@@ -153,22 +155,30 @@ def collect_run(path, s: ReportSettings, run=None) -> RunView:
     if ev is not None:
         source = f"{path / EVALUATION_FILE}"
     else:
-        ev = evaluate_finished_run(run, g, n_bound=s.n_bound, n_ode=s.n_ode, n_samples=s.n_samples)
+        n = None if kind == "digits" else s.n_samples  # the Frechet floor's size: as many as training images
+        ev = evaluate_finished_run(run, g, n_bound=s.n_bound, n_ode=s.n_ode, n_samples=n)
         source = (f"computed by the report (no {EVALUATION_FILE}; n_bound={s.n_bound}, n_ode={s.n_ode}, "
-                  f"samples={s.n_samples}); `ddpmlab evaluate {path}` writes the full evaluation")
-    images = len(run.info["data"]["data_shape"]) == 3
-    n_shown = 64 if images else s.n_shown
-    samples = run.to_data_units(draw_run_samples(run, n_shown, g)).float().numpy()
-    data = reference_data(run, n_shown, g).float().numpy()
+                  f"samples={ev['settings']['n_samples']}); `ddpmlab evaluate {path}` writes the full evaluation")
     per_step = _per_step(run, dist, ev, s, g, notes) if kind == "mixture" else None
-    steps, chain, reference = _chain(run, kind, s, g)
     return RunView(path=path, run=run, kind=kind, dist=dist, evaluation=ev, evaluation_source=source,
-                   rows=metric_rows(ev), metrics=read_training_curve(path), samples=samples, data=data,
-                   chain_steps=steps, chain=chain, reference=reference, per_step=per_step, notes=notes)
+                   rows=metric_rows(ev), metrics=read_training_curve(path), per_step=per_step, notes=notes)
+
+
+def add_pictures(view: RunView, s: ReportSettings) -> None:
+    """Draw what the pictures of ``view`` show: samples beside training data, and the model's reverse
+    chain (with q(x_t)'s stand-in where it is not exact) for the slider."""
+    run = view.run
+    g = torch.Generator().manual_seed(s.seed + 1)
+    n_shown = 64 if len(view.data_shape) == 3 else s.n_shown
+    view.samples = run.to_data_units(draw_run_samples(run, n_shown, g)).float().numpy()
+    view.data = reference_data(run, n_shown, g).float().numpy()
+    view.chain_steps, view.chain, view.reference = _chain(run, view.kind, s, g)
 
 
 def data_identity(run) -> str:
-    """What must agree between runs compared in one report: the dataset, its file, shape and mixture."""
+    """What must agree between runs compared in one report: the dataset (a file by its rows' hash where the
+    run recorded it, else its path), shape and mixture."""
     d = run.info["data"]
-    return json.dumps({"name": d.get("name"), "path": run.info["config"]["data"].get("path", ""),
-                       "shape": d.get("data_shape"), "mixture": d.get("mixture")}, sort_keys=True)
+    file = d.get("heldout", {}).get("file_sha256") or run.info["config"]["data"].get("path", "")
+    return json.dumps({"name": d.get("name") if not file else "file", "file": file, "shape": d.get("data_shape"),
+                       "mixture": d.get("mixture")}, sort_keys=True)

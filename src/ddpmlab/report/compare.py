@@ -49,10 +49,13 @@ def group_runs(views) -> list[Group]:
         by_key.setdefault(_without_seed(v.config), []).append(v)
     members = list(by_key.values())
     keys = [k for k in differing_keys([m[0].config for m in members]) if k != "train.seed"]
+    short = [k.split(".", 1)[1] for k in keys]
+    names = short if len(set(short)) == len(short) else keys  # "var_type", unless two sections share a key
     groups = []
     for i, m in enumerate(members):
         flat = _flat(m[0].config)
-        label = ", ".join(f"{k}={flat.get(k)}" for k in keys) if keys else (m[0].name if len(m) == 1 else "all runs")
+        label = ", ".join(f"{n}={flat.get(k)}" for n, k in zip(names, keys)) if keys else \
+            (m[0].name if len(m) == 1 else "all runs")
         groups.append(Group(label, COLORS[i % len(COLORS)], m))
     return groups
 

@@ -55,7 +55,7 @@ def _frames_1d(view):
         else:
             r, _ = np.histogram(view.reference[k].reshape(-1), bins=edges, density=True)
             traces.append(line(mids, r, "q(x_t): training data, forward-noised", DATA_COLOR, width=1.5,
-                               line_shape="hvh"))
+                               shape="hvh"))
         frames.append(traces)
     lay = layout("", "x_t (model space)", "density", height=380, barmode="overlay", bargap=0)
     lay["xaxis"]["range"] = [lo, hi]
@@ -80,8 +80,9 @@ def _frames_points(view):
             xe, ye = np.linspace(x0, x1, GRID + 1), np.linspace(y0, y1, GRID + 1)
             z = np.histogram2d(ref[k][:, 0], ref[k][:, 1], bins=[xe, ye], density=True)[0].T
             name = "q(x_t): training data, forward-noised"
+        z = np.where(z < 1e-3 * z.max(), 0.0, z)  # below the lowest contour: written as 0, a smaller page
         frames.append([
-            {"type": "contour", "x": num(xs), "y": num(ys), "z": num(z, 3), "name": name, "showscale": False,
+            {"type": "contour", "x": num(xs), "y": num(ys), "z": num(z, 2), "name": name, "showscale": False,
              "colorscale": [[0, "#ffffff"], [1, "#2b5fa8"]], "ncontours": 12,
              "contours": {"coloring": "fill", "showlines": False},
              "opacity": 0.75, "hoverinfo": "skip", "showlegend": True},

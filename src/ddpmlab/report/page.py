@@ -53,11 +53,9 @@ h1 { font-size: 1.5em; margin: 18px 0 4px; } h2 { font-size: 1.2em; margin-top: 
 table { border-collapse: collapse; margin: 8px 0; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: top; }
 th:first-child, td:first-child { text-align: left; } th { background: #f4f4f4; }
-td.good { background: #eaf6ea; } td.bad { background: #fbeaea; }
 .note { background: #fff8e0; border-left: 4px solid #e0b000; padding: 6px 10px; margin: 8px 0; }
 .warn { background: #fdecea; border-left: 4px solid #d62728; padding: 6px 10px; margin: 8px 0; }
 .muted { color: #666; font-size: 0.9em; } .plot { width: 100%; }
-.grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 10px; }
 .slider { display: flex; gap: 12px; align-items: center; margin: 6px 0; }
 .slider input { flex: 1; } details { margin: 10px 0; } summary { cursor: pointer; font-weight: 600; }
 code { background: #f4f4f4; padding: 0 3px; }
@@ -106,18 +104,19 @@ class Page:
     def add(self, html_text: str) -> None:
         self.parts.append(html_text)
 
-    def figure(self, fig: dict | None) -> str:
-        """A placeholder div for ``fig`` (nothing for None)."""
-        if fig is None:
-            return ""
+    def _add(self, fig: dict) -> str:
         fid = f"fig{len(self.figures)}"
         self.figures[fid] = fig
-        return f'<div class="plot" id="{fid}"></div>'
+        return fid
+
+    def figure(self, fig: dict | None) -> str:
+        """A placeholder div for ``fig`` (nothing for None)."""
+        return "" if fig is None else f'<div class="plot" id="{self._add(fig)}"></div>'
 
     def slider(self, s: dict, what: str = "step") -> str:
         """A figure with a range input over its frames (``marginals.marginal_slider``)."""
-        plot = self.figure(s["figure"])
-        fid = f"fig{len(self.figures) - 1}"
+        fid = self._add(s["figure"])
+        plot = f'<div class="plot" id="{fid}"></div>'
         sid = f"slider{len(self.sliders)}"
         self.sliders[sid] = {"plot": fid, "frames": s["frames"], "labels": s["labels"]}
         k = s["initial"]

@@ -33,9 +33,10 @@ def layout(title: str, xtitle: str = "", ytitle: str = "", height: int = 340, **
     return out
 
 
-def line(x, y, name: str, color: str, dash: str = "solid", width: float = 2, sig: int = 4, **extra) -> dict:
+def line(x, y, name: str, color: str, dash: str = "solid", width: float = 2, sig: int = 4, shape: str = "linear",
+         **extra) -> dict:
     return {"type": "scatter", "mode": "lines", "x": num(x), "y": num(y, sig), "name": name,
-            "line": {"color": color, "dash": dash, "width": width}, **extra}
+            "line": {"color": color, "dash": dash, "width": width, "shape": shape}, **extra}
 
 
 def band(x, lo, hi, color: str, name: str = "") -> dict:

@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--n-ode", type=int, default=64,
                    help="data points for the ODE likelihood where a run has no evaluation.json (0 skips it)")
     p.add_argument("--samples", type=int, default=2000,
-                   help="samples for the sample metrics where a run has no evaluation.json (default 2000)")
+                   help="samples for the sample metrics where a run has no evaluation.json (default 2000; "
+                   "digits: as many as training images)")
 
 
 def run(args) -> int:
