@@ -127,7 +127,7 @@ def file_split(path, recorded: dict | None) -> tuple[torch.Tensor, torch.Tensor]
     from ddpmlab.data.files import load_data_file
 
     if not recorded or not recorded.get("n"):
-        why = (recorded or {}).get("reason", "the run records no held-out rows (trained before they were kept)")
+        why = (recorded or {}).get("reason", "the run was trained before ddpmlab kept held-out rows")
         raise DDPMLabError(f"{path}: no held-out rows to evaluate against ({why})")
     train, held, desc = split_heldout(load_data_file(path))
     if held is None or any(desc[k] != recorded.get(k) for k in ("sha256", "file_sha256")):

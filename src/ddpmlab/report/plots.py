@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
@@ -101,8 +102,6 @@ def value_range(*arrays, q: float = 0.5, pad: float = 0.08):
 
 def density_1d(view, grid) -> np.ndarray | None:
     """The true density of the data on ``grid`` (data units) where it is known exactly."""
-    import torch
-
     if view.dist is None or not hasattr(view.dist, "log_prob"):
         return None
     x = torch.as_tensor(np.asarray(grid), dtype=torch.float64).reshape(-1, 1)
