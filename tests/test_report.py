@@ -79,6 +79,7 @@ def test_a_run_without_evaluation_json_is_evaluated_by_the_report(runs):
     figures = page_json(text, "ddpmlab-figures")
     contours = [t for f in figures.values() for t in f["data"] if t["type"] == "contour"]
     assert contours and "exact q(x_t)" in contours[0]["name"]  # the 2-D slider's exact density
+    assert "sliced W1" in text and "MMD" in text and "-E log q(samples)" in text  # 2-D sample metrics
 
 
 def test_the_digits_report_shows_images_and_classes(runs):

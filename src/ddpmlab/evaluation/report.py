@@ -14,6 +14,7 @@ import torch
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.evaluation.likelihood import nats_to_bpd
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
+from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.evaluation.ode import intra_op_threads, ode_log_likelihood
 from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.evaluation.per_step import evaluate_bound_by_step
@@ -42,10 +43,15 @@ def ode_nll(model, x0, generator, tol: float = 1e-5, max_nfe: int = 5000) -> dic
 
 
 def _sample_metrics(dist: GaussianMixture, samples, generator) -> dict:
+    """Component fractions; W1 and KS in 1-D; sliced W1, MMD and -E log q(samples) in more dimensions."""
     out = component_fractions_against(dist, samples)
     if dist.dim == 1:
         out.update(w1_against(dist, samples, generator))
         out.update(ks_against(dist, samples))
+    else:
+        n = len(samples)
+        n_ref = min(100_000, max(10_000, 10 * n))
+        out.update(against_distribution(dist, samples.reshape(n, -1), generator, n_ref=n_ref, floor_repeats=5))
     return out
 
 
@@ -130,6 +136,12 @@ def format_table(ev: dict) -> str:
     if "w1" in ms:
         rows.append(("W1", f"{ms['w1']:.4f}", f"{os_['w1']:.4f}", f"{ms['w1_noise_floor']:.4f} (true sample)"))
         rows.append(("KS", f"{ms['ks']:.4f}", f"{os_['ks']:.4f}", f"{ms['ks_noise_floor']:.4f} (true sample)"))
+    for key, label in (("sliced_w1", "sliced W1"), ("mmd", "MMD")):
+        if key in ms:
+            rows.append((label, f"{ms[key]:.4f}", f"{os_[key]:.4f}", f"{ms[key + '_noise_floor']:.4f} (true sample)"))
+    if "nll_nats" in ms:
+        rows.append(("-E log q(samples)", _num(ms["nll_nats"]), _num(os_["nll_nats"]),
+                     f"{ms['nll_nats_floor']:.4f} (entropy)"))
     fr = lambda v: ", ".join(f"{f:.3f}" for f in v)  # noqa: E731
     se = max(ms["component_fractions_se"])
     rows.append(("component fractions", fr(ms["component_fractions"]), fr(os_["component_fractions"]),

@@ -33,6 +33,12 @@ def _mixture_rows(ev: dict) -> list[dict]:
     if "w1" in ms:
         rows.append(_row("w1", "W1", ms["w1"], None, os_["w1"], ms["w1_noise_floor"], "a true sample"))
         rows.append(_row("ks", "KS", ms["ks"], None, os_["ks"], ms["ks_noise_floor"], "a true sample"))
+    for key, label in (("sliced_w1", "sliced W1"), ("mmd", "MMD")):
+        if key in ms:
+            rows.append(_row(key, label, ms[key], None, os_[key], ms[key + "_noise_floor"], "a true sample"))
+    if "nll_nats" in ms:
+        rows.append(_row("nll_under_density", "-E log q(samples) (nats)", ms["nll_nats"], ms["nll_nats_se"],
+                         os_["nll_nats"], ms["nll_nats_floor"], "entropy (a true sample)"))
     def dev(s):  # the largest error of a component's fraction
         return max(abs(a - b) for a, b in zip(s["component_fractions"], d["true_component_fractions"]))
 
