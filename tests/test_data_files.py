@@ -11,6 +11,7 @@ import torch
 from ddpmlab.cli import main
 from ddpmlab.config import DataConfig
 from ddpmlab.data import files, make_training_data
+from ddpmlab.data.base import split_heldout
 from ddpmlab.data.files import load_data_file
 from ddpmlab.runs.format import load_run
 from ddpmlab.core.utils import DDPMLabError
@@ -165,11 +166,13 @@ def test_standardisation_round_trips(tmp_path):
     assert torch.allclose(z[:, [0, 1, 3]].mean(0), torch.zeros(3), atol=1e-4)
     assert torch.allclose(z[:, [0, 1, 3]].std(0), torch.ones(3), atol=1e-4)
     assert torch.all(z[:, 2] == 0) and float(data.scale[2]) == 1.0
-    np.testing.assert_allclose(data.to_data_units(z).numpy(), arr, rtol=1e-5)
+    train_rows = split_heldout(torch.from_numpy(arr).float())[0].double().numpy()  # 5 of the 50 rows held out
+    assert len(z) == 45 and data.describe()["heldout"]["n"] == 5
+    np.testing.assert_allclose(data.to_data_units(z).numpy(), train_rows, rtol=1e-5)
     # and through a saved run
     run_dir = tmp_path / "run"
     assert main(["train", "--data", str(tmp_path / "d.npy"), "--out", str(run_dir), *TINY]) == 0
-    np.testing.assert_allclose(load_run(run_dir).to_data_units(z).numpy(), arr, rtol=1e-5)
+    np.testing.assert_allclose(load_run(run_dir).to_data_units(z).numpy(), train_rows, rtol=1e-5)
 
 
 def test_unstandardised_keeps_data_units(tmp_path):

@@ -76,6 +76,7 @@ def test_unknown_distribution_is_refused(finished_run, tmp_path):
     run.mkdir()
     info = json.loads((out / "run.json").read_text())
     info["data"].pop("mixture")
+    info["config"]["data"]["name"] = "nowhere"  # a named mixture would be rebuilt from its name
     (run / "run.json").write_text(json.dumps(info))
     (run / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
     r = run_cli("evaluate", str(run))

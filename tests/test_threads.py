@@ -131,10 +131,9 @@ def test_sample_and_evaluate_run_with_the_threads(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "draw_samples", spy(pipeline.draw_samples))
     assert main(["sample", str(out), "-n", "20", "--out", str(tmp_path / "a.npy"), "--threads", "3"]) == 0
     assert main(["sample", str(out), "-n", "20", "--out", str(tmp_path / "b.npy")]) == 0
-    from ddpmlab.evaluation import report
+    from ddpmlab.evaluation import finished
 
-    monkeypatch.setattr(report, "evaluate_run", spy(lambda *a, **k: {}))
-    monkeypatch.setattr(report, "format_table", lambda ev: "")
-    assert main(["evaluate", str(out), "--threads", "3"]) == 0
+    monkeypatch.setattr(finished, "evaluate_run", spy(finished.evaluate_run))
+    assert main(["evaluate", str(out), "--threads", "3", "--n-bound", "50", "--n-ode", "0", "--samples", "50"]) == 0
     assert seen == [3, 1, 3]
     assert main(["sample", str(out), "-n", "5", "--out", str(tmp_path / "c.npy"), "--threads", "-1"]) == 2

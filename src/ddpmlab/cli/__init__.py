@@ -11,7 +11,7 @@ import warnings
 
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning, NonFiniteError
 
-COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures", "sweep")
+COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures", "report", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,5 +1,13 @@
-"""``TrainingData``: where training batches come from, and how samples map back to data units."""
+"""``TrainingData``: where training batches come from, and how samples map back to data units.
+
+A user's file is split once into training rows and a held-out share (``HELDOUT_FRACTION`` of the rows,
+chosen by a fixed permutation that does not depend on the run's seed, so every run on the same file
+holds out the same rows); ``ddpmlab evaluate`` measures the samples against the held-out rows, the
+floor being the training rows against the same held-out rows. The run's data description states it.
+"""
 from __future__ import annotations
+
+import hashlib
 
 import torch
 
@@ -16,10 +24,11 @@ class TrainingData:
 
     def __init__(self, name: str, data_shape: tuple, train: torch.Tensor | None = None, dist=None,
                  shift: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None):
+                 labels: torch.Tensor | None = None, heldout: dict | None = None):
         self.name, self.data_shape, self.train, self.dist = name, tuple(data_shape), train, dist
         self.shift, self.scale = shift, scale
         self.labels = labels  # (N,) per-example condition of a fixed training set, or None
+        self.heldout = heldout  # what ``split_heldout`` held out of a file (its description), or None
 
     @classmethod
     def from_tensor(cls, x: torch.Tensor, labels: torch.Tensor | None = None, name: str = "tensor") -> "TrainingData":
@@ -81,7 +90,36 @@ class TrainingData:
             d["mixture"] = self.dist.to_dict()
         if self.scale is not None:
             d["shift"], d["scale"] = self.shift.tolist(), self.scale.tolist()
+        if self.heldout is not None:
+            d["heldout"] = self.heldout
         return d
+
+
+HELDOUT_FRACTION = 0.1  # share of a file's rows kept out of training, for evaluation
+HELDOUT_MIN_ROWS = 20  # a file with fewer rows is trained on whole (nothing held out)
+HELDOUT_SEED = 0  # the split's own seed: the same rows for every run on the same file
+
+
+def rows_sha256(x: torch.Tensor) -> str:
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def split_heldout(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """(training rows, held-out rows or None, description) of a file's samples x (N, *dims): a fixed
+    random ``HELDOUT_FRACTION`` of the rows (at least 2) when N >= ``HELDOUT_MIN_ROWS``, rows kept in
+    file order. The description (recorded in run.json) names the rule and hashes the held-out rows and
+    the whole file's rows (so a changed file is noticed at evaluation)."""
+    n = x.shape[0]
+    if n < HELDOUT_MIN_ROWS:
+        return x, None, {"fraction": 0.0, "n": 0, "reason": f"fewer than {HELDOUT_MIN_ROWS} rows: none held out"}
+    k = max(2, round(HELDOUT_FRACTION * n))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HELDOUT_SEED))
+    held = torch.zeros(n, dtype=torch.bool)
+    held[perm[:k]] = True
+    desc = {"fraction": HELDOUT_FRACTION, "n": k, "seed": HELDOUT_SEED,
+            "rule": f"a fixed random {HELDOUT_FRACTION:.0%} of the file's rows (permutation seed {HELDOUT_SEED}), "
+                    "never trained on", "sha256": rows_sha256(x[held]), "file_sha256": rows_sha256(x)}
+    return x[~held], x[held], desc
 
 
 def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
@@ -95,13 +133,31 @@ def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
         from ddpmlab.data.files import load_data_file
 
         x = load_data_file(cfg.path)  # (N, *dims) float32; bad files raise DDPMLabError
+        x, _, held = split_heldout(x)
         if not cfg.standardize:
-            return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x)
-        shift, scale = x.mean(0), x.std(0)
+            return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x, heldout=held)
+        shift, scale = x.mean(0), x.std(0)  # of the training rows only
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), (x - shift) / scale, shift=shift, scale=scale)
+        return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), (x - shift) / scale, shift=shift, scale=scale,
+                            heldout=held)
     if cfg.name in NAMED:
         dist = NAMED[cfg.name]()
         train = dist.sample(cfg.n_train, generator) if cfg.n_train > 0 else None
         return TrainingData(cfg.name, dist.event_shape, train, dist)
     raise DDPMLabError(f"unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(NAMED))}")
+
+
+def file_split(path, recorded: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows) of the file a run was trained on, in data units, split again by
+    ``split_heldout`` and checked against the run's record (``recorded``: its data description's
+    ``heldout``): a changed file, or a run that held nothing out, is a ``DDPMLabError``."""
+    from ddpmlab.data.files import load_data_file
+
+    if not recorded or not recorded.get("n"):
+        why = (recorded or {}).get("reason", "the run was trained before ddpmlab kept held-out rows")
+        raise DDPMLabError(f"{path}: no held-out rows to evaluate against ({why})")
+    train, held, desc = split_heldout(load_data_file(path))
+    if held is None or any(desc[k] != recorded.get(k) for k in ("sha256", "file_sha256")):
+        raise DDPMLabError(f"{path}: the file differs from the one the run was trained on (its held-out rows "
+                           "do not match the run's record)")
+    return train, held

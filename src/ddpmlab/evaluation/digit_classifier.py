@@ -61,6 +61,8 @@ def train_classifier() -> tuple[DigitClassifier, float]:
     images, labels = digits_split("train")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a fixed reduction order: the same weights on every run
+    grad = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)  # first use may come from inside an evaluation's torch.no_grad()
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED)
@@ -85,6 +87,7 @@ def train_classifier() -> tuple[DigitClassifier, float]:
         accuracy = float((model.predict(x_h) == y_h).float().mean())
     finally:
         torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
     return model, accuracy
 
 

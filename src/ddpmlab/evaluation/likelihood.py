@@ -25,7 +25,7 @@ from ddpmlab.core.gaussian import (gaussian_log_likelihood, nats_to_bpd, normal_
 TERMS = ("prior_nats", "steps_nats", "decoder_nats")
 
 
-def _p_mean_logvar(model, x_t: torch.Tensor, t: torch.Tensor):
+def reverse_step(model, x_t: torch.Tensor, t: torch.Tensor):
     """The model's p(x_{t-1} | x_t) as float64 mean and log-variance (its input in its own dtype and device)."""
     p = model.p_mean_variance(x_t.to(model.device, model.dtype), t.to(model.device))
     return p.mean.double().cpu(), p.variance.double().cpu().log()
@@ -52,13 +52,13 @@ def vlb_terms(model, x0: torch.Tensor, generator: torch.Generator | None = None,
         t = ts.repeat_interleave(B)  # (c B,)
         x0_rep = x0.repeat((len(ts),) + (1,) * (x0.dim() - 1))  # (c B, *dims), example fastest
         x_t = q_sample(sched, x0_rep, t, torch.randn(x0_rep.shape, generator=generator, dtype=torch.float64))
-        p_mean, p_logvar = _p_mean_logvar(model, x_t, t)
+        p_mean, p_logvar = reverse_step(model, x_t, t)
         kl = step_term_nats(sched, x0_rep, x_t, t, p_mean, p_logvar)  # (c B,)
         steps += kl.reshape(len(ts), B).sum(0)
 
     t1 = torch.ones(B, dtype=torch.long)
     x1 = q_sample(sched, x0, t1, torch.randn(x0.shape, generator=generator, dtype=torch.float64))
-    p_mean, p_logvar = _p_mean_logvar(model, x1, t1)
+    p_mean, p_logvar = reverse_step(model, x1, t1)
     decoder = step_term_nats(sched, x0, x1, t1, p_mean, p_logvar)
     return {"prior_nats": prior, "steps_nats": steps, "decoder_nats": decoder,
             "total_nats": prior + steps + decoder}

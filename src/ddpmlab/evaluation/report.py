@@ -12,10 +12,12 @@ import time
 import torch
 
 from ddpmlab.core.distributions import GaussianMixture
-from ddpmlab.evaluation.likelihood import evaluate_bound, nats_to_bpd
+from ddpmlab.evaluation.likelihood import nats_to_bpd
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
+from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.evaluation.ode import intra_op_threads, ode_log_likelihood
 from ddpmlab.evaluation.oracle import MixtureOracle
+from ddpmlab.evaluation.per_step import evaluate_bound_by_step
 from ddpmlab.sampling import sample
 from ddpmlab.core.utils import DDPMLabError
 
@@ -29,7 +31,7 @@ def data_entropy(dist: GaussianMixture, n: int, generator: torch.Generator) -> d
             "entropy_method": "monte-carlo"}
 
 
-def _ode(model, x0, generator, tol: float = 1e-5, max_nfe: int = 5000) -> dict:
+def ode_nll(model, x0, generator, tol: float = 1e-5, max_nfe: int = 5000) -> dict:
     """ODE NLL to ``tol`` per example (1e-4 nats and better), within ``max_nfe`` evaluations."""
     try:
         r = ode_log_likelihood(model, x0, generator=generator, rtol=tol, atol=tol, max_nfe=max_nfe,
@@ -41,20 +43,25 @@ def _ode(model, x0, generator, tol: float = 1e-5, max_nfe: int = 5000) -> dict:
 
 
 def _sample_metrics(dist: GaussianMixture, samples, generator) -> dict:
+    """Component fractions; W1 and KS in 1-D; sliced W1, MMD and -E log q(samples) in more dimensions."""
     out = component_fractions_against(dist, samples)
     if dist.dim == 1:
         out.update(w1_against(dist, samples, generator))
         out.update(ks_against(dist, samples))
+    else:
+        n = len(samples)
+        n_ref = min(100_000, max(10_000, 10 * n))
+        out.update(against_distribution(dist, samples.reshape(n, -1), generator, n_ref=n_ref, floor_repeats=5))
     return out
 
 
 def _evaluate_one(model, dist, x_ode, generator, n_bound, samples=None, n_samples=0) -> dict:
     timings = {}
     start = time.perf_counter()
-    out = {"bound": evaluate_bound(model, dist.sample, n_bound, generator)}
+    out = {"bound": evaluate_bound_by_step(model, dist.sample, n_bound, generator)}  # with each term L_t
     timings["bound"] = time.perf_counter() - start
     start = time.perf_counter()
-    out["ode"] = _ode(model, x_ode, generator)
+    out["ode"] = ode_nll(model, x_ode, generator) if x_ode is not None else {"skipped": "n_ode = 0"}
     timings["ode"] = time.perf_counter() - start
     start = time.perf_counter()
     if samples is None:
@@ -71,17 +78,19 @@ def evaluate_run(model, dist: GaussianMixture, generator: torch.Generator, n_bou
                  threads: int | None = 1) -> dict:
     """Evaluate ``model`` and the exact oracle for ``dist`` under the model's schedule.
 
-    For each: the bound term by term (``evaluate_bound``, ``n_bound`` fresh data points), the
-    probability-flow ODE NLL with prior N(0, I) on the same ``n_ode`` data points, and sample metrics
+    For each: the bound term by term (``evaluate_bound_by_step``: ``evaluate_bound``'s numbers plus each
+    L_t, ``n_bound`` fresh data points), the probability-flow ODE NLL with prior N(0, I) on the same
+    ``n_ode`` data points (``n_ode = 0`` skips it), and sample metrics
     on ``n_samples`` ancestral samples (the model's own ``samples`` may be passed instead). Plus the
     data's entropy and true component weights. Returns a JSON-ready dict. ``threads``: torch's intra-op
     threads meanwhile (default 1, see ``intra_op_threads``; None leaves the setting alone).
     """
     n_samples = n_samples if samples is None else len(samples)
-    if n_bound < 2 or n_ode < 2 or n_samples < 2:
-        raise DDPMLabError("evaluation needs at least 2 points for each estimate")
+    if n_bound < 2 or n_ode == 1 or n_ode < 0 or n_samples < 2:
+        raise DDPMLabError("evaluation needs at least 2 points for each estimate (n_ode = 0 skips the ODE)")
     oracle = MixtureOracle(dist, model.schedule, model.data_shape)
-    x_ode = dist.sample(n_ode, generator, dtype=torch.float64).reshape((n_ode,) + tuple(model.data_shape))
+    x_ode = None if n_ode == 0 else \
+        dist.sample(n_ode, generator, dtype=torch.float64).reshape((n_ode,) + tuple(model.data_shape))
     data = {"dims": dist.dim, "true_component_fractions": dist.weights.tolist(),
             **data_entropy(dist, n_bound, generator)}
     data["entropy_bpd"] = nats_to_bpd(data["entropy_nats"], dist.dim)
@@ -89,7 +98,7 @@ def evaluate_run(model, dist: GaussianMixture, generator: torch.Generator, n_bou
         model_part = _evaluate_one(model, dist, x_ode, generator, n_bound, samples, n_samples)
         oracle_part = _evaluate_one(oracle, dist, x_ode, generator, n_bound, None, n_samples)
     return {
-        "format": "ddpmlab-evaluation", "version": 1,
+        "format": "ddpmlab-evaluation", "version": 1, "kind": "mixture",
         "settings": {"n_bound": n_bound, "n_ode": n_ode, "n_samples": n_samples, "num_steps": model.schedule.T,
                      "ode_prior": "normal"},
         "data": data,
@@ -119,13 +128,20 @@ def format_table(ev: dict) -> str:
                      _pm(o["bound"][key], o["bound"][key + "_se"]), ""))
     rows.append(("bound (bits/dim)", _pm(m["bound"]["total_bpd"], m["bound"]["total_bpd_se"]),
                  _pm(o["bound"]["total_bpd"], o["bound"]["total_bpd_se"]), f"{d['entropy_bpd']:.4f}"))
-    ode = lambda e: "not solved" if "error" in e else _pm(e.get("nll_nats"), e.get("nll_nats_se"))  # noqa: E731
+    ode = lambda e: ("not solved" if "error" in e else "skipped" if "skipped" in e  # noqa: E731
+                     else _pm(e.get("nll_nats"), e.get("nll_nats_se")))
     rows.append(("ODE NLL (nats)", ode(m["ode"]), ode(o["ode"]), f"{d['entropy_nats']:.4f}"))
     rows.append(("  median", _num(m["ode"].get("nll_nats_median")), _num(o["ode"].get("nll_nats_median")), ""))
     ms, os_ = m["samples"], o["samples"]
     if "w1" in ms:
         rows.append(("W1", f"{ms['w1']:.4f}", f"{os_['w1']:.4f}", f"{ms['w1_noise_floor']:.4f} (true sample)"))
         rows.append(("KS", f"{ms['ks']:.4f}", f"{os_['ks']:.4f}", f"{ms['ks_noise_floor']:.4f} (true sample)"))
+    for key, label in (("sliced_w1", "sliced W1"), ("mmd", "MMD")):
+        if key in ms:
+            rows.append((label, f"{ms[key]:.4f}", f"{os_[key]:.4f}", f"{ms[key + '_noise_floor']:.4f} (true sample)"))
+    if "nll_nats" in ms:
+        rows.append(("-E log q(samples)", _num(ms["nll_nats"]), _num(os_["nll_nats"]),
+                     f"{ms['nll_nats_floor']:.4f} (entropy)"))
     fr = lambda v: ", ".join(f"{f:.3f}" for f in v)  # noqa: E731
     se = max(ms["component_fractions_se"])
     rows.append(("component fractions", fr(ms["component_fractions"]), fr(os_["component_fractions"]),

@@ -1,0 +1,119 @@
+"""Evaluate a finished run, whatever its data: the dispatch behind ``ddpmlab evaluate`` and the report.
+
+A run here is anything with ``model``, ``cfg`` (the resolved ``Config``), ``info`` (run.json), ``dist``
+(the mixture recorded in run.json, or None) and ``to_data_units`` (``ddpmlab.runs.format.Run``).
+
+| data                                   | kind           | evaluation                                   |
+|----------------------------------------|----------------|----------------------------------------------|
+| a Gaussian mixture (1-D, eight_gaussians) | ``mixture``  | ``report.evaluate_run``: bound, oracle, ODE  |
+| moons, swiss_roll, checkerboard        | ``distribution`` | ``nd.evaluate_distribution``               |
+| digits                                 | ``digits``     | ``nd.evaluate_digits``                       |
+| the user's file                        | ``heldout``    | ``nd.evaluate_heldout``                      |
+"""
+from __future__ import annotations
+
+import torch
+
+from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data.base import file_split
+from ddpmlab.data.digits import digits_split
+from ddpmlab.data.named import NAMED
+from ddpmlab.evaluation.nd import evaluate_digits, evaluate_distribution, evaluate_heldout
+from ddpmlab.evaluation.ode import intra_op_threads
+from ddpmlab.evaluation.report import evaluate_run
+from ddpmlab.sampling import draw_samples
+
+KINDS = ("mixture", "distribution", "digits", "heldout")
+
+
+def run_data(run) -> tuple[str, object]:
+    """(kind, distribution or None) of a finished run's data; an unknown dataset is a ``DDPMLabError``."""
+    name = run.cfg.data.name
+    if run.dist is not None:
+        if "scale" in run.info.get("data", {}):
+            raise DDPMLabError("the run's data were standardised; exact evaluation needs the model in data units")
+        return "mixture", run.dist
+    if name == "file":
+        return "heldout", None
+    if name not in NAMED:
+        raise DDPMLabError(f"the run's data distribution is unknown (dataset {name!r})")
+    dist = NAMED[name]()
+    if isinstance(dist, GaussianMixture):
+        return "mixture", dist
+    return ("digits" if name == "digits" else "distribution"), dist
+
+
+def draw_run_samples(run, n: int, generator: torch.Generator, keep_trajectory: bool = False) -> torch.Tensor:
+    """``n`` samples (model space) with the run's own sampler settings, or the trajectory."""
+    s = run.cfg.sample
+    return draw_samples(run.model, n, s.sampler, s.steps, s.eta, generator, keep_trajectory=keep_trajectory,
+                        ode_solver=s.ode_solver)
+
+
+def to_model_space(run, x: torch.Tensor) -> torch.Tensor:
+    """Data units to the model's space (the inverse of ``run.to_data_units``)."""
+    d = run.info["data"]
+    if "scale" not in d:
+        return x
+    shape = (1,) + tuple(d["data_shape"])
+    return (x - torch.tensor(d["shift"]).reshape(shape)) / torch.tensor(d["scale"]).reshape(shape)
+
+
+def heldout_split(run) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows) of a file run, in data units, checked against the run's record."""
+    return file_split(run.cfg.data.path, run.info["data"].get("heldout"))
+
+
+def reference_data(run, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to ``n`` training points in data units: draws of a named distribution, the digits' training
+    split, the training rows of a file."""
+    kind, dist = run_data(run)
+    if kind == "heldout":
+        x = heldout_split(run)[0]
+    elif kind == "digits":
+        x = digits_split("train")[0]
+    else:
+        return dist.sample(n, generator)
+    return x if len(x) <= n else x[torch.randperm(len(x), generator=generator)[:n]]
+
+
+def default_samples(run) -> int:
+    """Samples the evaluation draws by default: as many as training images for the digits (the Frechet
+    distance's floor has that size), as many as training rows (at most 10,000) for a file, else 10,000."""
+    kind, _ = run_data(run)
+    if kind == "digits":
+        return int(digits_split("train")[0].shape[0])
+    if kind == "heldout":
+        return min(10_000, int(run.info["data"].get("n_train") or 10_000))
+    return 10_000
+
+
+@torch.no_grad()
+def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000, n_ode: int = 256,
+                          n_samples: int | None = None, threads: int | None = 1) -> dict:
+    """The evaluation of a finished run, in ``evaluate_run``'s layout with its ``kind``; ``n_samples``
+    None means ``default_samples``. Everything in the model's space except where stated."""
+    kind, dist = run_data(run)
+    n = default_samples(run) if n_samples is None else n_samples
+    if n < 2 or n_ode == 1 or n_ode < 0:
+        raise DDPMLabError("evaluation needs at least 2 points for each estimate (n_ode = 0 skips the ODE)")
+    if kind == "mixture":
+        ev = evaluate_run(run.model, dist, generator, n_bound=n_bound, n_ode=n_ode, n_samples=n, threads=threads)
+    else:
+        with intra_op_threads(threads):
+            samples = draw_run_samples(run, n, generator)
+            if kind == "distribution":
+                ev = evaluate_distribution(run.model, dist, samples, generator, n_ode=n_ode)
+            elif kind == "digits":
+                ev = evaluate_digits(samples, generator)
+            else:
+                train, held = heldout_split(run)
+                d = run.info["data"]
+                log_scale = float(torch.tensor(d["scale"]).log().sum()) if "scale" in d else 0.0
+                ev = evaluate_heldout(run.model, samples, to_model_space(run, train), to_model_space(run, held),
+                                      generator, n_ode=n_ode, log_scale=log_scale, heldout_desc=d.get("heldout"))
+            ev["settings"]["sampler"] = run.cfg.sample.sampler
+            ev["settings"]["sampling_steps"] = run.cfg.sample.steps or run.model.schedule.T
+    ev["data"]["name"] = run.info["data"]["name"]
+    return ev
