@@ -32,6 +32,9 @@ class DataConfig:
     path: str = ""  # .csv / .npy / .npz file when name = "file"
     n_train: int = 1000  # points drawn once from a named distribution; 0 = fresh draws every batch
     standardize: bool = True  # files only: train on standardised columns, map samples back
+    labels: bool = False  # keep class labels: a mixture's component index (seed_mixture, eight_gaussians, ...)
+    label_column: str = ""  # files only: the column (name or 0-based index) holding class labels
+    max_classes: int = 100  # refuse labels with more distinct classes than this
 
 
 @dataclass
@@ -56,6 +59,8 @@ class ModelConfig:
     precondition: bool = False  # network sees unit-variance input, predicts the residual around the
     # data's Gaussian fit (Karras et al. 2022); epsilon | x0 | v mean types
     net_kwargs: dict = field(default_factory=dict)  # keyword arguments of a "package.module:Class" network
+    num_classes: int = 0  # class-conditional mlp with this many classes (+ a null class); 0 = unconditional
+    # (set from the data's labels when 0 and data.labels / data.label_column are given)
 
 
 @dataclass
@@ -75,6 +80,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # write a checkpoint every N steps; 0 = only at the end
     keep_checkpoints: int = 3  # how many checkpoints to keep
     device: str = "cpu"  # cpu | cuda | auto
+    label_dropout: float = 0.0  # classifier-free training: probability of replacing a label by the null class
 
 
 @dataclass
@@ -118,9 +124,10 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "batch_size"): (0, False), ("train", "lr"): (0, True), ("train", "weight_decay"): (0, False),
          ("train", "warmup"): (0, False), ("train", "ema_decay"): (0, False), ("train", "grad_clip"): (0, False),
          ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
-         ("train", "keep_checkpoints"): (1, False), ("data", "n_train"): (0, False), ("sample", "steps"): (0, False),
+         ("train", "keep_checkpoints"): (1, False), ("data", "n_train"): (0, False),
+         ("data", "max_classes"): (2, False), ("model", "num_classes"): (0, False), ("train", "label_dropout"): (0, False), ("sample", "steps"): (0, False),
          ("sample", "eta"): (0, False), ("sample", "n"): (1, False)}
-UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
+UPPER = {("train", "label_dropout"): 1, ("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
          ("train", "ema_decay"): 1}
 
 
@@ -203,10 +210,26 @@ def validate(cfg: Config) -> None:
     if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name not in ("file", "tensor"):
         raise DDPMLabError("train.batch_size = 0 (the whole training set) needs a training set: "
                            "set data.n_train > 0 or a positive train.batch_size")
+    _validate_labels(cfg)
     if cfg.data.name == "file" and not cfg.data.path:
         raise DDPMLabError("data.name = 'file' needs data.path")
     if cfg.sample.steps > cfg.schedule.steps:
         raise DDPMLabError(f"sample.steps ({cfg.sample.steps}) exceeds schedule.steps ({cfg.schedule.steps})")
+
+
+def _validate_labels(cfg: Config) -> None:
+    d, m, t = cfg.data, cfg.model, cfg.train
+    if m.num_classes and m.arch != "mlp":
+        raise DDPMLabError(f"model.num_classes = {m.num_classes}: only model.arch = 'mlp' is class-conditional "
+                           f"(got {m.arch!r}); set model.num_classes = 0")
+    if d.label_column and d.name != "file":
+        raise DDPMLabError("data.label_column is for data.name = 'file'; a named mixture's labels are its "
+                           "components: set data.labels = true")
+    labelled = d.labels or bool(d.label_column)
+    if labelled and m.arch != "mlp":
+        raise DDPMLabError(f"class labels need a class-conditional network: model.arch = 'mlp' (got {m.arch!r})")
+    if t.label_dropout > 0 and not (labelled or m.num_classes):
+        raise DDPMLabError("train.label_dropout needs class labels: set data.labels = true or data.label_column")
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
