@@ -125,10 +125,11 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "warmup"): (0, False), ("train", "ema_decay"): (0, False), ("train", "grad_clip"): (0, False),
          ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
          ("train", "keep_checkpoints"): (1, False), ("data", "n_train"): (0, False),
-         ("data", "max_classes"): (2, False), ("model", "num_classes"): (0, False), ("train", "label_dropout"): (0, False), ("sample", "steps"): (0, False),
+         ("data", "max_classes"): (2, False), ("model", "num_classes"): (0, False),
+         ("train", "label_dropout"): (0, False), ("sample", "steps"): (0, False),
          ("sample", "eta"): (0, False), ("sample", "n"): (1, False)}
-UPPER = {("train", "label_dropout"): 1, ("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
-         ("train", "ema_decay"): 1}
+UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
+         ("train", "ema_decay"): 1, ("train", "label_dropout"): 1}
 
 
 def _coerce(section: str, key: str, value, typ):
@@ -218,7 +219,7 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_labels(cfg: Config) -> None:
-    d, m, t = cfg.data, cfg.model, cfg.train
+    d, m = cfg.data, cfg.model
     if m.num_classes and m.arch != "mlp":
         raise DDPMLabError(f"model.num_classes = {m.num_classes}: only model.arch = 'mlp' is class-conditional "
                            f"(got {m.arch!r}); set model.num_classes = 0")
@@ -228,8 +229,6 @@ def _validate_labels(cfg: Config) -> None:
     labelled = d.labels or bool(d.label_column)
     if labelled and m.arch != "mlp":
         raise DDPMLabError(f"class labels need a class-conditional network: model.arch = 'mlp' (got {m.arch!r})")
-    if t.label_dropout > 0 and not (labelled or m.num_classes):
-        raise DDPMLabError("train.label_dropout needs class labels: set data.labels = true or data.label_column")
 
 
 def parse_override(text: str) -> tuple[str, str, object]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ddpmlab.data.named import NAMED
+from ddpmlab.data.named import MIXTURES, NAMED
 from ddpmlab.core.utils import DDPMLabError
 
 
@@ -16,10 +16,16 @@ class TrainingData:
 
     def __init__(self, name: str, data_shape: tuple, train: torch.Tensor | None = None, dist=None,
                  shift: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None):
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None):
         self.name, self.data_shape, self.train, self.dist = name, tuple(data_shape), train, dist
         self.shift, self.scale = shift, scale
         self.labels = labels  # (N,) per-example condition of a fixed training set, or None
+        self.classes = classes  # class c's name (a file's label value, a mixture's component), or None
+
+    @property
+    def num_classes(self) -> int:
+        """K for class-labelled data (labels 0..K-1), else 0."""
+        return len(self.classes) if self.classes is not None else 0
 
     @classmethod
     def from_tensor(cls, x: torch.Tensor, labels: torch.Tensor | None = None, name: str = "tensor") -> "TrainingData":
@@ -52,6 +58,8 @@ class TrainingData:
 
     def draw(self, batch_size: int, generator: torch.Generator | None = None):
         """(batch, its labels or None): like ``batch``, with the same random draws."""
+        if self.stream and self.classes is not None:  # fresh labelled draws: the component is the class
+            return self.dist.sample_labelled(batch_size, generator)
         if self.labels is None or self.stream:
             return self.batch(batch_size, generator), None
         n = self.train.shape[0]
@@ -81,6 +89,8 @@ class TrainingData:
             d["mixture"] = self.dist.to_dict()
         if self.scale is not None:
             d["shift"], d["scale"] = self.shift.tolist(), self.scale.tolist()
+        if self.classes is not None:
+            d["classes"] = list(self.classes)  # class c <-> label value, kept with the run
         return d
 
 
@@ -93,15 +103,38 @@ def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
     """
     if cfg.name == "file":
         from ddpmlab.data.files import load_data_file
+        from ddpmlab.data.labels import load_labelled_file
 
-        x = load_data_file(cfg.path)  # (N, *dims) float32; bad files raise DDPMLabError
+        labels = classes = None
+        if getattr(cfg, "label_column", ""):  # (N, *dims), labels (N,), class names; bad labels refused
+            x, labels, classes = load_labelled_file(cfg.path, cfg.label_column, cfg.max_classes)
+        else:
+            x = load_data_file(cfg.path)  # (N, *dims) float32; bad files raise DDPMLabError
         if not cfg.standardize:
-            return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x)
+            return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x, labels=labels, classes=classes)
         shift, scale = x.mean(0), x.std(0)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), (x - shift) / scale, shift=shift, scale=scale)
+        return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), (x - shift) / scale, shift=shift, scale=scale,
+                            labels=labels, classes=classes)
     if cfg.name in NAMED:
         dist = NAMED[cfg.name]()
+        if getattr(cfg, "labels", False):
+            return _labelled_named(cfg, dist, generator)
         train = dist.sample(cfg.n_train, generator) if cfg.n_train > 0 else None
         return TrainingData(cfg.name, dist.event_shape, train, dist)
     raise DDPMLabError(f"unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(NAMED))}")
+
+
+def _labelled_named(cfg, dist, generator: torch.Generator) -> TrainingData:
+    """A named mixture with its component as the class label: the same draws as without labels."""
+    if not hasattr(dist, "sample_labelled"):
+        raise DDPMLabError(f"data.labels = true: {cfg.name!r} has no class labels (labelled: "
+                           f"{', '.join(MIXTURES)}; or a file with data.label_column)")
+    if dist.num_components > cfg.max_classes:
+        raise DDPMLabError(f"data.labels = true: {cfg.name!r} has {dist.num_components} components, more than "
+                           f"data.max_classes = {cfg.max_classes}")
+    train = labels = None
+    if cfg.n_train > 0:
+        train, labels = dist.sample_labelled(cfg.n_train, generator)
+    return TrainingData(cfg.name, dist.event_shape, train, dist, labels=labels,
+                        classes=[str(k) for k in range(dist.num_components)])

@@ -25,3 +25,5 @@ NAMED = {
     "checkerboard": Checkerboard,
     "digits": Digits,
 }
+
+MIXTURES = ("seed_mixture", "gaussian", "eight_gaussians")  # Gaussian mixtures: labelled by their components
