@@ -1,4 +1,5 @@
-"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] --out FILE.npy``."""
+"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] [--class C[,C...]
+[--guidance W]] --out FILE.npy``."""
 from __future__ import annotations
 
 HELP = "draw samples from a trained run into a .npy file (in data units)"
@@ -18,6 +19,11 @@ def add_arguments(p) -> None:
     p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
+    p.add_argument("--class", dest="classes", default=None, metavar="C[,C...]",
+                   help="class-conditional run: -n samples of each class, in this order (indices or the "
+                   "label values the run recorded)")
+    p.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                   help="classifier-free guidance weight w >= 0 with --class (0: the plain conditional model)")
     p.add_argument("--out", required=True, help="output .npy file")
     add_trust_code(p)
 
@@ -34,6 +40,8 @@ def run(args) -> int:
         raise DDPMLabError(f"--out must name a .npy file, got {args.out!r}")
     shape = sample_to_file(Path(args.run_dir), args.n, Path(args.out), sampler=args.sampler, steps=args.steps,
                            eta=args.eta, seed=args.seed,
-                           ode_solver=args.ode_solver, trust_code=args.trust_code)
-    print(f"wrote {args.n} samples of shape {shape[1:]} to {args.out}")
+                           ode_solver=args.ode_solver, trust_code=args.trust_code, classes=args.classes,
+                           guidance=args.guidance)
+    per_class = f" ({args.n} per class {args.classes}, guidance {args.guidance:g})" if args.classes else ""
+    print(f"wrote {shape[0]} samples of shape {shape[1:]} to {args.out}{per_class}")
     return 0
