@@ -146,3 +146,23 @@ def test_drop_labels_draws_from_the_generator_and_only_when_asked():
     frac = (dropped == 2).double().mean().item()
     assert abs(frac - 0.2) < 4 * math.sqrt(0.2 * 0.8 / 20_000)
     assert torch.equal(dropped, drop_labels(labels, 0.2, 2, gen(7)))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "unet"])
+def test_conditional_networks_read_labels_and_none_is_the_null_class(arch):
+    from ddpmlab.models.unet import UNet
+
+    torch.manual_seed(0)
+    if arch == "mlp":
+        net, x = MLPDenoiser(2, width=16, depth=1, num_classes=3), torch.randn(4, 2)
+    else:
+        net, x = UNet(1, 1, base=8, time_dim=8, num_classes=3), torch.randn(4, 1, 8, 8)
+        with torch.no_grad():  # the U-Net's residual branches and last layer start at zero
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen(7)))
+    tau = torch.full((4,), 0.5)
+    outs = [net(x, tau, torch.full((4,), c)) for c in range(4)]
+    assert all(not torch.allclose(outs[i], outs[j]) for i in range(4) for j in range(i))
+    torch.testing.assert_close(net(x, tau), outs[3])  # no condition = the null class 3
+    with pytest.raises(DDPMLabError, match="class labels"):
+        net(x, tau, torch.full((4,), 4))

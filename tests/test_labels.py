@@ -33,6 +33,17 @@ def test_named_mixture_labels_are_components_with_the_same_draws(name, k):
     assert x.shape == (64, stream.dist.dim) and y.shape == (64,) and int(y.max()) < k
 
 
+def test_digits_labels_are_their_digits_with_the_same_draws():
+    from ddpmlab.data.digits import Digits
+
+    d = Digits()
+    x, y = d.sample_labelled(50, gen(2))
+    assert torch.equal(x, d.sample(50, gen(2)))
+    for img, lab in zip(x[:10], y[:10]):  # each drawn image is a training image of that digit
+        match = (d.images == img).flatten(1).all(1)
+        assert bool((d.labels[match] == lab).all()) and bool(match.any())
+
+
 def test_unlabelled_named_data_refuse_labels():
     with pytest.raises(DDPMLabError, match="no class labels"):
         make_training_data(load_config(None, ["data.name='moons'", "data.labels=true"]).data, gen(0))
@@ -87,7 +98,8 @@ def test_too_many_classes_refused(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (["model.arch='unet'", "model.num_classes=3"], "only model.arch = 'mlp'"),
+    (["model.arch='seed'", "model.mean_type='previous_x'", "model.var_type='learned'", "model.num_classes=3",
+      "train.objective='trajectory_bound'"], "only model.arch = 'mlp' or 'unet'"),
     (["model.arch='seed'", "model.mean_type='previous_x'", "model.var_type='learned'", "data.labels=true",
       "train.objective='trajectory_bound'"], "class-conditional network"),
     (["data.label_column='y'"], "for data.name = 'file'"),

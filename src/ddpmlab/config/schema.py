@@ -218,17 +218,21 @@ def validate(cfg: Config) -> None:
         raise DDPMLabError(f"sample.steps ({cfg.sample.steps}) exceeds schedule.steps ({cfg.schedule.steps})")
 
 
+CONDITIONAL_ARCHS = ("mlp", "unet")  # the registered networks that take a class embedding
+
+
 def _validate_labels(cfg: Config) -> None:
     d, m = cfg.data, cfg.model
-    if m.num_classes and m.arch != "mlp":
-        raise DDPMLabError(f"model.num_classes = {m.num_classes}: only model.arch = 'mlp' is class-conditional "
-                           f"(got {m.arch!r}); set model.num_classes = 0")
+    if m.num_classes and m.arch not in CONDITIONAL_ARCHS:
+        raise DDPMLabError(f"model.num_classes = {m.num_classes}: only model.arch = 'mlp' or 'unet' is "
+                           f"class-conditional (got {m.arch!r}); set model.num_classes = 0")
     if d.label_column and d.name != "file":
         raise DDPMLabError("data.label_column is for data.name = 'file'; a named mixture's labels are its "
                            "components: set data.labels = true")
     labelled = d.labels or bool(d.label_column)
-    if labelled and m.arch != "mlp":
-        raise DDPMLabError(f"class labels need a class-conditional network: model.arch = 'mlp' (got {m.arch!r})")
+    if labelled and m.arch not in CONDITIONAL_ARCHS:
+        raise DDPMLabError(f"class labels need a class-conditional network: model.arch = 'mlp' or 'unet' (got "
+                           f"{m.arch!r}; the seed's networks are unconditional)")
 
 
 def parse_override(text: str) -> tuple[str, str, object]:

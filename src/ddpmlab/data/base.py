@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ddpmlab.data.named import MIXTURES, NAMED
+from ddpmlab.data.named import LABELLED, NAMED
 from ddpmlab.core.utils import DDPMLabError
 
 
@@ -126,15 +126,15 @@ def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
 
 
 def _labelled_named(cfg, dist, generator: torch.Generator) -> TrainingData:
-    """A named mixture with its component as the class label: the same draws as without labels."""
+    """Named data with class labels (a mixture's component, a digit's value): the same draws as without."""
     if not hasattr(dist, "sample_labelled"):
         raise DDPMLabError(f"data.labels = true: {cfg.name!r} has no class labels (labelled: "
-                           f"{', '.join(MIXTURES)}; or a file with data.label_column)")
-    if dist.num_components > cfg.max_classes:
-        raise DDPMLabError(f"data.labels = true: {cfg.name!r} has {dist.num_components} components, more than "
+                           f"{', '.join(LABELLED)}; or a file with data.label_column)")
+    k = getattr(dist, "num_classes", None) or dist.num_components  # a digit, or a mixture's component
+    if k > cfg.max_classes:
+        raise DDPMLabError(f"data.labels = true: {cfg.name!r} has {k} classes, more than "
                            f"data.max_classes = {cfg.max_classes}")
     train = labels = None
     if cfg.n_train > 0:
         train, labels = dist.sample_labelled(cfg.n_train, generator)
-    return TrainingData(cfg.name, dist.event_shape, train, dist, labels=labels,
-                        classes=[str(k) for k in range(dist.num_components)])
+    return TrainingData(cfg.name, dist.event_shape, train, dist, labels=labels, classes=[str(c) for c in range(k)])

@@ -26,4 +26,5 @@ NAMED = {
     "digits": Digits,
 }
 
-MIXTURES = ("seed_mixture", "gaussian", "eight_gaussians")  # Gaussian mixtures: labelled by their components
+# with class labels (``sample_labelled``): a Gaussian mixture's component, a digit's value
+LABELLED = ("seed_mixture", "gaussian", "eight_gaussians", "digits")

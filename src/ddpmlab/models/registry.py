@@ -65,7 +65,8 @@ def build_unet(schedule, data_shape, o):
         raise DDPMLabError(f"model.arch = 'unet' needs image data (C, H, W), got shape {data_shape}")
     from ddpmlab.models.unet import UNet
 
-    net = UNet(data_shape[0], _output_channels(o, data_shape[0]), base=o.width, time_dim=o.time_dim)
+    net = UNet(data_shape[0], _output_channels(o, data_shape[0]), base=o.width, time_dim=o.time_dim,
+               num_classes=getattr(o, "num_classes", 0))
     return _wrap(net, schedule, data_shape, o, "unet")
 
 
