@@ -1,5 +1,5 @@
 """``ddpmlab sample RUN --class C --guidance W`` and ``ddpmlab evaluate RUN --class C --guidance W`` on a
-labelled run; a labelled CSV trains with --set data.label_column and samples per class by label value;
+labelled run; a labelled CSV trains with --label-column and samples per class by label value;
 unconditional runs refuse --class in one line."""
 import json
 
@@ -68,9 +68,14 @@ def test_labelled_csv_trains_and_samples_by_label_value(tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("x,side\n" + "\n".join(rows) + "\n")
     run = tmp_path / "run"
-    assert main(["train", "--config", "default", "--out", str(run), "--no-progress", *TINY, "--set", "data.name=file",
-                 "--set", f"data.path='{data}'", "--set", "data.label_column=side"]) == 0
+    assert main(["train", "--config", "default", "--out", str(run), "--no-progress", *TINY, "--data", str(data),
+                 "--label-column", "side", "--set", "train.label_dropout=0.1"]) == 0
     assert json.loads((run / "run.json").read_text())["data"]["classes"] == ["left", "right"]
     out = tmp_path / "s.npy"
     assert main(["sample", str(run), "-n", "10", "--class", "right,left", "--out", str(out)]) == 0
     assert np.load(out).shape == (20, 1)
+
+
+def test_label_column_needs_a_data_file(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--label-column", "y", *TINY]) == 2
+    assert "--data" in capsys.readouterr().err

@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
                    help="override one config value (repeatable), e.g. --set train.iters=500")
     p.add_argument("--data", metavar="PATH", help="train on your own .csv / .npy / .npz file "
                    "(sets data.name = 'file' and data.path)")
+    p.add_argument("--label-column", metavar="NAME|INDEX", help="with --data: the column of class labels (a "
+                   "header name or 0-based index; its values are mapped to classes and the mapping kept with the "
+                   "run): trains a class-conditional network (sets data.label_column)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint, with the "
                    "checkpoint's config (only train.iters, train.checkpoint_every, train.keep_checkpoints and "
                    "train.device may change)")
@@ -47,7 +50,7 @@ def run(args) -> int:
     if args.device is not None:
         overrides.append(f"train.device={args.device!r}")
     if args.resume:
-        if args.config or args.data:
+        if args.config or args.data or args.label_column:
             raise DDPMLabError("--resume continues with the checkpoint's config; drop --config / --data "
                                "(to train longer: --set train.iters=N)")
         if args.out and os.path.realpath(args.out) != os.path.realpath(args.resume):
@@ -57,6 +60,10 @@ def run(args) -> int:
     else:
         if args.data:
             overrides += ["data.name='file'", f"data.path={args.data!r}"]
+        if args.label_column is not None:
+            if not args.data:
+                raise DDPMLabError("--label-column names a column of your --data file; give --data PATH")
+            overrides.append(f"data.label_column={str(args.label_column)!r}")
         cfg = load_config(args.config or "default", overrides)
         out = args.out
     if args.dry_run:
