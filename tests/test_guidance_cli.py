@@ -45,6 +45,7 @@ def test_evaluate_per_class(labelled_run, capsys):
     row = ev["2.0"]["1"]
     assert {"model", "oracle", "floor", "true"} <= set(row) and 0 <= row["oracle"]["accuracy"] <= 1
     assert "W1 oracle" in capsys.readouterr().out
+    assert (labelled_run / "classes.png").stat().st_size > 1000
 
 
 def test_class_refusals(labelled_run, tmp_path, capsys):

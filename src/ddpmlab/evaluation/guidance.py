@@ -38,11 +38,12 @@ def _summary(dist, c, x, ref, generator) -> dict:
 
 def evaluate_classes(model, dist: GaussianMixture, classes, w: float, n: int, generator: torch.Generator,
                      sampler: str = "ancestral", steps: int = 0, eta: float = 0.0, ode_solver: str = "dpm_solver",
-                     oracle: bool = True, n_ref: int = 100_000) -> dict:
+                     oracle: bool = True, n_ref: int = 100_000, keep: dict | None = None) -> dict:
     """{class c: {"model": {w1, accuracy[, mean, std]}, "oracle": {...}, "floor": W1 of a true sample,
     "true": {mean, std} (1-D)}} for ``n`` samples per class at guidance weight ``w``, each sampled by
     ``sampler``; class c of the model is component c of ``dist``. Distances are to ``n_ref`` true draws,
-    the floor that of ``n`` true draws (what a perfect sampler would score)."""
+    the floor that of ``n`` true draws (what a perfect sampler would score). ``keep``, a dict, receives
+    the samples {c: (model's, oracle's or None)} for figures."""
     K = dist.num_components
     bad = [c for c in classes if not 0 <= int(c) < K]
     if bad:
@@ -58,9 +59,12 @@ def evaluate_classes(model, dist: GaussianMixture, classes, w: float, n: int, ge
         row = {"floor": _distance(dist, comp.sample(n, generator, dtype=torch.float64), ref, generator)}
         x = draw_samples(guided, n, sampler, steps, eta, generator, ode_solver=ode_solver, cond=cond)
         row["model"] = _summary(dist, c, x, ref, generator)
+        xo = None
         if oracle:
             xo = draw_samples(exact, n, sampler, steps, eta, generator, ode_solver=ode_solver, cond=cond)
             row["oracle"] = _summary(dist, c, xo, ref, generator)
+        if keep is not None:
+            keep[c] = (x, xo)
         if dist.dim == 1:
             row["true"] = {"mean": float(comp.means[0, 0]), "std": float(comp.covariances[0, 0, 0].sqrt())}
         report[c] = row

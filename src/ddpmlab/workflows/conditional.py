@@ -6,6 +6,7 @@ import torch
 
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.guidance import evaluate_classes
+from ddpmlab.figures.guidance import class_panels
 from ddpmlab.models.guidance import Guided, num_classes_of
 from ddpmlab.runs.format import Run
 
@@ -48,11 +49,17 @@ def class_labels(classes: list[int] | None, n: int) -> torch.Tensor | None:
 
 
 def evaluate_run_classes(run: Run, classes: list[int], weights: list[float], n: int, generator: torch.Generator,
-                         sampler: str | None = None, steps: int | None = None) -> dict:
+                         sampler: str | None = None, steps: int | None = None, figure=None) -> dict:
     """{w: per-class report} for every guidance weight: the model's and the exact guided oracle's W1 to
-    the true conditional, the floor, the exact posterior's accuracy (``evaluation.guidance``)."""
+    the true conditional, the floor, the exact posterior's accuracy (``evaluation.guidance``). ``figure``:
+    a path for the per-class panels (rows = classes, columns = weights)."""
     if run.dist is None or not hasattr(run.dist, "component"):
         raise DDPMLabError("per-class evaluation needs labelled Gaussian-mixture data (data.labels = true)")
     s = run.cfg.sample
-    return {w: evaluate_classes(run.model, run.dist, classes, w, n, generator, sampler or s.sampler,
-                                s.steps if steps is None else steps, s.eta, s.ode_solver) for w in weights}
+    kept = {w: {} for w in weights}
+    report = {w: evaluate_classes(run.model, run.dist, classes, w, n, generator, sampler or s.sampler,
+                                  s.steps if steps is None else steps, s.eta, s.ode_solver, keep=kept[w])
+              for w in weights}
+    if figure is not None and run.dist.dim <= 2:
+        class_panels(kept, run.dist, figure, title="per class: model, exact guided oracle, true conditional")
+    return report

@@ -16,7 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--samples", type=int, default=10_000, help="ancestral samples for sample metrics")
     p.add_argument("--class", dest="classes", default=None, metavar="C[,C...]",
                    help="class-conditional run: per class, W1 to the true conditional of the model and of the "
-                   "exact guided oracle, the floor, the exact posterior's accuracy (writes evaluation_classes.json)")
+                   "exact guided oracle, the floor, the exact posterior's accuracy (writes evaluation_classes.json and "
+                   "classes.png)")
     p.add_argument("--guidance", default="0", metavar="W[,W...]", help="guidance weights for --class (default 0)")
 
 
@@ -64,9 +65,10 @@ def _per_class(args, run, out) -> int:
     except ValueError:
         raise DDPMLabError(f"--guidance expects weights like 0,1,3, got {args.guidance!r}") from None
     classes = resolve_classes(args.classes, run)
-    ev = evaluate_run_classes(run, classes, weights, args.samples, torch.Generator().manual_seed(args.seed))
+    ev = evaluate_run_classes(run, classes, weights, args.samples, torch.Generator().manual_seed(args.seed),
+                              figure=Path(out) / "classes.png")
     atomic_write_json(Path(out) / "evaluation_classes.json",
                       {str(w): {str(c): r for c, r in rep.items()} for w, rep in ev.items()})
     print("\n".join(format_classes(rep, w) for w, rep in ev.items()))
-    print(f"evaluation_classes.json written to {args.dir}")
+    print(f"evaluation_classes.json (and classes.png for 1-D / 2-D data) written to {args.dir}")
     return 0
