@@ -84,3 +84,24 @@ def format_classes(report: dict, w: float) -> str:
                          f"{o.get('mean', float('nan')):.3f}/{o.get('std', float('nan')):.3f}, true "
                          f"{r['true']['mean']:.3f}/{r['true']['std']:.3f}")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def digit_classes(samples: dict, classifier) -> dict:
+    """Per requested digit c, for ``samples`` {c: images (n, 1, 8, 8)}: the fraction the project's digit
+    classifier calls c, and the Frechet distance in its features to the held-out images of digit c beside
+    the floor (the training images of digit c to the same held-out images)."""
+    from ddpmlab.data.digits import digits_split
+    from ddpmlab.evaluation.fid import frechet_distance_features
+
+    classifier.eval()
+    train, train_y = digits_split("train")
+    held, held_y = digits_split("heldout")
+    out = {}
+    for c, x in samples.items():
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, 1, 8, 8).clamp(-1.0, 1.0)
+        f = classifier.features(x)
+        f_held, f_train = classifier.features(held[held_y == c]), classifier.features(train[train_y == c])
+        out[c] = {"accuracy": float((classifier.head(f).argmax(1) == c).float().mean()),
+                  "fd": frechet_distance_features(f, f_held), "fd_floor": frechet_distance_features(f_train, f_held)}
+    return out
