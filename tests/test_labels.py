@@ -103,6 +103,7 @@ def test_too_many_classes_refused(tmp_path):
     (["model.arch='seed'", "model.mean_type='previous_x'", "model.var_type='learned'", "data.labels=true",
       "train.objective='trajectory_bound'"], "class-conditional network"),
     (["data.label_column='y'"], "for data.name = 'file'"),
+    (["data.name='file'", "data.path='x.csv'", "data.labels=true"], "give data.label_column"),
     (["train.label_dropout=1.0"], "label_dropout must be < 1"),
     (["model.num_classes=-1"], "num_classes must be >= 0"),
 ])

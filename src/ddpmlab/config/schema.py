@@ -229,6 +229,9 @@ def _validate_labels(cfg: Config) -> None:
     if d.label_column and d.name != "file":
         raise DDPMLabError("data.label_column is for data.name = 'file'; a named mixture's labels are its "
                            "components: set data.labels = true")
+    if d.labels and d.name in ("file", "tensor"):
+        raise DDPMLabError(f"data.labels = true labels named data by component; for data.name = {d.name!r} give "
+                           "data.label_column (a file) or labels= (a tensor)")
     labelled = d.labels or bool(d.label_column)
     if labelled and m.arch not in CONDITIONAL_ARCHS:
         raise DDPMLabError(f"class labels need a class-conditional network: model.arch = 'mlp' or 'unet' (got "
