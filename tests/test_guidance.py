@@ -166,3 +166,18 @@ def test_conditional_networks_read_labels_and_none_is_the_null_class(arch):
     torch.testing.assert_close(net(x, tau), outs[3])  # no condition = the null class 3
     with pytest.raises(DDPMLabError, match="class labels"):
         net(x, tau, torch.full((4,), 4))
+
+
+def test_per_class_evaluation_of_the_exact_model_scores_the_floor():
+    """The exact conditional oracle evaluated as if it were a trained model: at w = 0 its W1 to the true
+    conditional is within a few floors, the exact posterior picks the requested class, mean and std match."""
+    from ddpmlab.evaluation.guidance import evaluate_classes
+
+    dist = seed_mixture()
+    exact = LabelledMixtureOracle(dist, dl.make_schedule("cosine", 100))
+    rep = evaluate_classes(exact, dist, [0, 1], 0.0, 4000, gen(11), oracle=False, n_ref=20_000)
+    for c, r in rep.items():
+        assert r["model"]["w1"] < 3 * r["floor"] + 0.02 and r["model"]["accuracy"] > 0.995
+        assert abs(r["model"]["mean"] - r["true"]["mean"]) < 0.07 and abs(r["model"]["std"] - 1.0) < 0.05
+    with pytest.raises(DDPMLabError, match="out of range"):
+        evaluate_classes(exact, dist, [2], 0.0, 10, gen(0))
