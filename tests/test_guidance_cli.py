@@ -80,3 +80,19 @@ def test_labelled_csv_trains_and_samples_by_label_value(tmp_path):
 def test_label_column_needs_a_data_file(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), "--label-column", "y", *TINY]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_evaluate_per_class_on_digits(tmp_path, monkeypatch, capsys):
+    """A conditional U-Net on digits: per class, the digit classifier's agreement and Frechet distance."""
+    from ddpmlab.evaluation import digit_classifier as dc
+
+    monkeypatch.setenv("DDPMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(dc, "EPOCHS", 1)
+    run = tmp_path / "digits"
+    assert main(["train", "--config", "digits", "--out", str(run), "--no-progress", "--set", "schedule.steps=10",
+                 "--set", "train.iters=2", "--set", "train.batch_size=16", "--set", "sample.steps=5",
+                 "--set", "model.width=8", "--set", "data.labels=true", "--set", "train.label_dropout=0.1"]) == 0
+    assert main(["evaluate", str(run), "--class", "3,7", "--guidance", "0,2", "--samples", "6"]) == 0
+    ev = json.loads((run / "evaluation_classes.json").read_text())
+    assert set(ev["2.0"]) == {"3", "7"} and {"accuracy", "fd", "fd_floor"} <= set(ev["2.0"]["7"])
+    assert "classifier agrees" in capsys.readouterr().out and (run / "classes.png").is_file()

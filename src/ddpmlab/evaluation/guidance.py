@@ -72,7 +72,11 @@ def evaluate_classes(model, dist: GaussianMixture, classes, w: float, n: int, ge
 
 
 def format_classes(report: dict, w: float) -> str:
-    """The per-class report as a table."""
+    """The per-class report as a table (mixtures: ``evaluate_classes``; digits: ``digit_classes``)."""
+    if report and "fd" in next(iter(report.values())):
+        return "\n".join([f"guidance w = {w:g}", f"{'class':>5}  {'classifier agrees':>17}  {'FD':>8}  {'floor':>8}"]
+                         + [f"{c:>5}  {r['accuracy']:17.4f}  {r['fd']:8.2f}  {r['fd_floor']:8.2f}"
+                            for c, r in report.items()])
     lines = [f"guidance w = {w:g}",
              f"{'class':>5}  {'W1 model':>9}  {'W1 oracle':>9}  {'floor':>7}  {'acc model':>9}  {'acc oracle':>10}"]
     for c, r in report.items():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.evaluation.guidance import evaluate_classes
-from ddpmlab.figures.guidance import class_panels
+from ddpmlab.evaluation.guidance import digit_classes, evaluate_classes
+from ddpmlab.figures.guidance import class_image_rows, class_panels
 from ddpmlab.models.guidance import Guided, num_classes_of
 from ddpmlab.runs.format import Run
+from ddpmlab.sampling import draw_samples
 
 
 def resolve_classes(text: str, run: Run) -> list[int]:
@@ -53,13 +54,33 @@ def evaluate_run_classes(run: Run, classes: list[int], weights: list[float], n: 
     """{w: per-class report} for every guidance weight: the model's and the exact guided oracle's W1 to
     the true conditional, the floor, the exact posterior's accuracy (``evaluation.guidance``). ``figure``:
     a path for the per-class panels (rows = classes, columns = weights)."""
-    if run.dist is None or not hasattr(run.dist, "component"):
-        raise DDPMLabError("per-class evaluation needs labelled Gaussian-mixture data (data.labels = true)")
     s = run.cfg.sample
+    if run.info.get("data", {}).get("name") == "digits":
+        return _digit_classes(run, classes, weights, n, generator, sampler or s.sampler,
+                              s.steps if steps is None else steps, figure)
+    if run.dist is None or not hasattr(run.dist, "component"):
+        raise DDPMLabError("per-class evaluation needs labelled Gaussian-mixture data or digits (data.labels = true)")
     kept = {w: {} for w in weights}
     report = {w: evaluate_classes(run.model, run.dist, classes, w, n, generator, sampler or s.sampler,
                                   s.steps if steps is None else steps, s.eta, s.ode_solver, keep=kept[w])
               for w in weights}
     if figure is not None and run.dist.dim <= 2:
         class_panels(kept, run.dist, figure, title="per class: model, exact guided oracle, true conditional")
+    return report
+
+
+def _digit_classes(run: Run, classes, weights, n, generator, sampler, steps, figure) -> dict:
+    """Digits: per requested class, the digit classifier's agreement and the per-class Frechet distance."""
+    from ddpmlab.evaluation.digit_classifier import load_classifier
+
+    classifier, _ = load_classifier()
+    cond = class_labels(classes, n)
+    report, images = {}, {}
+    for w in weights:
+        x = draw_samples(Guided(run.model, w), cond.numel(), sampler, steps, run.cfg.sample.eta, generator,
+                         ode_solver=run.cfg.sample.ode_solver, cond=cond)
+        images[w] = {c: x[cond == c] for c in classes}
+        report[w] = digit_classes(images[w], classifier)
+    if figure is not None:
+        class_image_rows(images, figure)
     return report
