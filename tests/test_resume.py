@@ -30,6 +30,8 @@ CONFIGS = {
     # importance sampling of t: the sampler's loss history must travel (T = 10 x 10 losses fill it by step ~7)
     "hybrid_importance": TINY + ["model.var_type='learned_range'", "train.objective='hybrid'",
                                  "train.importance_sampling=true", "train.iters=16"],
+    # class labels with classifier-free label dropout: the dropout's draws come from the trainer's generator
+    "labelled_dropout": TINY + ["data.labels=true", "train.label_dropout=0.3"],
     # the seed's networks and fused whole-trajectory bound on a fixed training set
     "seed_bound": TINY + ["model.arch='seed'", "model.mean_type='previous_x'", "model.var_type='learned'",
                           "train.objective='trajectory_bound'", "data.n_train=64", "train.batch_size=0"],

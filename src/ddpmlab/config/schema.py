@@ -33,6 +33,9 @@ class DataConfig:
     path: str = ""  # .csv / .npy / .npz file when name = "file"
     n_train: int = 1000  # points drawn once from a named distribution; 0 = fresh draws every batch
     standardize: bool = True  # files only: train on standardised columns, map samples back
+    labels: bool = False  # keep class labels: a mixture's component index (seed_mixture, eight_gaussians, ...)
+    label_column: str = ""  # files only: the column (name or 0-based index) holding class labels
+    max_classes: int = 100  # refuse labels with more distinct classes than this
 
 
 @dataclass
@@ -57,6 +60,8 @@ class ModelConfig:
     precondition: bool = False  # network sees unit-variance input, predicts the residual around the
     # data's Gaussian fit (Karras et al. 2022); epsilon | x0 | v mean types
     net_kwargs: dict = field(default_factory=dict)  # keyword arguments of a "package.module:Class" network
+    num_classes: int = 0  # class-conditional mlp with this many classes (+ a null class); 0 = unconditional
+    # (set from the data's labels when 0 and data.labels / data.label_column are given)
 
 
 @dataclass
@@ -77,6 +82,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # how many checkpoints to keep
     device: str = "cpu"  # cpu | cuda | auto
     threads: int = 0  # torch intra-op threads; 0 = chosen from the work's size and the usable cores
+    label_dropout: float = 0.0  # classifier-free training: probability of replacing a label by the null class
 
 
 @dataclass
@@ -121,11 +127,12 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "warmup"): (0, False), ("train", "ema_decay"): (0, False), ("train", "grad_clip"): (0, False),
          ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
          ("train", "keep_checkpoints"): (1, False), ("train", "threads"): (0, False), ("data", "n_train"): (0, False),
-         ("sample", "steps"): (0, False), ("sample", "eta"): (0, False), ("sample", "n"): (1, False),
-         ("train", "seed"): (0, False)}
+         ("data", "max_classes"): (2, False), ("model", "num_classes"): (0, False),
+         ("train", "label_dropout"): (0, False), ("sample", "steps"): (0, False), ("sample", "eta"): (0, False),
+         ("sample", "n"): (1, False), ("train", "seed"): (0, False)}
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # what TOML integers are, and what torch and numpy take as a seed
 UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
-         ("train", "ema_decay"): 1}
+         ("train", "ema_decay"): 1, ("train", "label_dropout"): 1}
 
 
 def _coerce(section: str, key: str, value, typ):
@@ -209,6 +216,7 @@ def validate(cfg: Config) -> None:
     if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name not in ("file", "tensor"):
         raise DDPMLabError("train.batch_size = 0 (the whole training set) needs a training set: "
                            "set data.n_train > 0 or a positive train.batch_size")
+    _validate_labels(cfg)
     if cfg.data.name == "file" and not cfg.data.path:
         raise DDPMLabError("data.name = 'file' needs data.path")
     if cfg.sample.steps > cfg.schedule.steps:
@@ -220,6 +228,26 @@ def validate(cfg: Config) -> None:
             from None
     check_config_memory(cfg)  # first: the precision check builds the schedule's betas
     check_schedule_precision(cfg)
+
+
+CONDITIONAL_ARCHS = ("mlp", "unet")  # the registered networks that take a class embedding
+
+
+def _validate_labels(cfg: Config) -> None:
+    d, m = cfg.data, cfg.model
+    if m.num_classes and m.arch not in CONDITIONAL_ARCHS:
+        raise DDPMLabError(f"model.num_classes = {m.num_classes}: only model.arch = 'mlp' or 'unet' is "
+                           f"class-conditional (got {m.arch!r}); set model.num_classes = 0")
+    if d.label_column and d.name != "file":
+        raise DDPMLabError("data.label_column is for data.name = 'file'; a named mixture's labels are its "
+                           "components: set data.labels = true")
+    if d.labels and d.name in ("file", "tensor"):
+        raise DDPMLabError(f"data.labels = true labels named data by component; for data.name = {d.name!r} give "
+                           "data.label_column (a file) or labels= (a tensor)")
+    labelled = d.labels or bool(d.label_column)
+    if labelled and m.arch not in CONDITIONAL_ARCHS:
+        raise DDPMLabError(f"class labels need a class-conditional network: model.arch = 'mlp' or 'unet' (got "
+                           f"{m.arch!r}; the seed's networks are unconditional)")
 
 
 def parse_override(text: str) -> tuple[str, str, object]:

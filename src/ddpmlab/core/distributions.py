@@ -62,10 +62,21 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
         """n samples, shape (n, d)."""
+        return self.sample_labelled(n, generator, dtype)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None, dtype=torch.float32):
+        """n samples (n, d) and the component k that drew each (n,) long: the same draws as ``sample``."""
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         x = self.means[comp] + (self.scale_tril[comp] @ z[:, :, None])[:, :, 0]
-        return x.to(dtype)
+        return x.to(dtype), comp
+
+    def component(self, k: int) -> "GaussianMixture":
+        """Component k alone, N(mu_k, S_k): the class-conditional q(x_0 | c = k) of labelled mixture data."""
+        if not 0 <= int(k) < self.num_components:
+            raise DDPMLabError(f"component {k} out of range 0..{self.num_components - 1}")
+        k = int(k)
+        return GaussianMixture([1.0], self.means[k:k + 1], self.covariances[k:k + 1])
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log N(x; mu_k, S_k) for every component: (n, K), float64."""

@@ -11,7 +11,7 @@ import hashlib
 
 import torch
 
-from ddpmlab.data.named import NAMED
+from ddpmlab.data.named import LABELLED, NAMED
 from ddpmlab.core.utils import DDPMLabError
 
 
@@ -24,11 +24,17 @@ class TrainingData:
 
     def __init__(self, name: str, data_shape: tuple, train: torch.Tensor | None = None, dist=None,
                  shift: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, heldout: dict | None = None):
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None, heldout: dict | None = None):
         self.name, self.data_shape, self.train, self.dist = name, tuple(data_shape), train, dist
         self.shift, self.scale = shift, scale
         self.labels = labels  # (N,) per-example condition of a fixed training set, or None
+        self.classes = classes  # class c's name (a file's label value, a mixture's component), or None
         self.heldout = heldout  # what ``split_heldout`` held out of a file (its description), or None
+
+    @property
+    def num_classes(self) -> int:
+        """K for class-labelled data (labels 0..K-1), else 0."""
+        return len(self.classes) if self.classes is not None else 0
 
     @classmethod
     def from_tensor(cls, x: torch.Tensor, labels: torch.Tensor | None = None, name: str = "tensor") -> "TrainingData":
@@ -61,6 +67,8 @@ class TrainingData:
 
     def draw(self, batch_size: int, generator: torch.Generator | None = None):
         """(batch, its labels or None): like ``batch``, with the same random draws."""
+        if self.stream and self.classes is not None:  # fresh labelled draws: the component is the class
+            return self.dist.sample_labelled(batch_size, generator)
         if self.labels is None or self.stream:
             return self.batch(batch_size, generator), None
         n = self.train.shape[0]
@@ -92,6 +100,8 @@ class TrainingData:
             d["shift"], d["scale"] = self.shift.tolist(), self.scale.tolist()
         if self.heldout is not None:
             d["heldout"] = self.heldout
+        if self.classes is not None:
+            d["classes"] = list(self.classes)  # class c <-> label value, kept with the run
         return d
 
 
@@ -104,6 +114,16 @@ def rows_sha256(x: torch.Tensor) -> str:
     return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
+def heldout_mask(n: int) -> torch.Tensor:
+    """Which of n rows ``split_heldout`` holds out (bool (n,)): a fixed random share, at least 2 rows,
+    none below ``HELDOUT_MIN_ROWS`` rows."""
+    held = torch.zeros(n, dtype=torch.bool)
+    if n >= HELDOUT_MIN_ROWS:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(HELDOUT_SEED))
+        held[perm[:max(2, round(HELDOUT_FRACTION * n))]] = True
+    return held
+
+
 def split_heldout(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """(training rows, held-out rows or None, description) of a file's samples x (N, *dims): a fixed
     random ``HELDOUT_FRACTION`` of the rows (at least 2) when N >= ``HELDOUT_MIN_ROWS``, rows kept in
@@ -112,10 +132,8 @@ def split_heldout(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, d
     n = x.shape[0]
     if n < HELDOUT_MIN_ROWS:
         return x, None, {"fraction": 0.0, "n": 0, "reason": f"fewer than {HELDOUT_MIN_ROWS} rows: none held out"}
-    k = max(2, round(HELDOUT_FRACTION * n))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HELDOUT_SEED))
-    held = torch.zeros(n, dtype=torch.bool)
-    held[perm[:k]] = True
+    held = heldout_mask(n)
+    k = int(held.sum())
     desc = {"fraction": HELDOUT_FRACTION, "n": k, "seed": HELDOUT_SEED,
             "rule": f"a fixed random {HELDOUT_FRACTION:.0%} of the file's rows (permutation seed {HELDOUT_SEED}), "
                     "never trained on", "sha256": rows_sha256(x[held]), "file_sha256": rows_sha256(x)}
@@ -131,17 +149,27 @@ def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
     """
     if cfg.name == "file":
         from ddpmlab.data.files import load_data_file
+        from ddpmlab.data.labels import load_labelled_file
 
-        x = load_data_file(cfg.path)  # (N, *dims) float32; bad files raise DDPMLabError
-        x, _, held = split_heldout(x)
+        labels = classes = None
+        if getattr(cfg, "label_column", ""):  # (N, *dims), labels (N,), class names; bad labels refused
+            x, labels, classes = load_labelled_file(cfg.path, cfg.label_column, cfg.max_classes)
+            labels = labels[~heldout_mask(x.shape[0])]  # the training rows' labels
+            x, _, held = split_heldout(x)
+        else:
+            x = load_data_file(cfg.path)  # (N, *dims) float32; bad files raise DDPMLabError
+            x, _, held = split_heldout(x)
         if not cfg.standardize:
-            return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x, heldout=held)
+            return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x, labels=labels, classes=classes,
+                                heldout=held)
         shift, scale = x.mean(0), x.std(0)  # of the training rows only
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), (x - shift) / scale, shift=shift, scale=scale,
-                            heldout=held)
+                            labels=labels, classes=classes, heldout=held)
     if cfg.name in NAMED:
         dist = NAMED[cfg.name]()
+        if getattr(cfg, "labels", False):
+            return _labelled_named(cfg, dist, generator)
         train = dist.sample(cfg.n_train, generator) if cfg.n_train > 0 else None
         return TrainingData(cfg.name, dist.event_shape, train, dist)
     raise DDPMLabError(f"unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(NAMED))}")
@@ -161,3 +189,18 @@ def file_split(path, recorded: dict | None) -> tuple[torch.Tensor, torch.Tensor]
         raise DDPMLabError(f"{path}: the file differs from the one the run was trained on (its held-out rows "
                            "do not match the run's record)")
     return train, held
+
+
+def _labelled_named(cfg, dist, generator: torch.Generator) -> TrainingData:
+    """Named data with class labels (a mixture's component, a digit's value): the same draws as without."""
+    if not hasattr(dist, "sample_labelled"):
+        raise DDPMLabError(f"data.labels = true: {cfg.name!r} has no class labels (labelled: "
+                           f"{', '.join(LABELLED)}; or a file with data.label_column)")
+    k = getattr(dist, "num_classes", None) or dist.num_components  # a digit, or a mixture's component
+    if k > cfg.max_classes:
+        raise DDPMLabError(f"data.labels = true: {cfg.name!r} has {k} classes, more than "
+                           f"data.max_classes = {cfg.max_classes}")
+    train = labels = None
+    if cfg.n_train > 0:
+        train, labels = dist.sample_labelled(cfg.n_train, generator)
+    return TrainingData(cfg.name, dist.event_shape, train, dist, labels=labels, classes=[str(c) for c in range(k)])

@@ -63,12 +63,18 @@ class Digits:
     """
 
     event_shape = (1, 8, 8)
+    num_classes = 10  # the digit drawn: the class label of ``sample_labelled``
 
     def __init__(self):
         self.images, self.labels = digits_split("train")
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
-        return self.images[torch.randint(len(self.images), (n,), generator=generator)].to(dtype)
+        return self.sample_labelled(n, generator, dtype)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None, dtype=torch.float32):
+        """n images (n, 1, 8, 8) and their digits (n,): the same draws as ``sample``."""
+        idx = torch.randint(len(self.images), (n,), generator=generator)
+        return self.images[idx].to(dtype), self.labels[idx]
 
     @staticmethod
     def heldout() -> tuple[torch.Tensor, torch.Tensor]:

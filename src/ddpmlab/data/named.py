@@ -25,3 +25,6 @@ NAMED = {
     "checkerboard": Checkerboard,
     "digits": Digits,
 }
+
+# with class labels (``sample_labelled``): a Gaussian mixture's component, a digit's value
+LABELLED = ("seed_mixture", "gaussian", "eight_gaussians", "digits")

@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from ddpmlab.core.utils import DDPMLabError
+
 
 def timestep_embedding(tau: torch.Tensor, dim: int, max_period: float = 10_000.0, scale: float = 1000.0):
     """Sinusoidal embedding of network time tau in (0, 1] (Vaswani et al. 2017; Ho et al. 2020, sec. 4):
@@ -31,11 +33,31 @@ class ResidualBlock(nn.Module):
         return h + self.lin2(self.act(self.lin1(self.act(self.norm(h + temb)))))
 
 
+class ClassEmbedding(nn.Module):
+    """A learned embedding of class labels c in 0..K, K the null class (no condition), added to the time
+    embedding (as Ho & Salimans 2022's class-conditional networks). ``None`` means the null class."""
+
+    def __init__(self, num_classes: int, width: int):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.table = nn.Embedding(self.num_classes + 1, width)
+
+    def forward(self, cond: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        if cond is None:
+            cond = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        cond = cond.reshape(-1).long()
+        if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) > self.num_classes):
+            raise DDPMLabError(f"class labels must be in 0..{self.num_classes - 1} (or {self.num_classes}, the "
+                               f"null class), got labels {int(cond.min())}..{int(cond.max())}")
+        return self.table(cond)  # (B, width)
+
+
 class MLPDenoiser(nn.Module):
-    """x (B, *dims) and tau (B,) -> (B, out_dim) reshaped to (B, out_channels_factor * D)."""
+    """x (B, *dims), tau (B,) and optional class labels (B,) -> (B, out_dim) reshaped to
+    (B, out_channels_factor * D). ``num_classes`` > 0 makes it class-conditional (``ClassEmbedding``)."""
 
     def __init__(self, data_dim: int, out_dim: int | None = None, width: int = 128, depth: int = 3,
-                 time_dim: int = 32):
+                 time_dim: int = 32, num_classes: int = 0):
         super().__init__()
         self.data_dim, self.out_dim = data_dim, out_dim or data_dim
         self.time_dim = time_dim
@@ -43,10 +65,16 @@ class MLPDenoiser(nn.Module):
         self.time = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, self.out_dim))
+        self.num_classes = int(num_classes)
+        self.label = ClassEmbedding(num_classes, width) if num_classes > 0 else None
 
-    def forward(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         temb = self.time(timestep_embedding(tau, self.time_dim).to(x.dtype))
+        if self.label is not None:
+            temb = temb + self.label(cond, shape[0], x.device)
+        elif cond is not None:
+            raise DDPMLabError("this network is unconditional (model.num_classes = 0); it takes no class labels")
         h = self.inp(x.reshape(shape[0], -1))
         for block in self.blocks:
             h = block(h, temb)

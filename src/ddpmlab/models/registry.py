@@ -34,6 +34,8 @@ def _wrap(net, schedule, data_shape, o, arch: str | None = None):
                            net_kwargs=getattr(o, "net_kwargs", None))
     if arch is not None:
         model.arch_options = {"arch": arch, "width": o.width, "depth": o.depth, "time_dim": o.time_dim}
+        if getattr(o, "num_classes", 0):
+            model.arch_options["num_classes"] = o.num_classes
     return model
 
 
@@ -51,7 +53,8 @@ def build_seed(schedule, data_shape, o):
 def build_mlp(schedule, data_shape, o):
     """A residual MLP with a sinusoidal time embedding on flattened data (``ddpmlab.models.mlp``)."""
     D = math.prod(data_shape)
-    net = MLPDenoiser(D, out_dim=_output_channels(o, 1) * D, width=o.width, depth=o.depth, time_dim=o.time_dim)
+    net = MLPDenoiser(D, out_dim=_output_channels(o, 1) * D, width=o.width, depth=o.depth, time_dim=o.time_dim,
+                      num_classes=getattr(o, "num_classes", 0))
     return _wrap(net, schedule, data_shape, o, "mlp")
 
 
@@ -62,7 +65,8 @@ def build_unet(schedule, data_shape, o):
         raise DDPMLabError(f"model.arch = 'unet' needs image data (C, H, W), got shape {data_shape}")
     from ddpmlab.models.unet import UNet
 
-    net = UNet(data_shape[0], _output_channels(o, data_shape[0]), base=o.width, time_dim=o.time_dim)
+    net = UNet(data_shape[0], _output_channels(o, data_shape[0]), base=o.width, time_dim=o.time_dim,
+               num_classes=getattr(o, "num_classes", 0))
     return _wrap(net, schedule, data_shape, o, "unet")
 
 

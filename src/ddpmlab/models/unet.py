@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpmlab.models.mlp import timestep_embedding
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.mlp import ClassEmbedding, timestep_embedding
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -45,13 +46,17 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """x (B, in_channels, H, W) and network time tau (B,) in (0, 1] -> (B, out_channels, H, W)."""
+    """x (B, in_channels, H, W), network time tau (B,) in (0, 1] and optional class labels (B,) ->
+    (B, out_channels, H, W). ``num_classes`` > 0: a class embedding added to the time embedding."""
 
     def __init__(self, in_channels: int, out_channels: int, base: int = 32, time_dim: int = 32,
-                 channel_mult: tuple = (1, 2, 2), num_blocks: int = 1, groups: int = 8, dropout: float = 0.0):
+                 channel_mult: tuple = (1, 2, 2), num_blocks: int = 1, groups: int = 8, dropout: float = 0.0,
+                 num_classes: int = 0):
         super().__init__()
         self.time_dim = time_dim
         emb_dim = 4 * base
+        self.num_classes = int(num_classes)
+        self.label = ClassEmbedding(num_classes, emb_dim) if num_classes > 0 else None
         self.time = nn.Sequential(nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.inp = nn.Conv2d(in_channels, base, 3, padding=1)
 
@@ -82,8 +87,12 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time(timestep_embedding(tau, self.time_dim).to(x.dtype))  # (B, 4 base)
+        if self.label is not None:
+            emb = emb + self.label(cond, x.shape[0], x.device)
+        elif cond is not None:
+            raise DDPMLabError("this network is unconditional (model.num_classes = 0); it takes no class labels")
         h = self.inp(x)
         hs = [h]
         for level in self.down:

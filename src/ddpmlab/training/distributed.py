@@ -160,7 +160,8 @@ def shard(data: TrainingData, ctx: DistContext) -> TrainingData:
         raise DDPMLabError(f"the training set has {n} examples, fewer than the {ctx.world_size} processes")
     rows = data.train[ctx.rank::ctx.world_size].contiguous()
     labels = None if data.labels is None else data.labels[ctx.rank::ctx.world_size].contiguous()
-    return TrainingData(data.name, data.data_shape, rows, data.dist, data.shift, data.scale, labels=labels)
+    return TrainingData(data.name, data.data_shape, rows, data.dist, data.shift, data.scale, labels=labels,
+                        classes=data.classes)
 
 
 def local_batch_size(batch_size: int, data: TrainingData, ctx: DistContext) -> int:

@@ -31,6 +31,7 @@ from ddpmlab.config.schema import Config, TrainConfig, validate
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning
 from ddpmlab.data.base import TrainingData, make_training_data
 from ddpmlab.models.ema import EMA
+from ddpmlab.models.guidance import drop_labels, num_classes_of
 from ddpmlab.objectives.losses import make_objective
 from ddpmlab.runs.checkpoint import RunWriter, latest_checkpoint
 from ddpmlab.runs.resume import resumable_checkpoint
@@ -54,6 +55,15 @@ class ObjectiveLoss(nn.Module):
 
     def forward(self, x0: torch.Tensor, generator: torch.Generator, cond=None) -> torch.Tensor:
         return self.objective(self.model, x0, generator, cond)  # (B,)
+
+
+def _set_num_classes(cfg: Config, data: TrainingData) -> None:
+    """A class-labelled data set makes the network class-conditional: model.num_classes from the data."""
+    if data.num_classes and not cfg.model.num_classes:
+        cfg.model.num_classes = data.num_classes
+    elif data.num_classes > cfg.model.num_classes:
+        raise DDPMLabError(f"the data have {data.num_classes} classes, more than model.num_classes = "
+                           f"{cfg.model.num_classes}")
 
 
 def train_options(options: dict, base: TrainConfig | None = None) -> TrainConfig:
@@ -133,6 +143,7 @@ class Trainer(CheckpointState):
             raise DDPMLabError("train.objective = 'custom' records your own objective; pass it to Trainer(...)")
         generator = torch.Generator().manual_seed(t.seed)
         data = make_training_data(cfg.data, generator)  # the same training set on every rank
+        _set_num_classes(cfg, data)
         if ctx.distributed:  # each rank its own batches, t and noise
             generator = torch.Generator().manual_seed(rank_seed(t.seed, ctx.rank))
         torch.manual_seed(t.seed)
@@ -169,6 +180,7 @@ class Trainer(CheckpointState):
             h.on_step_start(self)
         x0, cond = self.shard.draw(self.batch_size, self.generator)  # (B / N, *dims), labels or None
         x0 = x0.to(self.ctx.device)
+        cond = drop_labels(cond, t.label_dropout, num_classes_of(self.model), self.generator)  # classifier-free
         cond = cond.to(self.ctx.device) if cond is not None else None
         loss = self.loss_fn(x0, self.generator, cond).mean()
         for h in hooks:

@@ -19,6 +19,7 @@ from ddpmlab.runs.resume import resumable_checkpoint
 from ddpmlab.sampling import draw_samples
 from ddpmlab.training.trainer import Trainer
 from ddpmlab.workflows.threads import model_threads
+from ddpmlab.workflows.conditional import class_labels, guided_model, resolve_classes
 
 
 def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> dict:
@@ -109,16 +110,22 @@ def training_rows(cfg: Config, trainer: Trainer) -> int:
 
 
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
-                   ode_solver=None, trust_code: bool = False, threads: int = 0):
+                   ode_solver=None, trust_code: bool = False, threads: int = 0, classes: str | None = None,
+                   guidance: float = 0.0):
     """Sample a finished run into ``out`` (.npy, data units), with ``threads`` intra-op threads (0: the
-    thread policy's choice). Returns the array's shape."""
+    thread policy's choice). Returns the array's shape. With ``classes`` (``"0,2"`` or the run's label
+    values) ``n`` samples per class, in that order, guided at weight ``guidance`` (classifier-free
+    guidance; 0 = the plain conditional model)."""
     run = load_run(run_dir, trust_code=trust_code)
     s = run.cfg.sample
+    wanted = resolve_classes(classes, run) if classes is not None else None
+    model = guided_model(run, wanted, guidance)
+    cond = class_labels(wanted, n)
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     generator = torch.Generator().manual_seed(seed)
     with model_threads(threads, run.model, n):
-        x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
-                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
+        x = draw_samples(model, n * len(wanted or [0]), sampler or s.sampler, s.steps if steps is None else steps,
+                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver, cond=cond)
     _refuse_non_finite(x, sampler or s.sampler)
     arr = run.to_data_units(x).numpy()
     buf = io.BytesIO()

@@ -1,4 +1,5 @@
-"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] --out FILE.npy``.
+"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] [--class C[,C...]
+[--guidance W]] --out FILE.npy``.
 
 The flags go through the run's config validation (``--eta nan`` is refused with the config's message),
 the memory the draw needs is checked first, an existing ``--out`` is replaced only with ``--force``, and
@@ -26,6 +27,11 @@ def add_arguments(p) -> None:
     p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
     p.add_argument("--seed", type=SEED, default=0, help="random seed of the sampler")
+    p.add_argument("--class", dest="classes", default=None, metavar="C[,C...]",
+                   help="class-conditional run: -n samples of each class, in this order (indices or the "
+                   "label values the run recorded)")
+    p.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                   help="classifier-free guidance weight w >= 0 with --class (0: the plain conditional model)")
     p.add_argument("--out", required=True, help="output .npy file")
     add_trust_code(p)
     p.add_argument("--threads", type=count(0), default=0,
@@ -93,9 +99,10 @@ def run(args) -> int:
     try:
         shape = sample_to_file(run_dir, args.n, out, sampler=args.sampler, steps=args.steps, eta=args.eta,
                                seed=args.seed, ode_solver=args.ode_solver, trust_code=args.trust_code,
-                               threads=args.threads)
+                               threads=args.threads, classes=args.classes, guidance=args.guidance)
     except BaseException:
         remove_dirs(created)
         raise
-    print(f"wrote {args.n} samples of shape {shape[1:]} to {args.out}")
+    per_class = f" ({args.n} per class {args.classes}, guidance {args.guidance:g})" if args.classes else ""
+    print(f"wrote {shape[0]} samples of shape {shape[1:]} to {args.out}{per_class}")
     return 0

@@ -27,6 +27,9 @@ def add_arguments(p) -> None:
                    help="override one config value (repeatable), e.g. --set train.iters=500")
     p.add_argument("--data", metavar="PATH", help="train on your own .csv / .npy / .npz file "
                    "(sets data.name = 'file' and data.path, stored as an absolute path)")
+    p.add_argument("--label-column", metavar="NAME|INDEX", help="with --data: the column of class labels (a "
+                   "header name or 0-based index; its values are mapped to classes and the mapping kept with the "
+                   "run): trains a class-conditional network (sets data.label_column)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest intact checkpoint, "
                    "with the checkpoint's config (only train.iters, train.checkpoint_every, train.keep_checkpoints "
                    "and train.device may change)")
@@ -52,6 +55,10 @@ def _new_run_config(args, overrides):
     cfg = load_config(args.config or "default", overrides)
     if args.data is not None:
         cfg.data.name, cfg.data.path = "file", args.data
+    if args.label_column is not None:
+        if args.data is None:
+            raise DDPMLabError("--label-column names a column of your --data file; give --data PATH")
+        cfg.data.label_column = str(args.label_column)
     if cfg.data.name == "file" and cfg.data.path:
         cfg.data.path = os.path.abspath(cfg.data.path)
     validate(cfg)
@@ -79,7 +86,7 @@ def run(args) -> int:
     if args.threads is not None:
         overrides.append(f"train.threads={args.threads}")
     if args.resume:
-        if args.config or args.data is not None:
+        if args.config or args.data is not None or args.label_column is not None:
             raise DDPMLabError("--resume continues with the checkpoint's config; drop --config / --data "
                                "(to train longer: --set train.iters=N)")
         if args.out and os.path.realpath(args.out) != os.path.realpath(args.resume):

@@ -1,0 +1,92 @@
+"""The exact class-conditional reverse process of labelled Gaussian-mixture data.
+
+When the label of x_0 ~ sum_k w_k N(mu_k, S_k) is its component c, the data given the class is the one
+component, q(x_0 | c) = N(mu_c, S_c), and every forward marginal given c is Gaussian,
+q(x_t | c) = N(sqrt(abar_t) mu_c, abar_t S_c + (1 - abar_t) I) (Ho et al. 2020, eq. 4). So the exact
+conditional reverse process is ``MixtureOracle`` of that single component, and the unconditional one is
+``MixtureOracle`` of the whole mixture. ``LabelledMixtureOracle`` holds both behind the contract's
+``cond``: label c in 0..K-1 picks component c, the null class K (or no condition) the whole mixture,
+exactly as a classifier-free-trained network reads its labels. Wrapped in
+``ddpmlab.models.guidance.Guided`` it is the exact guided oracle, s(x_t | c) + w (s(x_t | c) - s(x_t)),
+for every sampler. The exact class posterior of data is ``class_posterior``: q(c | x_0) = r_c(x_0).
+"""
+from __future__ import annotations
+
+import torch
+
+from ddpmlab.core.contract import PMeanVariance, ReverseProcess
+from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.core.schedule import NoiseSchedule
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.evaluation.oracle import MixtureOracle
+
+
+class LabelledMixtureOracle(ReverseProcess):
+    """The exact reverse process of ``dist`` given the class (its component) c, under ``schedule``.
+
+    ``p_mean_variance(x_t, t, cond)`` and ``score(x, t_c, alpha_bar, cond)`` take labels (B,) (or one
+    label for all) in 0..K, K the null class: per example, component c's exact oracle, or the mixture's.
+    """
+
+    def __init__(self, dist: GaussianMixture, schedule: NoiseSchedule, data_shape=None):
+        self.dist, self.schedule = dist, schedule
+        self.unconditional = MixtureOracle(dist, schedule, data_shape)
+        self.data_shape = self.unconditional.data_shape
+        self.components = [MixtureOracle(dist.component(k), schedule, self.data_shape)
+                           for k in range(dist.num_components)]
+
+    @property
+    def num_classes(self) -> int:
+        return self.dist.num_components
+
+    def respaced(self, num_steps: int) -> "LabelledMixtureOracle":
+        sched = self.schedule.spaced(num_steps)
+        return self if sched is self.schedule else LabelledMixtureOracle(self.dist, sched, self.data_shape)
+
+    def oracle(self, c: int) -> MixtureOracle:
+        """The exact oracle of class c (component c), or of the whole mixture for the null class K."""
+        return self.unconditional if c == self.num_classes else self.components[c]
+
+    def _groups(self, cond, n: int):
+        """[(oracle, index of the examples with that label)] for labels (n,) or one label."""
+        cond = torch.as_tensor(cond).long().reshape(-1).cpu()
+        if cond.numel() == 1:
+            cond = cond.expand(n)
+        if cond.shape[0] != n:
+            raise DDPMLabError(f"cond has {cond.shape[0]} labels for {n} examples")
+        if bool((cond < 0).any()) or bool((cond > self.num_classes).any()):
+            raise DDPMLabError(f"class labels must be in 0..{self.num_classes - 1} (or {self.num_classes}, the "
+                               f"null class), got {sorted(set(cond.tolist()))}")
+        return [(self.oracle(int(c)), (cond == c).nonzero()[:, 0]) for c in torch.unique(cond)]
+
+    def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> PMeanVariance:
+        """The exact q(x_{t-1} | x_t, c) per example (``MixtureOracle.p_mean_variance`` of its class)."""
+        if cond is None:
+            return self.unconditional.p_mean_variance(x_t, t)
+        n = x_t.shape[0]
+        t = torch.as_tensor(t).long().reshape(-1).expand(n)
+        groups = self._groups(cond, n)
+        if len(groups) == 1:
+            return groups[0][0].p_mean_variance(x_t, t)
+        out = None
+        for oracle, idx in groups:
+            p = oracle.p_mean_variance(x_t[idx], t[idx])
+            if out is None:
+                out = PMeanVariance(*(torch.empty((n,) + tuple(f.shape[1:]), dtype=f.dtype) for f in p))
+            for dst, src in zip(out, p):
+                dst[idx] = src
+        return out
+
+    def score(self, x: torch.Tensor, t_c: float, alpha_bar: float, cond=None) -> torch.Tensor:
+        """The exact grad_x log q(x_t | c) per example, at the continuous step's alpha-bar."""
+        if cond is None:
+            return self.unconditional.score(x, t_c, alpha_bar)
+        out = torch.empty_like(x)
+        for oracle, idx in self._groups(cond, x.shape[0]):
+            out[idx] = oracle.score(x[idx], t_c, alpha_bar)
+        return out
+
+
+def class_posterior(dist: GaussianMixture, x: torch.Tensor) -> torch.Tensor:
+    """The exact q(c | x) of data x (n, *dims) under the labelled mixture: the responsibilities (n, K)."""
+    return dist.responsibilities(x.reshape(x.shape[0], -1))
