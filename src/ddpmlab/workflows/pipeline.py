@@ -62,14 +62,15 @@ def fit(cfg: Config, progress: bool = True) -> Trainer:
 
 
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
-                   ode_solver=None, trust_code: bool = False):
+                   ode_solver=None, trust_code: bool = False, time_shift=None):
     """Sample a finished run into ``out`` (.npy, data units). Returns the array's shape."""
     run = load_run(run_dir, trust_code=trust_code)
     s = run.cfg.sample
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     generator = torch.Generator().manual_seed(seed)
     x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
-                     s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
+                     s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver,
+                     time_shift=s.time_shift if time_shift is None else time_shift)
     arr = run.to_data_units(x).numpy()
     buf = io.BytesIO()
     np.save(buf, arr)

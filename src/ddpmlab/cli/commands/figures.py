@@ -57,7 +57,7 @@ def run(args) -> int:
     data, dist = training_data(run_, args.n, g)
     s = run_.cfg.sample
     traj = draw_samples(run_.model, args.n if len(shape) != 3 else min(args.n, 100), s.sampler, s.steps, s.eta, g,
-                        keep_trajectory=True, ode_solver=s.ode_solver)
+                        keep_trajectory=True, ode_solver=s.ode_solver, time_shift=s.time_shift)
     names = write_figures(out, data, run_.to_data_units(traj), dist=dist, title=run_.info["data"]["name"])
     print(f"wrote {', '.join(names)} to {Path(out)}")
     return 0

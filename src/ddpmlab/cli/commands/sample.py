@@ -1,4 +1,4 @@
-"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] --out FILE.npy``."""
+"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] [--time-shift K] --out FILE.npy``."""
 from __future__ import annotations
 
 HELP = "draw samples from a trained run into a .npy file (in data units)"
@@ -17,6 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the run's)")
     p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
+    p.add_argument("--time-shift", type=float, default=None,
+                   help="flow runs: shift of the ODE's time grid (default: the run's sample.time_shift)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.add_argument("--out", required=True, help="output .npy file")
     add_trust_code(p)
@@ -34,6 +36,6 @@ def run(args) -> int:
         raise DDPMLabError(f"--out must name a .npy file, got {args.out!r}")
     shape = sample_to_file(Path(args.run_dir), args.n, Path(args.out), sampler=args.sampler, steps=args.steps,
                            eta=args.eta, seed=args.seed,
-                           ode_solver=args.ode_solver, trust_code=args.trust_code)
+                           ode_solver=args.ode_solver, trust_code=args.trust_code, time_shift=args.time_shift)
     print(f"wrote {args.n} samples of shape {shape[1:]} to {args.out}")
     return 0
