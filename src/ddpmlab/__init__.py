@@ -24,8 +24,10 @@ from ddpmlab.core.schedule import SCHEDULES, NoiseSchedule, make_schedule
 from ddpmlab.core.utils import DDPMLabError, NonFiniteError
 from ddpmlab.data.base import TrainingData
 from ddpmlab.evaluation.api import evaluate
+from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
 from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.models.diffusion_model import DiffusionModel
+from ddpmlab.models.flow_model import FlowModel
 from ddpmlab.models.registry import ARCHITECTURES
 from ddpmlab.objectives import OBJECTIVES
 from ddpmlab.runs.format import load_run, save_run
@@ -34,7 +36,7 @@ from ddpmlab.training.callbacks import Callback
 from ddpmlab.training.trainer import Trainer
 
 __all__ = [
-    "ARCHITECTURES", "Callback", "Config", "DDPMLabError", "DiffusionModel", "GaussianDiffusion", "GaussianMixture",
+    "ARCHITECTURES", "Callback", "Config", "DDPMLabError", "DiffusionModel", "FlowMixtureOracle", "FlowModel", "GaussianDiffusion", "GaussianMixture",
     "MEAN_TYPES", "MixtureOracle", "NonFiniteError", "NoiseSchedule", "OBJECTIVES", "ODE_SOLVERS", "PMeanVariance",
     "ReverseModel", "ReverseProcess", "SAMPLERS", "SCHEDULES", "Trainer", "TrainingData", "VAR_TYPES", "evaluate",
     "load_config", "load_run", "make_schedule", "objectives", "q_mean_variance", "q_posterior_mean_variance",
