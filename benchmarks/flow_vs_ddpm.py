@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -158,7 +159,7 @@ LABEL = {"ddpm:dpm_solver": "DDPM, DPM-Solver++(2M)", "flow:euler": "flow, Euler
 def markdown(results, args, load) -> str:
     metric = lambda name: "W1" if name == "seed_mixture" else "sliced W1"  # noqa: E731
     lines = ["# Flow matching against the DDPM default (same network, same training budget)", "",
-             "Seeds: " + "; ".join(f"{k} {', '.join(map(str, r['seeds']))}" for k, r in results.items())
+             "Seeds: " + "; ".join(f"{k} {', '.join(map(str, r.get('seeds', args.seeds)))}" for k, r in results.items())
              + f". {args.draws} draws of {args.n} samples per seed and "
              f"budget; ODE NLL on {args.n_ode} true points; training iterations x {args.iters_scale}. "
              f"Load average before / after: {load[0]} / {load[1]} (2 shared cores: timings unreliable). "
@@ -213,6 +214,34 @@ def checks(results, args) -> list[str]:
     return out
 
 
+def merge(args) -> None:
+    """One table from several runs' JSON (e.g. the 1-D and 2-D data sets run as two processes)."""
+    results, loads, first = {}, [], None
+    for path in args.merge:
+        d = json.loads(Path(path).read_text())
+        first = first or d["args"]
+        results.update(d["results"])
+        md = Path(path).with_suffix(".md")
+        found = re.search(r"Load average before / after: (\S+) / (\S+) ", md.read_text()) if md.exists() else None
+        loads.append(d.get("load") or (list(found.groups()) if found else ["?", "?"]))
+    for k in ("nfe", "draws", "n", "n_ode", "iters_scale", "seeds"):
+        setattr(args, k, first[k])
+    load = (" / ".join(str(x[0]) for x in loads), " / ".join(str(x[1]) for x in loads))
+    write(results, args, load)
+
+
+def write(results, args, load) -> None:
+    md = markdown(results, args, load)
+    acc = checks(results, args)
+    md += "\n" + "\n".join(f"- {c}" for c in acc) + "\n"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "flow_vs_ddpm.md").write_text(md)
+    (out / "flow_vs_ddpm.json").write_text(json.dumps({"args": vars(args), "load": list(load),
+                                                        "results": results}, indent=1))
+    print(md)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -225,7 +254,11 @@ def main():
     p.add_argument("--iters-scale", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="write one table from the flow_vs_ddpm.json of earlier runs (same --nfe) instead of running")
     args = p.parse_args()
+    if args.merge:
+        return merge(args)
     torch.set_num_threads(args.threads)
     load0 = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
     print(f"load average {load0}", flush=True)
@@ -233,14 +266,7 @@ def main():
     for name in args.datasets:
         results[name] = run_dataset(name, args, lambda s: print(s, flush=True))
     load1 = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-    md = markdown(results, args, (load0, load1))
-    acc = checks(results, args)
-    md += "\n" + "\n".join(f"- {c}" for c in acc) + "\n"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "flow_vs_ddpm.md").write_text(md)
-    (out / "flow_vs_ddpm.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
-    print(md)
+    write(results, args, (load0, load1))
 
 
 if __name__ == "__main__":
