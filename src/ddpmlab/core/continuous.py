@@ -60,12 +60,12 @@ class ContinuousSchedule:
 
 
 def score_function(model, cont: ContinuousSchedule):
-    """score(x, s): grad_x log q_s(x) for x (B, *dims) at continuous time s in [0, 1], from the model's
+    """score(x, s, cond=None): grad_x log q_s(x) for x (B, *dims) at continuous time s in [0, 1], from the model's
     contract method ``score`` evaluated on a float64 copy, returned in x's dtype; differentiable in x.
     The model's continuous step is t_c = s T, where the continuous schedule's alpha-bar is that of s."""
     net = copy.deepcopy(model).double()
 
-    def score(x, s):
-        return net.score(x.to(torch.float64), s * cont.T, cont.alpha_bar(s)).to(x.dtype)
+    def score(x, s, cond=None):
+        return net.score(x.to(torch.float64), s * cont.T, cont.alpha_bar(s), cond).to(x.dtype)
 
     return score

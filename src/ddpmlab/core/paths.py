@@ -104,8 +104,7 @@ def velocity_field(model, cond=None, float64: bool = True):
     score = score_function(model, cont)
 
     def ddpm(x, t):
-        s = score(x, t) if cond is None else score(x, t, cond)
-        return -0.5 * cont.beta(t) * (x + s)
+        return -0.5 * cont.beta(t) * (x + score(x, t, cond))
 
     return ddpm
 
