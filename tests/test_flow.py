@@ -112,6 +112,20 @@ def test_vp_path_velocity_is_the_ddpm_oracle_drift():
         torch.testing.assert_close(flow.velocity(x, t), ddpm(x, t), rtol=1e-9, atol=1e-9)
 
 
+def test_hutchinson_likelihood_of_the_exact_flow_is_unbiased_in_3d():
+    """Above 2 dimensions the divergence is Hutchinson's estimate: over many probes its log-likelihood
+    averages to the exact one (= log q for the exact flow) within the standard error."""
+    dist = dl.GaussianMixture([1.0, 1.0], [[-1.0, 0.0, 1.0], [1.0, 1.0, -1.0]], [0.3, 0.5])
+    oracle = FlowMixtureOracle(dist)
+    x = dist.sample(4, gen(6), dtype=torch.float64).repeat_interleave(100, 0)  # (400, 3): 100 probes each
+    r = ode_log_likelihood(oracle, x, prior="exact", generator=gen(7), rtol=1e-5, atol=1e-5)
+    ll = r["log_likelihood"].reshape(4, 100)
+    se = ll.std(1) / 10
+    assert bool((ll.std(1) > 1e-3).all())  # the estimate is random per probe...
+    z = (ll.mean(1) - dist.log_prob(x[::100])) / se
+    assert float(z.abs().max()) < 4.0, z  # ...and unbiased
+
+
 def test_shifted_grid():
     g = shifted_grid(4, 3.0)
     assert g[0] == 1.0 and g[-1] == 0.0 and all(a > b for a, b in zip(g, g[1:]))
@@ -137,6 +151,9 @@ def test_refusals_name_the_way_out():
                                 torch.zeros(4, 1)), "flow model"),
         (lambda: dl.sample(dl.MixtureOracle(seed_mixture(), dl.make_schedule("linear", 10)), 4, "ode", steps=5,
                            solver="heun", shift=3.0), "flow option"),
+        (lambda: dl.sample(dl.MixtureOracle(seed_mixture(), dl.make_schedule("linear", 10)), 4, "ode", steps=5,
+                           shift=2.0), "flow option"),  # dpm_solver, which has no shift at all
+        (lambda: dl.sample(flow, 4, "ode", steps=5, solver="heun", rtol=1e-3), "takes no option rtol"),
         (lambda: load_config("default", ["train.time_sampling=logit_normal"]), "flow option"),
         (lambda: load_config("default", ["sample.time_shift=3"]), "flow option"),
         (lambda: load_config("default", ["train.objective=flow_matching"]), "model.family = 'flow'"),

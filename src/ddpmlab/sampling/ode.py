@@ -16,6 +16,7 @@ where the ODE's score is singular.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -88,6 +89,12 @@ def ode_sample(model, x: torch.Tensor, steps: int = 0, generator: torch.Generato
     if family not in getattr(fn, "families", ("ddpm",)):
         fits = [n for n in ODE_SOLVERS if family in getattr(ODE_SOLVERS.get(n), "families", ("ddpm",))]
         raise DDPMLabError(f"ODE solver {solver!r} does not solve a {family} model's ODE; use one of {', '.join(fits)}")
+    if family == "ddpm" and options.pop("shift", 1.0) != 1.0:
+        raise DDPMLabError("the time shift is a flow option; a DDPM's ODE runs on its schedule's evenly kept "
+                           "steps (leave the shift at 1)")
+    unknown = sorted(set(options) - set(inspect.signature(fn).parameters))
+    if unknown:
+        raise DDPMLabError(f"ODE solver {solver!r} takes no option {', '.join(unknown)}")
     return fn(model, x, steps, cond=cond, keep_trajectory=keep_trajectory, **options)
 
 
