@@ -159,9 +159,13 @@ LABEL = {"ddpm:dpm_solver": "DDPM, DPM-Solver++(2M)", "flow:euler": "flow, Euler
 def markdown(results, args, load) -> str:
     metric = lambda name: "W1" if name == "seed_mixture" else "sliced W1"  # noqa: E731
     lines = ["# Flow matching against the DDPM default (same network, same training budget)", "",
-             "Seeds: " + "; ".join(f"{k} {', '.join(map(str, r.get('seeds', args.seeds)))}" for k, r in results.items())
-             + f". {args.draws} draws of {args.n} samples per seed and "
-             f"budget; ODE NLL on {args.n_ode} true points; training iterations x {args.iters_scale}. "
+             "Per data set: " + "; ".join(
+                 f"{k}: seeds {', '.join(map(str, r.get('seeds', args.seeds)))}, "
+                 f"{r.get('settings', {}).get('draws', args.draws)} draws of "
+                 f"{r.get('settings', {}).get('n', args.n)} samples per seed and budget, training iterations x "
+                 f"{r.get('settings', {}).get('iters_scale', args.iters_scale)} of the configs'"
+                 for k, r in results.items())
+             + f". ODE NLL on {args.n_ode} true points. "
              f"Load average before / after: {load[0]} / {load[1]} (2 shared cores: timings unreliable). "
              "Heun takes floor(NFE / 2) steps. Oracle: the exact model of the mixture on the same solver "
              "(expected metric / mean path error against rk45 at 1e-8).", ""]
@@ -220,7 +224,9 @@ def merge(args) -> None:
     for path in args.merge:
         d = json.loads(Path(path).read_text())
         first = first or d["args"]
-        results.update(d["results"])
+        for name, r in d["results"].items():
+            r.setdefault("settings", {k: d["args"][k] for k in ("draws", "n", "iters_scale")})
+            results[name] = r
         md = Path(path).with_suffix(".md")
         found = re.search(r"Load average before / after: (\S+) / (\S+) ", md.read_text()) if md.exists() else None
         loads.append(d.get("load") or (list(found.groups()) if found else ["?", "?"]))
