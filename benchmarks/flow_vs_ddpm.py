@@ -187,7 +187,8 @@ def markdown(results, args, load) -> str:
     fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"  # noqa: E731
     for name, r in results.items():
         nll = {f: [v for v in r["nll"][f] if v is not None] for f in ("ddpm", "flow")}
-        ent = fmt(r["entropy"]) + (f" +- {r['entropy_se']:.4f}" if r["entropy_se"] else "")
+        ent = fmt(r["entropy"]) + (f" +- {r['entropy_se']:.4f}" if r["entropy_se"] and math.isfinite(r["entropy_se"])
+                                   else "")
         lines.append(f"| {name} | {ent} | {fmt(r['exact_nll_same_points'])} | "
                      f"{fmt(statistics.fmean(nll['ddpm']) if nll['ddpm'] else None)} | "
                      f"{fmt(statistics.fmean(nll['flow']) if nll['flow'] else None)} | "
