@@ -233,7 +233,7 @@ def merge(args) -> None:
         loads.append(d.get("load") or (list(found.groups()) if found else ["?", "?"]))
     for k in ("nfe", "draws", "n", "n_ode", "iters_scale", "seeds"):
         setattr(args, k, first[k])
-    load = (" / ".join(str(x[0]) for x in loads), " / ".join(str(x[1]) for x in loads))
+    load = (", ".join(str(x[0]) for x in loads) + " (per run)", ", ".join(str(x[1]) for x in loads))
     write(results, args, load)
 
 
