@@ -80,6 +80,16 @@ def entropy(dist, generator) -> tuple[float, float]:
     return float("nan"), float("nan")
 
 
+FLOOR_DRAWS = 64  # one draw's metric varies a lot (component counts): the floor needs many
+
+
+def floor_of(dist, metric, n: int) -> tuple[float, float]:
+    """The expected metric of a true sample of size n (mean and standard error over FLOOR_DRAWS draws)."""
+    g = torch.Generator().manual_seed(7)
+    vals = [metric(dist.sample(n, g, dtype=torch.float64)) for _ in range(FLOOR_DRAWS)]
+    return statistics.fmean(vals), statistics.stdev(vals) / math.sqrt(len(vals))
+
+
 def expected_metric(model, metric, method, nfe, n, draws, seed) -> float:
     _, solver = method
     vals = []
@@ -102,11 +112,11 @@ def run_dataset(name, args, log) -> dict:
     dim = math.prod(dist.event_shape)
     metric = Metric(dist, dim)
     g = torch.Generator().manual_seed(7)
-    floor = statistics.fmean(metric(dist.sample(args.n, g, dtype=torch.float64)) for _ in range(args.draws))
+    floor, floor_se = floor_of(dist, metric, args.n)
     x_ode = dist.sample(args.n_ode, g, dtype=torch.float64)
     exact_nll = float(-dist.log_prob(x_ode).mean()) if hasattr(dist, "log_prob") else None
     H, H_se = entropy(dist, g)
-    res = {"floor": floor, "entropy": H, "entropy_se": H_se, "exact_nll_same_points": exact_nll,
+    res = {"floor": floor, "floor_se": floor_se, "entropy": H, "entropy_se": H_se, "exact_nll_same_points": exact_nll,
            "trained": {}, "nll": {"ddpm": [], "flow": []}, "train_seconds": {"ddpm": [], "flow": []}}
     cfgs = {}
     for family, cfg_name in (("ddpm", ddpm_cfg), ("flow", flow_cfg)):
@@ -172,8 +182,9 @@ def markdown(results, args, load) -> str:
     head = "| data | model | " + " | ".join(f"NFE {k}" for k in args.nfe) + " |"
     lines += [head, "|" + "---|" * (2 + len(args.nfe))]
     for name, r in results.items():
+        floor = f"{r['floor']:.4f} +- {r['floor_se']:.4f}" if "floor_se" in r else f"{r['floor']:.4f}"
         lines.append(f"| {name} | floor ({metric(name)} of a true sample) | "
-                     + " | ".join(f"{r['floor']:.4f}" for _ in args.nfe) + " |")
+                     + " | ".join(floor for _ in args.nfe) + " |")
         for family, solver in METHODS:
             cells = [statistics.fmean(r["trained"][f"{family}:{solver}:{k}"]) for k in args.nfe]
             lines.append(f"| {name} | trained {LABEL[family + ':' + solver]} | "
@@ -227,6 +238,10 @@ def merge(args) -> None:
         first = first or d["args"]
         for name, r in d["results"].items():
             r.setdefault("settings", {k: d["args"][k] for k in ("draws", "n", "iters_scale")})
+            if "floor_se" not in r:  # an older run's floor of a few draws: recomputed with FLOOR_DRAWS
+                dist = NAMED[name]()
+                r["floor"], r["floor_se"] = floor_of(dist, Metric(dist, math.prod(dist.event_shape)),
+                                                     r["settings"]["n"])
             results[name] = r
         md = Path(path).with_suffix(".md")
         found = re.search(r"Load average before / after: (\S+) / (\S+) ", md.read_text()) if md.exists() else None
