@@ -154,5 +154,5 @@ def test_registries_feed_config_validation():
     cfg.sample.sampler = "nope"
     with pytest.raises(DDPMLabError, match="ancestral"):
         validate(cfg)
-    assert set(dl.OBJECTIVES.names()) == {"trajectory_bound", "vlb", "simple", "hybrid"}
+    assert set(dl.OBJECTIVES.names()) == {"trajectory_bound", "vlb", "simple", "hybrid", "flow_matching"}
     assert set(dl.SCHEDULES.names()) == {"constant", "linear", "cosine"}

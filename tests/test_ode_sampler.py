@@ -108,4 +108,4 @@ def test_trajectory_runs_from_x0_to_xT():
 
 def test_unknown_solver_is_refused():
     with pytest.raises(DDPMLabError, match="ODE solver"):
-        sample(_gaussian_oracle(), 4, "ode", steps=5, solver="euler")
+        sample(_gaussian_oracle(), 4, "ode", steps=5, solver="rk23")

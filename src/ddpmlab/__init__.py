@@ -25,8 +25,10 @@ from ddpmlab.core.utils import DDPMLabError, NonFiniteError
 from ddpmlab.data.base import TrainingData
 from ddpmlab.evaluation.api import evaluate
 from ddpmlab.evaluation.conditional_oracle import LabelledMixtureOracle
+from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
 from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.models.diffusion_model import DiffusionModel
+from ddpmlab.models.flow_model import FlowModel
 from ddpmlab.models.guidance import Guided
 from ddpmlab.models.registry import ARCHITECTURES
 from ddpmlab.objectives import OBJECTIVES
@@ -36,8 +38,9 @@ from ddpmlab.training.callbacks import Callback
 from ddpmlab.training.trainer import Trainer
 
 __all__ = [
-    "ARCHITECTURES", "Callback", "Config", "DDPMLabError", "DiffusionModel", "GaussianDiffusion", "GaussianMixture",
-    "Guided", "LabelledMixtureOracle", "MEAN_TYPES", "MixtureOracle", "NonFiniteError", "NoiseSchedule", "OBJECTIVES", "ODE_SOLVERS", "PMeanVariance",
+    "ARCHITECTURES", "Callback", "Config", "DDPMLabError", "DiffusionModel", "FlowMixtureOracle", "FlowModel",
+    "GaussianDiffusion", "GaussianMixture", "Guided", "LabelledMixtureOracle", "MEAN_TYPES", "MixtureOracle",
+    "NonFiniteError", "NoiseSchedule", "OBJECTIVES", "ODE_SOLVERS", "PMeanVariance",
     "ReverseModel", "ReverseProcess", "SAMPLERS", "SCHEDULES", "Trainer", "TrainingData", "VAR_TYPES", "evaluate",
     "load_config", "load_run", "make_schedule", "objectives", "q_mean_variance", "q_posterior_mean_variance",
     "q_sample", "sample", "save_run",

@@ -15,11 +15,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ddpmlab.core.parameterisation import MEAN_TYPES, VAR_TYPES
+from ddpmlab.core.paths import FAMILIES
 from ddpmlab.core.schedule import SCHEDULES
 from ddpmlab.config.checks import check_config_memory, check_schedule_precision
+from ddpmlab.config.families import validate_family
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.named import NAMED
 from ddpmlab.models.registry import ARCHITECTURES, is_target
+from ddpmlab.objectives.flow_matching import TIME_SAMPLINGS
 from ddpmlab.objectives.losses import OBJECTIVES
 from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
 
@@ -49,6 +52,8 @@ class ScheduleConfig:
 
 @dataclass
 class ModelConfig:
+    family: str = "ddpm"  # ddpm (the reverse chain of the noise schedule) | flow (a velocity field on the
+    # linear path x_t = (1 - t) x_0 + t eps, trained by flow_matching, sampled by the ode sampler)
     arch: str = "mlp"  # seed (the tutorial's two small networks) | mlp | unet (images) | your own network
     # class as "package.module:Class", built with `net_kwargs` (loading such a run needs --trust-code)
     mean_type: str = "epsilon"  # previous_x | x0 | epsilon | v
@@ -69,6 +74,7 @@ class TrainConfig:
     objective: str = "simple"  # trajectory_bound (seed) | vlb | simple | hybrid
     hybrid_weight: float = 0.001  # weight of the bound in the hybrid loss (Nichol & Dhariwal)
     importance_sampling: bool = False  # sample t by the bound terms' second moment (vlb / hybrid)
+    time_sampling: str = "uniform"  # flow_matching's density of t: uniform | logit_normal
     iters: int = 2000  # optimisation steps
     batch_size: int = 512  # examples per step; 0 = the whole training set
     lr: float = 2e-3  # AdamW learning rate
@@ -88,7 +94,9 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     sampler: str = "ancestral"  # ancestral | ddim | ode
-    ode_solver: str = "dpm_solver"  # ode sampler: dpm_solver (DPM-Solver++ 2M) | heun | rk45 (adaptive)
+    ode_solver: str = "dpm_solver"  # ode sampler: dpm_solver (DPM-Solver++ 2M, DDPM only) | euler | heun |
+    # midpoint | rk45 (adaptive)
+    time_shift: float = 1.0  # flow ode grid t = k u / (1 + (k - 1) u) for shift k, u uniform; 1 = uniform
     steps: int = 0  # sampling steps; 0 = all T
     eta: float = 0.0  # DDIM's eta (0 deterministic, 1 = ancestral variance)
     n: int = 10_000  # samples drawn at the end of training
@@ -110,10 +118,12 @@ class Config:
 CHOICES = {
     ("data", "name"): lambda: tuple(NAMED) + ("file", "tensor"),
     ("schedule", "kind"): SCHEDULES.names,
+    ("model", "family"): lambda: FAMILIES,
     ("model", "arch"): ARCHITECTURES.names,
     ("model", "mean_type"): MEAN_TYPES.names,
     ("model", "var_type"): VAR_TYPES.names,
     ("train", "objective"): lambda: OBJECTIVES.names() + ("custom",),  # custom: your own, recorded
+    ("train", "time_sampling"): lambda: TIME_SAMPLINGS,
     ("train", "device"): lambda: ("cpu", "cuda", "auto"),
     ("train", "lr_decay"): lambda: ("none", "cosine"),
     ("sample", "sampler"): SAMPLERS.names,
@@ -129,7 +139,7 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "keep_checkpoints"): (1, False), ("train", "threads"): (0, False), ("data", "n_train"): (0, False),
          ("data", "max_classes"): (2, False), ("model", "num_classes"): (0, False),
          ("train", "label_dropout"): (0, False), ("sample", "steps"): (0, False), ("sample", "eta"): (0, False),
-         ("sample", "n"): (1, False), ("train", "seed"): (0, False)}
+         ("sample", "n"): (1, False), ("train", "seed"): (0, False), ("sample", "time_shift"): (0, True)}
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # what TOML integers are, and what torch and numpy take as a seed
 UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
          ("train", "ema_decay"): 1, ("train", "label_dropout"): 1}
@@ -205,6 +215,7 @@ def validate(cfg: Config) -> None:
         if v >= high:
             raise DDPMLabError(f"{section}.{key} must be < {high}, got {v}")
     m, t = cfg.model, cfg.train
+    validate_family(cfg)
     if m.arch == "seed" and (m.mean_type, m.var_type) != ("previous_x", "learned"):
         raise DDPMLabError("model.arch = 'seed' predicts the previous x with a learned std: set "
                            "model.mean_type = 'previous_x' and model.var_type = 'learned'")
@@ -219,7 +230,7 @@ def validate(cfg: Config) -> None:
     _validate_labels(cfg)
     if cfg.data.name == "file" and not cfg.data.path:
         raise DDPMLabError("data.name = 'file' needs data.path")
-    if cfg.sample.steps > cfg.schedule.steps:
+    if m.family == "ddpm" and cfg.sample.steps > cfg.schedule.steps:
         raise DDPMLabError(f"sample.steps ({cfg.sample.steps}) exceeds schedule.steps ({cfg.schedule.steps})")
     try:
         cfg.data.path.encode("utf-8")

@@ -38,7 +38,8 @@ class ReverseModel(Protocol):
     - ``p_mean_variance(x_t, t, cond=None)``: the reverse step at integer paper steps t (B,);
     - ``score(x, t_c, alpha_bar, cond=None)``: grad_x log q(x) at the continuous step t_c in [0, T],
       where the schedule's alpha-bar is ``alpha_bar`` (the probability-flow ODE's need);
-    - ``respaced(num_steps)``: the same model on fewer, evenly kept steps (ancestral sampling).
+    - ``respaced(num_steps)``: the same model on fewer, evenly kept steps (ancestral sampling);
+    - ``family``: "ddpm" (optional; a flow model says "flow" and offers ``velocity`` instead).
     ``cond`` is an optional per-example condition (B, ...) (class labels), passed to the network.
     """
 
@@ -64,7 +65,12 @@ def step_tensor(model, n: int, t: int) -> torch.Tensor:
 
 
 class ReverseProcess:
-    """Defaults of the contract for models that are not ``nn.Module``s, or that lack a part of it."""
+    """Defaults of the contract for models that are not ``nn.Module``s, or that lack a part of it.
+
+    ``family`` names the process: "ddpm" (this contract) or "flow" (a velocity model on the linear path,
+    ``ddpmlab.models.flow_model``); samplers, solvers and objectives read it instead of probing types."""
+
+    family = "ddpm"
 
     @property
     def dtype(self) -> torch.dtype:

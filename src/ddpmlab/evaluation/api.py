@@ -13,7 +13,9 @@ import torch
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.metrics_nd import against_distribution, against_heldout
+from ddpmlab.core.paths import family_of
 from ddpmlab.evaluation.report import evaluate_run
+from ddpmlab.evaluation.report_flow import evaluate_flow_run
 from ddpmlab.sampling import sample
 
 
@@ -27,7 +29,12 @@ def evaluate(model, dist=None, reference=None, train=None, n_samples: int = 10_0
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     if dist is None and reference is None:
         raise DDPMLabError("evaluate needs the true distribution (dist=...) or held-out data (reference=...)")
+    if family_of(model) == "flow" and sampler == "ancestral":  # a flow's default: its ODE, 25 Heun steps
+        sampler, steps = "ode", steps or 25
     draw = lambda: sample(model, n_samples, sampler, steps, generator=generator, **options)  # noqa: E731
+    if isinstance(dist, GaussianMixture) and family_of(model) == "flow":
+        return evaluate_flow_run(model, dist, generator, n_samples=n_samples, steps=steps,
+                                 solver=options.get("solver", "heun"))
     if isinstance(dist, GaussianMixture):
         samples = None if (sampler, steps, options) == ("ancestral", 0, {}) else draw()
         return evaluate_run(model, dist, generator, n_samples=n_samples, samples=samples)

@@ -13,7 +13,8 @@ predicted mean: mu = (x_t + beta_t grad log q(x_t)) / sqrt(alpha_t) (Tweedie; Ho
 eps = -sqrt(1 - abar_t) grad log q), so score = (sqrt(alpha_t) mu - x_t) / beta_t, or from its noise
 prediction at continuous time (see ``score_function``). The divergence is exact by autograd (one backward
 pass per dimension; the default for d <= 2) or Hutchinson's estimate with one Rademacher probe per
-example, fixed along the path. scipy's ``solve_ivp`` integrates in float64; a trained network is
+example, fixed along the path. A flow model (``ddpmlab.models.flow_model``) enters the same way: its
+velocity on the linear path replaces the drift (``ddpmlab.core.paths.velocity_field``). scipy's ``solve_ivp`` integrates in float64; a trained network is
 evaluated in a float64 copy.
 """
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from ddpmlab.core.continuous import ContinuousSchedule, intra_op_threads, score_function
+from ddpmlab.core.continuous import ContinuousSchedule, intra_op_threads, score_function  # noqa: F401
 from ddpmlab.core.gaussian import nats_to_bpd
+from ddpmlab.core.paths import family_of, velocity_field
 from ddpmlab.core.utils import DDPMLabError
 
 LOG_2PI = math.log(2 * math.pi)
@@ -35,11 +37,11 @@ class _TooManyEvaluations(Exception):
     pass
 
 
-def _drift_and_divergence(score, cont, x, s, probe):
+def _drift_and_divergence(velocity, x, s, probe):
     """f(x, s) (B, *dims) and its divergence (B,): exact when ``probe`` is None, else v^T (df/dx) v."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        f = -0.5 * cont.beta(s) * (x + score(x, s))
+        f = velocity(x, s)
         flat_f = f.reshape(x.shape[0], -1)  # (B, D)
         if probe is None:
             div = torch.zeros(x.shape[0], dtype=x.dtype)
@@ -52,14 +54,16 @@ def _drift_and_divergence(score, cont, x, s, probe):
     return f.detach(), div.detach()
 
 
-def _log_prior(prior, model, x1: torch.Tensor, cont: ContinuousSchedule) -> torch.Tensor:
+def _log_prior(prior, model, x1: torch.Tensor) -> torch.Tensor:
     if prior == "normal":
         flat = x1.reshape(x1.shape[0], -1)
         return -0.5 * (flat.square().sum(1) + flat.shape[1] * LOG_2PI)
     if prior == "exact":
-        if not hasattr(model, "q_log_prob"):
+        if model is None or not hasattr(model, "q_log_prob"):
             raise DDPMLabError("the exact prior q(x_T) needs the oracle (a model with q_log_prob)")
-        return model.q_log_prob(x1, cont.alpha_bar(1.0))
+        if family_of(model) == "flow":  # the flow oracle's marginal at t = 1
+            return model.q_log_prob(x1, 1.0)
+        return model.q_log_prob(x1, ContinuousSchedule(model.schedule).alpha_bar(1.0))
     if callable(prior):
         return prior(x1)
     raise DDPMLabError(f"prior must be 'normal', 'exact' or a log-density, got {prior!r}")
@@ -67,8 +71,13 @@ def _log_prior(prior, model, x1: torch.Tensor, cont: ContinuousSchedule) -> torc
 
 def ode_log_likelihood(model, x0: torch.Tensor, prior="normal", divergence: str | None = None,
                        generator: torch.Generator | None = None, rtol: float = 1e-6, atol: float = 1e-6,
-                       method: str = "RK45", max_nfe: int | None = None, threads: int | None = 1) -> dict:
+                       method: str = "RK45", max_nfe: int | None = None, threads: int | None = 1,
+                       velocity=None) -> dict:
     """log p(x_0) under the probability-flow ODE for each example of x0 (B, *dims), in nats.
+
+    The ODE is dx/dt = v(x, t) from t = 0 (the data) to 1 (the prior), v the model's velocity field
+    (``ddpmlab.core.paths.velocity_field``: a DDPM's probability-flow drift, a flow's prediction), or
+    ``velocity`` (a callable v(x, t), differentiable in x) given instead; ``model`` may then be None.
 
     ``prior``: "normal" (N(0, I), what sampling starts from), "exact" (the oracle's q(x_T)) or a
     callable log-density. ``divergence``: "exact", "hutchinson", or None (exact for d <= 2).
@@ -88,8 +97,8 @@ def ode_log_likelihood(model, x0: torch.Tensor, prior="normal", divergence: str 
     probe = None
     if divergence == "hutchinson":
         probe = torch.randint(0, 2, x0.shape, generator=generator).double() * 2 - 1
-    cont = ContinuousSchedule(model.schedule)
-    score = score_function(model, cont)
+    if velocity is None:
+        velocity = velocity_field(model)
     nfe = 0
 
     def rhs(s, y):
@@ -98,7 +107,7 @@ def ode_log_likelihood(model, x0: torch.Tensor, prior="normal", divergence: str 
         if max_nfe is not None and nfe > max_nfe:
             raise _TooManyEvaluations
         x = torch.from_numpy(y[: B * dims]).reshape(x0.shape)
-        f, div = _drift_and_divergence(score, cont, x, s, probe)
+        f, div = _drift_and_divergence(velocity, x, s, probe)
         return np.concatenate([f.reshape(-1).numpy(), div.numpy()])
 
     y0 = np.concatenate([x0.reshape(-1).numpy(), np.zeros(B)])
@@ -115,7 +124,7 @@ def ode_log_likelihood(model, x0: torch.Tensor, prior="normal", divergence: str 
         raise DDPMLabError(f"probability-flow ODE integration failed: {sol.message}")
     y1 = torch.from_numpy(sol.y[:, -1].copy())
     x_T = y1[: B * dims].reshape(x0.shape)
-    log_prior = _log_prior(prior, model, x_T, cont).double()
+    log_prior = _log_prior(prior, model, x_T).double()
     ll = log_prior + y1[B * dims:]
     nll = -ll
     se = float(nll.std() / math.sqrt(B)) if B > 1 else float("nan")

@@ -17,6 +17,7 @@ from torch import nn
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.diffusion_model import DiffusionModel
+from ddpmlab.models.flow_model import FlowModel
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.models.seed import SeedReverse
 
@@ -29,7 +30,17 @@ def is_target(arch: str) -> bool:
     return bool(TARGET.match(arch or ""))
 
 
+def is_flow(o) -> bool:
+    """Whether the ``[model]`` options describe a flow (``family = "flow"``) rather than a DDPM."""
+    return getattr(o, "family", "ddpm") == "flow"
+
+
 def _wrap(net, schedule, data_shape, o, arch: str | None = None):
+    if is_flow(o):
+        model = FlowModel(net, data_shape, net_kwargs=getattr(o, "net_kwargs", None))
+        if arch is not None:
+            model.arch_options = {"arch": arch, "width": o.width, "depth": o.depth, "time_dim": o.time_dim}
+        return model
     model = DiffusionModel(net, schedule, o.mean_type, o.var_type, data_shape, precondition=o.precondition,
                            net_kwargs=getattr(o, "net_kwargs", None))
     if arch is not None:
@@ -40,12 +51,16 @@ def _wrap(net, schedule, data_shape, o, arch: str | None = None):
 
 
 def _output_channels(o, channels: int) -> int:
+    if is_flow(o):
+        return channels
     return 2 * channels if o.var_type in ("learned", "learned_range") else channels
 
 
 @ARCHITECTURES.register("seed")
 def build_seed(schedule, data_shape, o):
     """The seed's two small networks for the mean and standard deviation (``ddpmlab.models.seed``)."""
+    if is_flow(o):
+        raise DDPMLabError("model.arch = 'seed' is a DDPM reverse chain; a flow needs mlp, unet or your network")
     return SeedReverse(schedule, data_shape, hidden=o.hidden)
 
 
@@ -115,6 +130,11 @@ def build_model(arch: str, schedule, data_shape, options, trust_code: bool = Fal
 def describe_model(model) -> dict:
     """The ``[model]`` settings that rebuild ``model`` (``build_model``): a registered architecture's
     options, or your network's class as ``package.module:Class`` with its ``net_kwargs``."""
+    if isinstance(model, FlowModel):
+        if model.arch_options is not None:
+            return {"family": "flow", **model.arch_options}
+        cls = type(model.net)
+        return {"family": "flow", "arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(model.net_kwargs)}
     if isinstance(model, SeedReverse):
         return {"arch": "seed", "mean_type": "previous_x", "var_type": "learned", "hidden": model.net.hidden}
     if not isinstance(model, DiffusionModel):

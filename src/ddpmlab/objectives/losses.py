@@ -8,6 +8,8 @@
   cheaper; any model of the contract.
 - ``Simple``: ||target - prediction||^2 (eq. 14), the target chosen by the mean type; for a
   preconditioned model divided by the residual scale squared (``ddpmlab.models.preconditioning``).
+- ``FlowMatching`` (``flow_matching``): the velocity regression of a flow model
+  (``ddpmlab.objectives.flow_matching``).
 - ``Hybrid``: simple + weight * bound, the bound seeing a stop-gradient mean, so it trains only the
   variance (Nichol & Dhariwal 2021, sec. 3.1).
 
@@ -22,8 +24,10 @@ import torch
 
 from ddpmlab.core.diffusion import q_sample
 from ddpmlab.core.gaussian import prior_kl_nats, step_term_nats
+from ddpmlab.core.paths import family_of
 from ddpmlab.core.registry import Registry
-from ddpmlab.core.utils import mean_flat
+from ddpmlab.core.utils import DDPMLabError, mean_flat
+from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
 
@@ -74,6 +78,9 @@ class PerStep:
         self.timesteps = None
 
     def bind(self, model) -> None:
+        if family_of(model) != "ddpm":
+            raise DDPMLabError(f"objective {type(self).__name__} trains a DDPM model; a flow model "
+                               "(model.family = 'flow') trains with flow_matching")
         T = model.schedule.T
         if self.timesteps is None or self.timesteps.T != T:
             self.timesteps = ImportanceTimesteps(T) if self.importance_sampling else UniformTimesteps(T)
@@ -138,9 +145,15 @@ class Hybrid(PerStep):
         return simple + self.weight * model.schedule.T * w * term
 
 
-def make_objective(name: str, hybrid_weight: float = 0.001, importance_sampling: bool = False):
+OBJECTIVES.register("flow_matching", FlowMatching)
+
+
+def make_objective(name: str, hybrid_weight: float = 0.001, importance_sampling: bool = False,
+                   time_sampling: str = "uniform"):
     """The registered objective ``name`` with a config's options (each where the objective takes it)."""
     cls = OBJECTIVES.get(name)
+    if cls is FlowMatching:
+        return FlowMatching(time_sampling)
     if cls is Hybrid:
         return Hybrid(hybrid_weight, importance_sampling)
     if issubclass(cls, PerStep) and cls is not Simple:

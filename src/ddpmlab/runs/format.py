@@ -17,12 +17,13 @@ from safetensors.torch import save as st_save
 
 from ddpmlab.config.build import build_model
 from ddpmlab.config import Config, from_dict, to_toml
-from ddpmlab.config.schema import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
+from ddpmlab.config.schema import DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
 from ddpmlab.data.named import NAMED
 from ddpmlab.models.registry import describe_model
 from ddpmlab.objectives.losses import OBJECTIVES
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json
+from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.runs.run_info import read_run_info
 
@@ -97,7 +98,8 @@ def describe_config(model, objective, data, train: TrainConfig) -> Config:
     """The run config that records a ``Trainer`` built from parts: the model's architecture (a registered
     one, or your network class), its schedule (made by ``make_schedule``), the objective's registered
     name (``custom`` for your own) and the data's description."""
-    spec = getattr(model.schedule, "spec", None)
+    flow = family_of(model) == "flow"
+    spec = {} if flow else getattr(model.schedule, "spec", None)  # a flow has no schedule to record
     known = {f.name for f in dataclasses.fields(ScheduleConfig)}
     if spec is None or not set(spec) <= known:
         raise DDPMLabError("the trainer records the model's schedule, which must come from make_schedule(kind, "
@@ -109,8 +111,11 @@ def describe_config(model, objective, data, train: TrainConfig) -> Config:
         train.hybrid_weight = objective.weight
     if objective_name in ("vlb", "hybrid"):
         train.importance_sampling = objective.importance_sampling
+    if objective_name == "flow_matching":
+        train.time_sampling = objective.time_sampling
     name = data.name if data.name in NAMED else "tensor"
     n_train = 0 if data.stream else int(data.train.shape[0])
+    sample = SampleConfig(sampler="ode", ode_solver="heun", steps=25) if flow else SampleConfig()
     cfg = Config(data=DataConfig(name=name, n_train=n_train), schedule=ScheduleConfig(**spec),
-                 model=ModelConfig(**describe_model(model)), train=train)
+                 model=ModelConfig(**describe_model(model)), train=train, sample=sample)
     return from_dict(cfg.to_dict())  # validated, as a file would be

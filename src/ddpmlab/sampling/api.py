@@ -5,6 +5,7 @@ import inspect
 
 import torch
 
+from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.sampling.registry import SAMPLERS
 
@@ -19,6 +20,10 @@ def sample(model, n: int, sampler: str = "ancestral", steps: int = 0, generator:
     With ``keep_trajectory`` the states (K + 1, n, *dims) from x_0 (index 0) to x_T.
     """
     fn = SAMPLERS.get(sampler)
+    family = family_of(model)
+    if family not in getattr(fn, "families", ("ddpm",)):
+        raise DDPMLabError(f"a {family} model cannot be sampled by {sampler!r}; use the ode sampler "
+                           "(solver euler, heun, midpoint or rk45)")
     n = int(n)
     if n < 1:
         raise DDPMLabError(f"the number of samples must be >= 1, got {n}")
@@ -43,10 +48,13 @@ def sample(model, n: int, sampler: str = "ancestral", steps: int = 0, generator:
 
 def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta: float = 0.0,
                  generator: torch.Generator | None = None, keep_trajectory: bool = False,
-                 ode_solver: str = "dpm_solver", cond=None) -> torch.Tensor:
-    """``sample`` with a run config's sample options (``sample.eta``, ``sample.ode_solver``): each goes
-    to the sampler only where the sampler takes it."""
+                 ode_solver: str | None = None, cond=None, time_shift: float = 1.0) -> torch.Tensor:
+    """``sample`` with a run config's sample options (``sample.eta``, ``sample.ode_solver``,
+    ``sample.time_shift``): each goes to the sampler only where the sampler takes it (the shift only
+    when not 1, so that a DDPM's solver is asked for it only when set)."""
     accepted = inspect.signature(SAMPLERS.get(sampler)).parameters
     options = {k: v for k, v in (("eta", eta), ("solver", ode_solver)) if k in accepted}
+    if time_shift != 1.0:
+        options["shift"] = time_shift
     return sample(model, n, sampler, steps, generator=generator, cond=cond, keep_trajectory=keep_trajectory,
                   **options)

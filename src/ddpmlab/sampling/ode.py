@@ -2,39 +2,31 @@
 
     dx/ds = -1/2 beta(s) (x + grad_x log q_s(x)),   s from 1 down to 1/T.
 
-Three solvers over the K kept steps of the schedule:
-- ``dpm_solver`` (default): DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2), the
+Solvers over the K kept steps of the schedule:
+- ``dpm_solver`` (default, DDPM only): DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2), the
   exponential integrator of the ODE in the half log-SNR lambda = log(sqrt(abar) / sqrt(1 - abar)), with
   the model's x_0 prediction extrapolated linearly in lambda from the last two steps: second order,
   one network evaluation a step. Its first-order special case is DDIM (eta = 0).
-- ``heun``: Heun's second-order method in s = t / T on the continuous schedule of
-  ``ddpmlab.evaluation.ode`` (log alpha-bar interpolated through the grid), two evaluations a step.
-- ``rk45``: scipy's adaptive solver on that schedule (the kept steps only say where states are kept).
+- ``euler``, ``midpoint``, ``heun``, ``rk45``: the velocity-ODE solvers of ``velocity_solvers`` in
+  s = t / T on the continuous schedule (log alpha-bar interpolated through the grid), for both process
+  families: the drift above is the VP path's velocity (``ddpmlab.core.paths``), and a flow model's
+  velocity is its own prediction on the linear path, solved from t = 1 to 0.
 The last step, from the smallest kept step to 0, is the denoising x_0 = the model's x_0 prediction,
 where the ODE's score is singular.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
-import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
-from ddpmlab.core.continuous import ContinuousSchedule, score_function
 from ddpmlab.core.contract import step_tensor
-from ddpmlab.core.utils import NonFiniteError
+from ddpmlab.core.paths import family_of
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.sampling import velocity_solvers  # noqa: F401  (registers euler, midpoint, heun, rk45)
 from ddpmlab.sampling.registry import ODE_SOLVERS, SAMPLERS
 from ddpmlab.sampling.samplers import check_finite
-
-MAX_NFE = 20_000  # the adaptive solver's cap on drift evaluations: past it, stop instead of hanging
-
-
-def _drift(score, cont: ContinuousSchedule):
-    def f(x, s):
-        return -0.5 * cont.beta(s) * (x + score(x, s))
-
-    return f
 
 
 def _denoise(model, x, t: int, cond=None):
@@ -49,6 +41,9 @@ def dpm_solver(model, x: torch.Tensor, steps: int = 0, cond=None, keep_trajector
     kept = model.schedule.spaced_steps(steps or model.schedule.T)
     x, traj = dpm_solver_2m(model, x, kept, cond, keep_trajectory)
     return torch.stack(traj[::-1]) if keep_trajectory else x
+
+
+dpm_solver.families = ("ddpm",)
 
 
 def dpm_solver_2m(model, x: torch.Tensor, kept: list[int], cond=None, keep_trajectory: bool = False):
@@ -81,74 +76,27 @@ def dpm_solver_2m(model, x: torch.Tensor, kept: list[int], cond=None, keep_traje
     return x, traj
 
 
-def _grid(model, steps: int) -> tuple[list[int], list[float]]:
-    """Kept steps and the continuous times s = t / T they stand at, from s = 1 down."""
-    kept = model.schedule.spaced_steps(steps or model.schedule.T)
-    return kept, [k / model.schedule.T for k in reversed(kept)]
-
-
-def _finish(model, x, traj, kept, cond, keep_trajectory):
-    x = _denoise(model, x, kept[0], cond)
-    check_finite(x, "ode", kept[0])
-    traj.append(x)
-    return torch.stack(traj[::-1]) if keep_trajectory else x
-
-
-@ODE_SOLVERS.register("heun")
-def heun_solve(model, x: torch.Tensor, steps: int = 0, cond=None, keep_trajectory: bool = False):
-    """Heun's second-order method in s = t / T on the continuous schedule, two evaluations a step,
-    then the denoising step from the smallest kept step."""
-    kept, grid = _grid(model, steps)
-    cont = ContinuousSchedule(model.schedule)
-    f = _drift(_conditioned(score_function(model, cont), cond), cont)
-    traj = [x]
-    for s_hi, s_lo in zip(grid[:-1], grid[1:]):
-        h = s_lo - s_hi
-        d1 = f(x, s_hi)
-        x = x + 0.5 * h * (d1 + f(x + h * d1, s_lo))
-        check_finite(x, "ode (heun)", round(s_lo * model.schedule.T))
-        traj.append(x)
-    return _finish(model, x, traj, kept, cond, keep_trajectory)
-
-
-@ODE_SOLVERS.register("rk45")
-def rk45_solve(model, x: torch.Tensor, steps: int = 0, cond=None, keep_trajectory: bool = False,
-               rtol: float = 1e-5, atol: float = 1e-5, max_nfe: int = MAX_NFE):
-    """scipy's adaptive RK45 on the continuous schedule (the kept steps only say where states are
-    kept), at most ``max_nfe`` drift evaluations, then the denoising step."""
-    kept, grid = _grid(model, steps)
-    cont = ContinuousSchedule(model.schedule)
-    f = _drift(_conditioned(score_function(model, cont), cond), cont)
-    shape, nfe = x.shape, 0
-
-    def rhs(s, y):
-        nonlocal nfe
-        nfe += 1
-        if nfe > max_nfe:
-            raise NonFiniteError(f"ode (rk45) sampler: no solution within {max_nfe} evaluations (stopped at "
-                                 f"s = {s:.4g}); the model's flow is far from a diffusion's")
-        out = f(torch.from_numpy(y).reshape(shape).to(x.dtype), s).reshape(-1).double().cpu().numpy()
-        if not np.isfinite(out).all():
-            raise NonFiniteError(f"ode (rk45) sampler: non-finite drift (NaN or inf) at s = {s:.4g}")
-        return out
-
-    sol = solve_ivp(rhs, (1.0, grid[-1]), x.reshape(-1).double().cpu().numpy(), method="RK45", rtol=rtol,
-                    atol=atol, t_eval=grid)
-    if not sol.success:
-        raise NonFiniteError(f"ode (rk45) sampler: integration failed ({sol.message})")
-    traj = [torch.from_numpy(np.ascontiguousarray(sol.y[:, i])).to(x.device, x.dtype).reshape(shape)
-            for i in range(sol.y.shape[1])]
-    return _finish(model, traj[-1], traj, kept, cond, keep_trajectory)
-
-
-def _conditioned(score, cond):
-    return score if cond is None else (lambda x, s: score(x, s, cond))
-
-
 @SAMPLERS.register("ode")
 @torch.no_grad()
 def ode_sample(model, x: torch.Tensor, steps: int = 0, generator: torch.Generator | None = None, cond=None,
-               keep_trajectory: bool = False, solver: str = "dpm_solver", **options):
-    """The probability-flow ODE from x = x_T by the registered ``solver`` (``dpm_solver``, ``heun`` or
-    ``rk45``; ``options`` such as rtol go to it) on ``steps`` evenly kept steps; deterministic."""
-    return ODE_SOLVERS.get(solver)(model, x, steps, cond=cond, keep_trajectory=keep_trajectory, **options)
+               keep_trajectory: bool = False, solver: str | None = None, **options):
+    """The probability-flow ODE from x = x_T by the registered ``solver`` (default: ``dpm_solver`` for a
+    DDPM, ``heun`` for a flow; ``options`` such as rtol or shift go to it) on ``steps`` steps; deterministic.
+    A solver that does not serve the model's family is refused in one line naming those that do."""
+    family = family_of(model)
+    solver = solver or DEFAULT_SOLVER[family]
+    fn = ODE_SOLVERS.get(solver)
+    if family not in getattr(fn, "families", ("ddpm",)):
+        fits = [n for n in ODE_SOLVERS if family in getattr(ODE_SOLVERS.get(n), "families", ("ddpm",))]
+        raise DDPMLabError(f"ODE solver {solver!r} does not solve a {family} model's ODE; use one of {', '.join(fits)}")
+    if family == "ddpm" and options.pop("shift", 1.0) != 1.0:
+        raise DDPMLabError("the time shift is a flow option; a DDPM's ODE runs on its schedule's evenly kept "
+                           "steps (leave the shift at 1)")
+    unknown = sorted(set(options) - set(inspect.signature(fn).parameters))
+    if unknown:
+        raise DDPMLabError(f"ODE solver {solver!r} takes no option {', '.join(unknown)}")
+    return fn(model, x, steps, cond=cond, keep_trajectory=keep_trajectory, **options)
+
+
+ode_sample.families = ("ddpm", "flow")
+DEFAULT_SOLVER = {"ddpm": "dpm_solver", "flow": "heun"}

@@ -66,15 +66,15 @@ def _set_num_classes(cfg: Config, data: TrainingData) -> None:
                            f"{cfg.model.num_classes}")
 
 
-def train_options(options: dict, base: TrainConfig | None = None) -> TrainConfig:
+def train_options(options: dict, base: TrainConfig | None = None, config: Config | None = None) -> TrainConfig:
     """A ``TrainConfig`` from keyword options (lr, batch_size, ema_decay, seed, checkpoint_every, ...),
-    validated like a config file's ``[train]`` section."""
+    validated like a config file's ``[train]`` section (within ``config`` when given)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise DDPMLabError(f"unknown training option(s) {', '.join(unknown)}; options: {', '.join(sorted(known))}")
     cfg = dataclasses.replace(base or TrainConfig(), **options)
-    validate(Config(train=cfg))
+    validate(Config(train=cfg) if config is None else dataclasses.replace(config, train=cfg))
     return cfg
 
 
@@ -92,10 +92,11 @@ class Trainer(CheckpointState):
     def __init__(self, model: nn.Module, objective, data, *, out=None, resume: bool = False, labels=None,
                  callbacks=(), config: Config | None = None, ctx: DistContext | None = None,
                  generator: torch.Generator | None = None, checkpoint=None, **options):
-        t = train_options(options, config.train if config is not None else None)
+        t = train_options(options, config.train if config is not None else None, config)
         self.data = data if isinstance(data, TrainingData) else TrainingData.from_tensor(data, labels)
         self.cfg = config if config is not None else describe_config(model, objective, self.data, t)
-        self.cfg.train = t
+        if config is not None:  # a described config keeps the objective's name and options
+            self.cfg.train = t
         self.ctx = ctx if ctx is not None else DistContext(device=resolve_device(t.device))
         self.out = Path(out) if out is not None else None
         self.generator = generator if generator is not None else torch.Generator().manual_seed(t.seed)
@@ -148,7 +149,7 @@ class Trainer(CheckpointState):
             generator = torch.Generator().manual_seed(rank_seed(t.seed, ctx.rank))
         torch.manual_seed(t.seed)
         model = build_model(cfg, data.data_shape, trust_code=trust_code, net=net)
-        objective = make_objective(t.objective, t.hybrid_weight, t.importance_sampling)
+        objective = make_objective(t.objective, t.hybrid_weight, t.importance_sampling, t.time_sampling)
         return cls(model, objective, data, out=out, config=cfg, ctx=ctx, generator=generator, checkpoint=checkpoint,
                    callbacks=callbacks)
 

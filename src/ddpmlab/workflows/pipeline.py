@@ -111,7 +111,7 @@ def training_rows(cfg: Config, trainer: Trainer) -> int:
 
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
                    ode_solver=None, trust_code: bool = False, threads: int = 0, classes: str | None = None,
-                   guidance: float = 0.0):
+                   guidance: float = 0.0, time_shift=None):
     """Sample a finished run into ``out`` (.npy, data units), with ``threads`` intra-op threads (0: the
     thread policy's choice). Returns the array's shape. With ``classes`` (``"0,2"`` or the run's label
     values) ``n`` samples per class, in that order, guided at weight ``guidance`` (classifier-free
@@ -125,7 +125,8 @@ def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, e
     generator = torch.Generator().manual_seed(seed)
     with model_threads(threads, run.model, n):
         x = draw_samples(model, n * len(wanted or [0]), sampler or s.sampler, s.steps if steps is None else steps,
-                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver, cond=cond)
+                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver, cond=cond,
+                         time_shift=s.time_shift if time_shift is None else time_shift)
     _refuse_non_finite(x, sampler or s.sampler)
     arr = run.to_data_units(x).numpy()
     buf = io.BytesIO()

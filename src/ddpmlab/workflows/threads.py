@@ -12,8 +12,11 @@ def macs_per_row(model) -> float:
     step (the one place that calls the model, to adapt if its interface changes). A network without
     ``nn.Linear`` / convolution layers (the seed's) counts one multiply-add per parameter."""
     x = torch.zeros((2,) + tuple(model.data_shape), device=model.device, dtype=model.dtype)
-    t = torch.full((2,), model.schedule.T, dtype=torch.long, device=model.device)
-    macs = count_macs(model, lambda: model.p_mean_variance(x, t)) / 2
+    if model.family == "flow":  # a velocity field at continuous time
+        macs = count_macs(model, lambda: model.velocity(x, 0.5)) / 2
+    else:
+        t = torch.full((2,), model.schedule.T, dtype=torch.long, device=model.device)
+        macs = count_macs(model, lambda: model.p_mean_variance(x, t)) / 2
     return macs or float(sum(p.numel() for p in model.parameters()))
 
 

@@ -68,7 +68,7 @@ def run(args) -> int:
         g = torch.Generator().manual_seed(args.seed)
         data, dist = training_data(run_, args.n, g)
         traj = draw_samples(run_.model, n, s.sampler, s.steps, s.eta, g, keep_trajectory=True,
-                            ode_solver=s.ode_solver)
+                            ode_solver=s.ode_solver, time_shift=s.time_shift)
         title = "".join(c if c.isprintable() else repr(c)[1:-1] for c in run_.info["data"]["name"])  # a path's tab
         names = write_figures(out, data, run_.to_data_units(traj), dist=dist, title=title)
     print(f"wrote {', '.join(names)} to {Path(out)}")

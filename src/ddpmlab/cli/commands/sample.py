@@ -1,4 +1,4 @@
-"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] [--class C[,C...]
+"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] [--time-shift K] [--class C[,C...]
 [--guidance W]] --out FILE.npy``.
 
 The flags go through the run's config validation (``--eta nan`` is refused with the config's message),
@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--eta", type=float, default=None, help="DDIM eta >= 0 (default: the run's)")
     p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
+    p.add_argument("--time-shift", type=float, default=None,
+                   help="flow runs: shift of the ODE's time grid (default: the run's sample.time_shift)")
     p.add_argument("--seed", type=SEED, default=0, help="random seed of the sampler")
     p.add_argument("--class", dest="classes", default=None, metavar="C[,C...]",
                    help="class-conditional run: -n samples of each class, in this order (indices or the "
@@ -99,7 +101,8 @@ def run(args) -> int:
     try:
         shape = sample_to_file(run_dir, args.n, out, sampler=args.sampler, steps=args.steps, eta=args.eta,
                                seed=args.seed, ode_solver=args.ode_solver, trust_code=args.trust_code,
-                               threads=args.threads, classes=args.classes, guidance=args.guidance)
+                               threads=args.threads, classes=args.classes, guidance=args.guidance,
+                               time_shift=args.time_shift)
     except BaseException:
         remove_dirs(created)
         raise

@@ -1,0 +1,82 @@
+"""``FlowModel``: your network as a velocity field on the linear path (flow matching, Lipman et al. 2023;
+rectified flow, Liu et al. 2023), the second process family beside ``DiffusionModel``.
+
+x_t = (1 - t) x_0 + t eps for t in [0, 1] (``ddpmlab.core.paths.LinearPath``); the network is called as
+``net(x, tau)`` (or ``net(x, tau, cond)``) with tau = t (B,) and predicts the velocity
+v(x_t, t) = E[eps - x_0 | x_t], data-shaped. Samples come from the ODE dx/dt = v from t = 1 (N(0, I))
+down to t = 0 (``ddpm sample --sampler ode``). A flow has no discrete reverse chain: asking it for
+``p_mean_variance``, a schedule or respacing is refused in one line naming what to use.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ddpmlab.core.contract import ReverseProcess
+from ddpmlab.core.paths import LinearPath
+from ddpmlab.core.utils import DDPMLabError
+
+NOT_DDPM = ("a flow model has no discrete reverse chain ({what}); sample it with the ode sampler "
+            "(solver euler, heun, midpoint or rk45) and measure it by the ODE likelihood")
+
+
+class FlowModel(nn.Module, ReverseProcess):
+    """A velocity network on the linear path.
+
+    >>> model = FlowModel(net, data_shape=(2,))
+    >>> v = model.velocity(x_t, t)          # t a float or a (B,) tensor in [0, 1]
+    """
+
+    family = "flow"
+
+    def __init__(self, net: nn.Module, data_shape: tuple = (1,), net_kwargs: dict | None = None):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise DDPMLabError(f"the network must be a torch.nn.Module, got {type(net).__name__}")
+        self.net = net
+        self.net_kwargs = dict(net_kwargs or {})
+        self.arch_options = None  # set by a registered architecture's builder (``ddpmlab.models.registry``)
+        self.path = LinearPath()
+        self.data_shape = tuple(int(d) for d in data_shape)
+        if not self.data_shape or min(self.data_shape) < 1:
+            raise DDPMLabError(f"data_shape must be one example's shape, e.g. (2,), got {data_shape}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters(), torch.empty(())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters(), torch.empty(())).device
+
+    def double(self):
+        return nn.Module.double(self)
+
+    def velocity(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """The predicted velocity at time t (a float or a (B,) tensor in [0, 1]), shaped like x."""
+        tau = torch.as_tensor(t, dtype=torch.float64, device=x.device).reshape(-1).expand(x.shape[0])
+        out = self.net(x, tau) if cond is None else self.net(x, tau, cond)
+        if tuple(out.shape) != tuple(x.shape):
+            raise DDPMLabError(f"the network's output has shape {tuple(out.shape)}, but a flow model's velocity "
+                               f"has the data's shape {tuple(x.shape)}")
+        return out
+
+    def forward(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
+        return self.velocity(x_t, t, cond)
+
+    # -- what only the discrete DDPM has: refused ------------------------------------------------
+    @property
+    def schedule(self):
+        raise DDPMLabError(NOT_DDPM.format(what="no noise schedule"))
+
+    def p_mean_variance(self, x_t, t, cond=None):
+        raise DDPMLabError(NOT_DDPM.format(what="no p(x_{t-1} | x_t), so no ancestral, ddim or bound"))
+
+    def respaced(self, num_steps: int):
+        raise DDPMLabError(NOT_DDPM.format(what="nothing to respace"))
+
+    def score(self, x, t_c, alpha_bar, cond=None):
+        raise DDPMLabError(NOT_DDPM.format(what="no DDPM score"))
+
+    def trajectory_step_nll(self, x0, noise, fused=None):
+        raise DDPMLabError(NOT_DDPM.format(what="no discrete bound"))
