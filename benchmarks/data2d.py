@@ -39,7 +39,7 @@ def model_nll(model, dist, generator, n: int = 500) -> dict:
 
 
 def bench(name: str, n: int, floor_repeats: int, out: Path) -> dict:
-    cfg = load_config(name)
+    cfg = load_config(name, [f"train.threads={torch.get_num_threads()}"])  # --threads, not the policy's
     trainer = fit(cfg, progress=False)
     start = time.perf_counter()
     traj = draw_samples(trainer.sampling_model, n, cfg.sample.sampler, cfg.sample.steps, cfg.sample.eta,

@@ -51,7 +51,7 @@ def main() -> int:
     classifier, accuracy = load_classifier()
     classifier_seconds = time.perf_counter() - start
 
-    cfg = load_config("digits", a.set)
+    cfg = load_config("digits", [f"train.threads={a.threads}", *a.set])  # --threads, not the policy's choice
     trainer = fit(cfg, progress=False)
     model = trainer.sampling_model
     save_run(ensure_writable_dir(out / "run"), cfg, trainer.data.describe(), trainer.model,

@@ -74,7 +74,8 @@ def few_step_w1(model, dist, seed: int, repeats: int) -> dict:
 
 def run_recipe(name: str, seed: int, repeats: int) -> dict:
     config, overrides = RECIPES[name]
-    cfg = load_config(config, overrides + [f"train.seed={seed}"])
+    threads = f"train.threads={torch.get_num_threads()}"  # the benchmark's --threads, not the policy's choice
+    cfg = load_config(config, overrides + [f"train.seed={seed}", threads])
     trainer = fit(cfg, progress=False)
     model, dist = trainer.sampling_model, trainer.data.dist
     gen = torch.Generator().manual_seed(1000 + seed)

@@ -29,7 +29,8 @@ DEFAULT_SEED_SCRIPT = ROOT.parent / "shared" / "reference" / "seed_tutorial.py"
 
 def project_seconds(iters: int, seed: int) -> float:
     """Training seconds of the packaged ``tutorial`` config (the loop only, as the seed's timer)."""
-    cfg = load_config("tutorial", [f"train.iters={iters}", f"train.seed={seed}"])
+    threads = f"train.threads={torch.get_num_threads()}"  # the benchmark's --threads, not the policy's choice
+    cfg = load_config("tutorial", [f"train.iters={iters}", f"train.seed={seed}", threads])
     return fit(cfg, progress=False).train_seconds
 
 

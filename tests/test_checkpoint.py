@@ -12,7 +12,8 @@ from safetensors.torch import save as st_save
 import ddpmlab.runs.checkpoint as checkpoint_module
 import ddpmlab.training.trainer as training_module
 from ddpmlab.runs.checkpoint import (META_FILE, TENSORS_FILE, _json_checksum, checkpoint_dirs, read_checkpoint,
-                                read_metrics, resume_config)
+                                read_metrics)
+from ddpmlab.runs.resume import resume_config
 from ddpmlab.cli import main
 from ddpmlab.config import load_config
 from ddpmlab.workflows.pipeline import train_run
@@ -118,8 +119,10 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_checkpoint_is_refused_and_nothing_changes(tmp_path, interrupted, damage):
+    """The only checkpoint damaged: nothing to fall back to (``test_hostile`` covers the fallback)."""
     run = tmp_path / "run"
     shutil.copytree(interrupted, run)
+    shutil.rmtree(run / "checkpoints" / "step_000004")
     spoil, filename, needle = DAMAGE[damage]
     spoil(run / "checkpoints" / "step_000006")
     before = snapshot(run)
@@ -164,6 +167,7 @@ def test_cli_refuses_a_corrupt_checkpoint_in_one_line(tmp_path, interrupted, cap
     run = tmp_path / "run"
     shutil.copytree(interrupted, run)
     _truncate(run / "checkpoints" / "step_000006" / TENSORS_FILE)
+    _truncate(run / "checkpoints" / "step_000004" / TENSORS_FILE)  # no intact one to fall back to
     before = snapshot(run)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2

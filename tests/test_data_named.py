@@ -69,7 +69,7 @@ def test_figures_command_writes_scatter_density_gif(tmp_path):
 
     run_dir = tmp_path / "run"
     assert main(["train", "--out", str(run_dir), "--set", "data.name='checkerboard'", *TINY]) == 0
-    args = argparse.Namespace(run_dir=str(run_dir), n=200, seed=0, out=str(tmp_path / "fig"))
+    args = argparse.Namespace(run_dir=str(run_dir), n=200, seed=0, out=str(tmp_path / "fig"), trust_code=False)
     assert figures.run(args) == 0
     for name in ("scatter.png", "density.png"):
         assert (tmp_path / "fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -89,4 +89,4 @@ def test_figures_command_refuses_one_feature(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", "--out", str(run_dir), "--set", "data.name='gaussian'", *TINY]) == 0
     with pytest.raises(DDPMLabError, match="one feature"):
-        figures.run(argparse.Namespace(run_dir=str(run_dir), n=20, seed=0, out=None))
+        figures.run(argparse.Namespace(run_dir=str(run_dir), n=20, seed=0, out=None, trust_code=False))

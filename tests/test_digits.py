@@ -41,7 +41,7 @@ def test_digits_train_sample_and_figures(tmp_path):
     assert main(["train", "--out", str(run_dir), *TINY]) == 0
     assert main(["sample", str(run_dir), "-n", "4", "--out", str(out)]) == 0
     assert np.load(out).shape == (4, 1, 8, 8)
-    assert figures.run(argparse.Namespace(run_dir=str(run_dir), n=16, seed=0, out=str(tmp_path / "fig"))) == 0
+    assert figures.run(argparse.Namespace(run_dir=str(run_dir), n=16, seed=0, out=str(tmp_path / "fig"), trust_code=False)) == 0
     assert (tmp_path / "fig" / "samples.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "fig" / "reverse.gif").read_bytes()[:3] == b"GIF"
 

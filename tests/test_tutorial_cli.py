@@ -1,7 +1,6 @@
 """``ddpmlab tutorial`` end to end (the seed's recipe, the recommended one, the exact reverse process beside
 them), its verdict, and its refusals of bad arguments."""
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,9 +13,8 @@ NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?[eE][-+]?\d+")  # a number written with 
 
 
 def run_cli(*args, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two threads on a busy 2-core machine wait on each other
     return subprocess.run([sys.executable, "-m", "ddpmlab", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout)
 
 
 def numbers(obj):
@@ -43,6 +41,7 @@ def test_tutorial_end_to_end(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     for key in ("train_seconds", "final_loss", "vlb_nats", "w1", "w1_noise_floor", "component_fractions"):
         assert key in m
+    assert m["threads"] == 1  # the seed's tiny networks train single-threaded (ddpmlab.core.threads)
     assert len(m["component_fractions"]) == 2 and abs(sum(m["component_fractions"]) - 1) < 1e-9
     assert m["w1_noise_floor"] < 0.3 and m["vlb_nats"] > 2.0  # no model beats the entropy (2.0554)
     d = m["diagnosis"]

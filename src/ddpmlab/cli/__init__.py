@@ -1,14 +1,17 @@
-"""The ``ddpmlab`` command. Every user-facing problem ends in one line on stderr and exit code 2."""
+"""The ``ddpmlab`` command. Every user-facing problem ends in one line on stderr and a non-zero exit:
+2 for bad input and operating-system failures (a full disk, an unreadable file, a directory in use),
+3 for a computation that produced NaN or infinity; warnings are one line each and do not stop it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import os
 import sys
+import warnings
 
-from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning, NonFiniteError
 
-COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures")
+COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,14 +30,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command: str, report: bool):
+    """ddpmlab's own warnings become one line each on stderr (``ddpmlab CMD: warning: ...``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DDPMLabWarning)
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, DDPMLabWarning):
+                original(message, category, filename, lineno, file, line)
+            elif report:
+                print(f"ddpmlab {command}: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
-    except DDPMLabError as exc:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0 only
-            print(f"ddpmlab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ddpmlab {args.command}: interrupted", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's one-line error: its code, also when called in-process
+        return exc.code if isinstance(exc.code, int) else 2
+    from ddpmlab.training.distributed import is_reporting_process
+
+    report = is_reporting_process()  # under a working torchrun, rank 0 reports for all
+
+    def fail(message: str, code: int) -> int:
+        if report:
+            print(f"ddpmlab {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+    with _warnings_as_lines(args.command, report):
+        try:
+            return int(args._run(args) or 0)
+        except NonFiniteError as exc:  # a DDPMLabError with its own exit code
+            return fail(str(exc), exc.exit_code)
+        except DDPMLabError as exc:
+            return fail(str(exc), 2)
+        except MemoryError:
+            return fail("out of memory (lower the sizes: -n, train.batch_size, model.width, ...)", 2)
+        except OSError as exc:  # a failure no reader or writer turned into its own line
+            where = f"{exc.filename}: " if exc.filename else ""
+            return fail(f"{where}{exc.strerror or exc}", 2)
+        except KeyboardInterrupt:
+            print(f"ddpmlab {args.command}: interrupted", file=sys.stderr)
+            return 130

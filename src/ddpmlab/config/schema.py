@@ -16,6 +16,7 @@ else:  # pragma: no cover
 
 from ddpmlab.core.parameterisation import MEAN_TYPES, VAR_TYPES
 from ddpmlab.core.schedule import SCHEDULES
+from ddpmlab.config.checks import check_config_memory, check_schedule_precision
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.named import NAMED
 from ddpmlab.models.registry import ARCHITECTURES, is_target
@@ -75,6 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # write a checkpoint every N steps; 0 = only at the end
     keep_checkpoints: int = 3  # how many checkpoints to keep
     device: str = "cpu"  # cpu | cuda | auto
+    threads: int = 0  # torch intra-op threads; 0 = chosen from the work's size and the usable cores
 
 
 @dataclass
@@ -118,8 +120,10 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "batch_size"): (0, False), ("train", "lr"): (0, True), ("train", "weight_decay"): (0, False),
          ("train", "warmup"): (0, False), ("train", "ema_decay"): (0, False), ("train", "grad_clip"): (0, False),
          ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
-         ("train", "keep_checkpoints"): (1, False), ("data", "n_train"): (0, False), ("sample", "steps"): (0, False),
-         ("sample", "eta"): (0, False), ("sample", "n"): (1, False)}
+         ("train", "keep_checkpoints"): (1, False), ("train", "threads"): (0, False), ("data", "n_train"): (0, False),
+         ("sample", "steps"): (0, False), ("sample", "eta"): (0, False), ("sample", "n"): (1, False),
+         ("train", "seed"): (0, False)}
+INT64 = (-2 ** 63, 2 ** 63 - 1)  # what TOML integers are, and what torch and numpy take as a seed
 UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
          ("train", "ema_decay"): 1}
 
@@ -133,6 +137,8 @@ def _coerce(section: str, key: str, value, typ):
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise DDPMLabError(f"{name} must be an integer, got {value!r}")
+        if not INT64[0] <= value <= INT64[1]:
+            raise DDPMLabError(f"{name} must be a 64-bit integer ({INT64[0]}..{INT64[1]}), got {value}")
         return value
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -207,6 +213,13 @@ def validate(cfg: Config) -> None:
         raise DDPMLabError("data.name = 'file' needs data.path")
     if cfg.sample.steps > cfg.schedule.steps:
         raise DDPMLabError(f"sample.steps ({cfg.sample.steps}) exceeds schedule.steps ({cfg.schedule.steps})")
+    try:
+        cfg.data.path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DDPMLabError(f"data.path {cfg.data.path!r} is not valid text (undecodable bytes); rename the file") \
+            from None
+    check_config_memory(cfg)  # first: the precision check builds the schedule's betas
+    check_schedule_precision(cfg)
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -254,6 +267,24 @@ def load_config(name_or_path: str | None, overrides: list[str] = ()) -> Config:
     return from_dict(d)
 
 
+def _toml_string(v: str) -> str:
+    """A TOML basic string: quotes, backslashes and every control character escaped (a path may hold any)."""
+    out = []
+    for ch in v:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+_TOML_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
 def _toml_value(v) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
@@ -262,7 +293,7 @@ def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(v)
     return repr(v)
 
 

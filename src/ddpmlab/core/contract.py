@@ -78,6 +78,14 @@ class ReverseProcess:
         """A float64 version of the model (itself: the default computes in float64)."""
         return self
 
+    @property
+    def needs_data_moments(self) -> bool:
+        """Whether the model waits for the data's mean and standard deviation (``set_data_moments``)."""
+        return False
+
+    def set_data_moments(self, mean: float, std: float) -> None:
+        """Receive the data's scalar mean and standard deviation (the trainer's; unused by default)."""
+
     def respaced(self, num_steps: int):
         if num_steps == self.schedule.T:
             return self

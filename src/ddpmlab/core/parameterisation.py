@@ -18,7 +18,7 @@ from ddpmlab.core.contract import PMeanVariance
 from ddpmlab.core.diffusion import q_posterior_mean_variance
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.schedule import NoiseSchedule
-from ddpmlab.core.utils import DDPMLabError, extract
+from ddpmlab.core.utils import extract
 
 MEAN_TYPES = Registry("mean type")  # name -> x_0 implied by the mean head: f(schedule, x_t, t, head)
 VAR_TYPES = Registry("variance type")  # name -> log sigma^2: f(diffusion, var_head, x_t, t)

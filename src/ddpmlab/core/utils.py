@@ -33,3 +33,8 @@ class NonFiniteError(DDPMLabError):
     exits with ``exit_code`` (3), writing nothing."""
 
     exit_code = 3
+
+
+class DDPMLabWarning(UserWarning):
+    """Something the user should know that does not stop the command (a data scale the prior does not
+    fit, a damaged checkpoint skipped): the CLI prints it as one line on stderr."""

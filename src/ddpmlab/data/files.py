@@ -3,7 +3,8 @@
 A file holds N samples: a table of N rows and D columns, a single column (N,), or N samples of two
 dimensions (N, H, W). Every problem is one ``DDPMLabError`` line that names the file and the problem:
 missing, empty, one row, non-numeric cells, ragged rows, NaN or infinity, an unreadable array, more
-than 2 dimensions per sample.
+than 2 dimensions per sample, an array header declaring more data than the file holds (checked before
+anything is allocated), an operating-system failure while reading (EIO, EACCES).
 
 A CSV is read by numpy's C parser straight into float32 (about numpy.loadtxt's time and memory); a file
 it refuses or cannot vouch for is scanned cell by cell, as before, to name the bad line and column.
@@ -11,6 +12,7 @@ it refuses or cannot vouch for is scanned cell by cell, as before, to name the b
 from __future__ import annotations
 
 import csv
+import math
 import os
 import warnings
 import zipfile
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpmlab.core.resources import check_memory, format_bytes
 from ddpmlab.core.utils import DDPMLabError
 
 SUFFIXES = (".csv", ".npy", ".npz")
@@ -190,15 +193,65 @@ def _unreadable(path, kind: str, exc: Exception) -> DDPMLabError:
     return DDPMLabError(f"{path}: unreadable {kind} array ({msg})")
 
 
+def _declared(f, path, kind: str) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, bytes of data) an .npy header at ``f``'s position declares (the stream is left
+    after the header); one line if the header itself is unreadable."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        elif version == (3, 0):  # a UTF-8 header; numpy reads it only through a private function
+            shape, _, dtype = np.lib._format_impl._read_array_header(f, version)
+        else:
+            raise ValueError(f"unknown .npy format version {version}")
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, AttributeError) as exc:
+        raise _unreadable(path, kind, exc) from None
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise DDPMLabError(f"{path}: unreadable {kind} array (header declares shape {shape})")
+    return tuple(shape), dtype, math.prod(shape) * dtype.itemsize
+
+
+def _check_declared(path, kind: str, shape, dtype, nbytes: int, available: int) -> None:
+    """Refuse an array whose header declares more data than the file holds, or than memory can hold,
+    before anything is allocated (a 193-byte file may claim shape (1e11, 2))."""
+    if nbytes > available:
+        raise DDPMLabError(f"{path}: the {kind} header declares shape {shape} {dtype} ({format_bytes(nbytes)}) "
+                           f"but the file holds only {format_bytes(available)} of data (truncated or corrupt)")
+    check_memory(2 * nbytes, f"{path} (shape {shape} {dtype})", "reading the data")
+
+
 def _read_npy(p: Path, path) -> np.ndarray:
+    with open(p, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            f.seek(0)
+            shape, dtype, nbytes = _declared(f, path, ".npy")
+            if not dtype.hasobject:
+                _check_declared(path, ".npy", shape, dtype, nbytes, p.stat().st_size - f.tell())
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise _unreadable(path, ".npy", exc) from None
+    except MemoryError:
+        raise DDPMLabError(f"{path}: too large to load into memory") from None
     if not isinstance(arr, np.ndarray):
         arr.close()
         raise DDPMLabError(f"{path}: an .npz archive, not an .npy array; rename it to .npz")
     return arr
+
+
+def _check_npz_member(p: Path, path, key: str) -> None:
+    """The declared size of the archive's member ``key`` against its stored (uncompressed) size."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            info = z.getinfo(f"{key}.npy")
+            with z.open(info) as f:
+                shape, dtype, nbytes = _declared(f, path, ".npz")
+                if not dtype.hasobject:
+                    _check_declared(path, ".npz", shape, dtype, nbytes, info.file_size - f.tell())
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as exc:
+        raise _unreadable(path, ".npz", exc) from None
 
 
 def _read_npz(p: Path, path) -> np.ndarray:
@@ -217,10 +270,13 @@ def _read_npz(p: Path, path) -> np.ndarray:
         if key is None:
             raise DDPMLabError(f"{path}: holds several arrays ({', '.join(keys)}); name the data array "
                                f"one of {', '.join(NPZ_KEYS)}")
+        _check_npz_member(p, path, key)
         try:
             return archive[key]
         except (ValueError, EOFError, zipfile.BadZipFile, OSError, KeyError) as exc:
             raise _unreadable(path, ".npz", exc) from None
+        except MemoryError:
+            raise DDPMLabError(f"{path}: too large to load into memory") from None
 
 
 def _check(arr: np.ndarray, path, line_numbers: Sequence[int] | None) -> torch.Tensor:

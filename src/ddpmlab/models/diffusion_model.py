@@ -75,6 +75,10 @@ class DiffusionModel(nn.Module, ReverseProcess):
     def device(self) -> torch.device:
         return next(self.net.parameters(), torch.empty(())).device
 
+    @property
+    def needs_data_moments(self) -> bool:
+        return self.precond is not None and not self.precond.moments_set
+
     def set_data_moments(self, mean: float, std: float) -> None:
         """The data's scalar mean and standard deviation, for preconditioning (no-op without it)."""
         if self.precond is not None:

@@ -56,6 +56,10 @@ class GaussianPreconditioner(nn.Module):
         if prefix + "data_mean" in state_dict:
             self._moments_set = True
 
+    @property
+    def moments_set(self) -> bool:
+        return self._moments_set
+
     def check_moments(self) -> None:
         if not self._moments_set:
             raise DDPMLabError("a preconditioned model needs the data's mean and standard deviation: pass "

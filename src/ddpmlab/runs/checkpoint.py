@@ -15,18 +15,17 @@ then renamed to ``step_NNNNNN``, so a crash leaves a whole checkpoint or none; t
 kept. Reading one checks JSON, format, version, both checksums (a truncated or edited file is refused),
 the config, and each tensor's name, shape and dtype; every problem is one ``DDPMLabError`` line naming
 the file. The checksums catch accidents (truncation, bit rot, hand edits), not a forger.
+
+Which checkpoint a resume takes, and which it refuses: ``ddpmlab.runs.resume``.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +35,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddpmlab.config import Config, from_dict
-from ddpmlab.core.fileio import atomic_write_bytes
+from ddpmlab.core.fileio import atomic_write_bytes, finite_json, fsync_dir, os_error, strict_json
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.runs.metrics_log import METRICS_HEADER, MetricsLog, read_metrics  # noqa: F401 (re-exported)
 
 CHECKPOINT_DIR, TENSORS_FILE, META_FILE, METRICS_FILE = "checkpoints", "state.safetensors", "state.json", "metrics.csv"
 FORMAT, VERSION = "ddpmlab-checkpoint", 1
 # what --resume may change: how long to train, how often to checkpoint, where to run; nothing that
 # changes the computation of the steps already taken
-RESUMABLE_KEYS = ("train.iters", "train.checkpoint_every", "train.keep_checkpoints", "train.device")
+RESUMABLE_KEYS = ("train.iters", "train.checkpoint_every", "train.keep_checkpoints", "train.device",
+                  "train.threads")
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
-METRICS_HEADER = ("step", "loss", "lr", "elapsed_s")
 
 
 @dataclass
@@ -66,18 +66,7 @@ def _sha256(data: bytes) -> str:
 
 def _json_checksum(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != "checksum"}
-    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    return _sha256(json.dumps(finite_json(body), sort_keys=True, separators=(",", ":")).encode())  # as written
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -91,6 +80,12 @@ def checkpoint_dirs(run_dir) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def dir_step(path) -> int | None:
+    """The step a checkpoint directory's name says (``step_000120`` -> 120), else ``None``."""
+    m = _STEP_DIR.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def latest_checkpoint(run_dir) -> Path | None:
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1][1] if dirs else None
@@ -99,15 +94,21 @@ def latest_checkpoint(run_dir) -> Path | None:
 def save_checkpoint(run_dir, tensors: dict, meta: dict, keep: int) -> Path:
     """Write ``RUN/checkpoints/step_<meta['step']>`` atomically, then delete all but the newest ``keep``."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file named ``checkpoints`` in the run directory
+        raise os_error(root, exc, "create the directory") from None
     blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
     meta = {"format": FORMAT, "version": VERSION, **meta, "tensors_sha256": _sha256(blob)}
     meta["checksum"] = _json_checksum(meta)
     final = root / f"step_{meta['step']:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+    except OSError as exc:
+        raise os_error(final, exc) from None
     try:
         atomic_write_bytes(tmp / TENSORS_FILE, blob)
-        atomic_write_bytes(tmp / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+        atomic_write_bytes(tmp / META_FILE, (strict_json(meta, indent=1) + "\n").encode())
         if final.exists():  # only after a resume from an older checkpoint: replace it whole
             old = root / f".old-{final.name}-{os.getpid()}"
             os.rename(final, old)
@@ -115,7 +116,13 @@ def save_checkpoint(run_dir, tensors: dict, meta: dict, keep: int) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(final, exc) from None
+    except DDPMLabError as exc:  # a file of it could not be written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DDPMLabError(f"cannot write {final}: {getattr(exc, 'reason', exc)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -131,6 +138,24 @@ def remove_stale_temporaries(run_dir) -> None:
         for p in root.iterdir():
             if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def set_aside_newer(run_dir, step: int) -> list[Path]:
+    """Rename checkpoints newer than ``step`` (damaged ones that resuming skipped) to
+    ``step_NNNNNN.unreadable``: kept for inspection, never taken for a checkpoint or pruned over."""
+    moved = []
+    for s, path in checkpoint_dirs(run_dir):
+        if s > step:
+            target = path.with_name(f"{path.name}.unreadable")
+            n = 1
+            while target.exists():
+                target, n = path.with_name(f"{path.name}.unreadable{n}"), n + 1
+            try:
+                os.rename(path, target)
+            except OSError as exc:
+                raise os_error(path, exc, "rename") from None
+            moved.append(target)
+    return moved
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -151,6 +176,8 @@ def read_meta(path) -> tuple[dict, Config]:
         raise DDPMLabError(f"{meta_file}: not valid JSON (truncated or corrupt?): {exc}") from None
     except OSError as exc:
         raise DDPMLabError(f"{meta_file}: cannot read ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise DDPMLabError(f"{meta_file}: nested too deeply to be a checkpoint description") from None
     try:
         _need(isinstance(meta, dict), "not a JSON object")
         _need(meta.get("format") == FORMAT, f"format is {meta.get('format')!r}, expected {FORMAT!r}")
@@ -223,88 +250,6 @@ def check_resume_config(ckpt_cfg: Config, cfg: Config, where) -> None:
                            f"{', '.join(RESUMABLE_KEYS)}")
 
 
-def resume_config(run_dir, overrides=()) -> Config:
-    """The config to continue ``run_dir`` with: its latest checkpoint's, with ``--set`` overrides of
-    ``RESUMABLE_KEYS`` applied (any other override that changes a value is refused)."""
-    from ddpmlab.config import parse_override
-
-    run_dir = Path(run_dir)
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise DDPMLabError(f"{str(run_dir)!r} holds no checkpoint to resume from (looked in "
-                           f"{run_dir / CHECKPOINT_DIR})")
-    meta, _ = read_meta(path)
-    d = json.loads(json.dumps(meta["config"]))
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if f"{section}.{key}" not in RESUMABLE_KEYS and d.get(section, {}).get(key, object()) != value:
-            raise DDPMLabError(f"--resume keeps the checkpoint's config; {section}.{key} cannot change "
-                               f"(allowed: {', '.join(RESUMABLE_KEYS)})")
-        d.setdefault(section, {})[key] = value
-    return from_dict(d)
-
-
-# ----------------------------------------------------------------------------------------- metrics.csv
-
-class MetricsLog:
-    """``RUN/metrics.csv``, one row per step, appended as training runs (flushed about every second and
-    at each checkpoint). The file is opened at the first row, so a run that fails before its first step
-    writes nothing; continuing from step k first drops rows after k, so no step appears twice."""
-
-    def __init__(self, path, start_step: int):
-        self.path, self.start_step = Path(path), start_step
-        self._file = None
-        self._last_flush = time.monotonic()
-
-    def _open(self) -> None:
-        rows = self._rows_up_to(self.start_step) if self.start_step > 0 else []
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(METRICS_HEADER)
-        w.writerows(rows)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
-        self._file = open(self.path, "a", newline="")
-
-    def _rows_up_to(self, step: int) -> list[list[str]]:
-        try:
-            with open(self.path, newline="") as f:
-                rows = list(csv.reader(f))
-        except (OSError, UnicodeDecodeError, csv.Error):
-            return []
-        kept = []
-        for row in rows[1:]:
-            if len(row) != len(METRICS_HEADER) or not row[0].isdigit():
-                break  # a line cut short by a crash ends what can be trusted
-            if int(row[0]) <= step:
-                kept.append(row)
-        return kept
-
-    def log(self, step: int, loss: float, lr: float, elapsed: float) -> None:
-        if self._file is None:
-            self._open()
-        self._file.write(f"{step},{loss!r},{lr!r},{elapsed:.4f}\n")
-        if time.monotonic() - self._last_flush > 1.0:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._last_flush = time.monotonic()
-
-    def close(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self.flush()
-            self._file.close()
-
-
-def read_metrics(path) -> list[dict]:
-    """metrics.csv as a list of {step, loss, lr, elapsed_s} (numbers)."""
-    with open(path, newline="") as f:
-        return [{"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r["lr"]),
-                 "elapsed_s": float(r["elapsed_s"])} for r in csv.DictReader(f)]
-
-
 class RunWriter:
     """What a training run writes while it trains: metrics rows and checkpoints. Every rank holds one
     (checkpoints are gathered collectively); only rank 0's writes."""
@@ -315,8 +260,10 @@ class RunWriter:
         self.last_saved_step = start_step if start_step > 0 else None  # the same on every rank
         self.metrics = None
         if is_main:
+            self.metrics = MetricsLog(self.run_dir / METRICS_FILE, start_step)  # refuses unreadable rows first
             remove_stale_temporaries(run_dir)
-            self.metrics = MetricsLog(self.run_dir / METRICS_FILE, start_step)
+            if start_step > 0:
+                set_aside_newer(run_dir, start_step)
 
     def log(self, step: int, loss: float, lr: float, elapsed: float) -> None:
         if self.metrics is not None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ddpmlab.objectives.losses import OBJECTIVES
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.runs.run_info import read_run_info
 
 RUN_FILE, WEIGHTS_FILE, CONFIG_FILE = "run.json", "model.safetensors", "config.toml"
 FORMAT = "ddpmlab-run"
@@ -67,10 +67,8 @@ def load_run(path, net=None, trust_code: bool = False) -> Run:
     run_file, weights_file = path / RUN_FILE, path / WEIGHTS_FILE
     if not run_file.is_file() or not weights_file.is_file():
         raise DDPMLabError(f"{str(path)!r} is not a finished run (needs {RUN_FILE} and {WEIGHTS_FILE})")
+    info = read_run_info(run_file)  # every field checked; each problem one line naming the file
     try:
-        info = json.loads(run_file.read_text())
-        if info.get("format") != FORMAT:
-            raise ValueError(f"format is {info.get('format')!r}, expected {FORMAT!r}")
         cfg = from_dict(info["config"])
         data = info["data"]
         dist = GaussianMixture.from_dict(data["mixture"]) if "mixture" in data else None

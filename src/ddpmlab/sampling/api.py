@@ -34,7 +34,7 @@ def sample(model, n: int, sampler: str = "ancestral", steps: int = 0, generator:
         cond = torch.as_tensor(cond).to(model.device)
     try:
         return fn(model, x, steps, generator=generator, cond=cond, keep_trajectory=keep_trajectory, **options)
-    except TypeError as exc:
+    except TypeError:
         unknown = set(options) - set(inspect.signature(fn).parameters)
         if unknown:
             raise DDPMLabError(f"sampler {sampler!r} takes no option {', '.join(sorted(unknown))}") from None

@@ -65,6 +65,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def launched_by_torchrun() -> bool:
+    """``RANK`` and ``WORLD_SIZE`` both set (a stray ``RANK`` alone means a plain single process)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
@@ -78,20 +79,65 @@ def _env_int(name: str, default: int | None = None) -> int:
         raise DDPMLabError(f"environment variable {name}={raw!r} is not an integer (set by torchrun)") from None
 
 
-def setup(device_name: str = "cpu") -> DistContext:
-    """This process's context; under torchrun with several processes, joins the process group first."""
+@dataclass(frozen=True)
+class TorchrunEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+
+
+def torchrun_env() -> TorchrunEnv | None:
+    """The launch torchrun describes in the environment, checked (``None`` for a plain process): integer
+    ``RANK`` in 0..WORLD_SIZE-1, ``LOCAL_RANK`` >= 0, and with several processes the rendezvous address
+    ``MASTER_ADDR`` / ``MASTER_PORT``. A malformed one is one line, whatever the rank."""
     if not launched_by_torchrun():
-        return DistContext(device=resolve_device(device_name))
+        return None
     rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = _env_int("LOCAL_RANK", 0)
+    if world < 1:
+        raise DDPMLabError(f"WORLD_SIZE={world} must be >= 1 (set by torchrun)")
     if not 0 <= rank < world:
         raise DDPMLabError(f"RANK={rank} is outside 0..WORLD_SIZE-1 (WORLD_SIZE={world})")
-    device = resolve_device(device_name, local_rank)
+    if local_rank < 0:
+        raise DDPMLabError(f"LOCAL_RANK={local_rank} must be >= 0 (set by torchrun)")
+    if world > 1:
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing:
+            raise DDPMLabError(f"RANK={rank} WORLD_SIZE={world} but {' and '.join(missing)} not set: start several "
+                               f"processes with torchrun --nproc_per_node={world} -m ddpmlab ...")
+        port = _env_int("MASTER_PORT")
+        if not 0 < port < 65536:
+            raise DDPMLabError(f"MASTER_PORT={port} is not a TCP port (1..65535)")
+    return TorchrunEnv(rank, local_rank, world)
+
+
+def is_reporting_process() -> bool:
+    """Whether this process prints: always, unless it is a rank other than 0 of a well-formed torchrun
+    launch (then rank 0 reports for all). A malformed launch prints its error from every process."""
+    try:
+        env = torchrun_env()
+    except DDPMLabError:
+        return True
+    return env is None or env.rank == 0
+
+
+def setup(device_name: str = "cpu") -> DistContext:
+    """This process's context; under torchrun with several processes, joins the process group first."""
+    env = torchrun_env()
+    if env is None:
+        return DistContext(device=resolve_device(device_name))
+    device = resolve_device(device_name, env.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")  # env:// rendezvous
-    return DistContext(rank, local_rank, world, device)
+    if env.world_size > 1 and not dist.is_initialized():
+        try:
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")  # env:// rendezvous
+        except (RuntimeError, ValueError, OSError) as exc:
+            where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+            raise DDPMLabError(f"cannot join the {env.world_size} processes at {where}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") \
+                from None
+    return DistContext(env.rank, env.local_rank, env.world_size, device)
 
 
 def teardown(ctx: DistContext) -> None:

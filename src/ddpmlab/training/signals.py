@@ -31,7 +31,7 @@ class TrainingInterrupted(Exception):
 
 
 @contextlib.contextmanager
-def stop_on_signals(trainer: Trainer):
+def stop_on_signals(trainer):
     """Inside: SIGINT and SIGTERM only set ``trainer.signal_received``; the loop finishes its step, writes
     a checkpoint and raises ``TrainingInterrupted``. The previous handlers come back on exit."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread

@@ -18,6 +18,7 @@ import dataclasses
 import math
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,12 @@ from tqdm import tqdm
 
 from ddpmlab.config.build import build_model
 from ddpmlab.config.schema import Config, TrainConfig, validate
-from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning
 from ddpmlab.data.base import TrainingData, make_training_data
 from ddpmlab.models.ema import EMA
 from ddpmlab.objectives.losses import make_objective
-from ddpmlab.runs.checkpoint import RunWriter, latest_checkpoint, read_checkpoint
+from ddpmlab.runs.checkpoint import RunWriter, latest_checkpoint
+from ddpmlab.runs.resume import resumable_checkpoint
 from ddpmlab.runs.format import describe_config, save_run
 from ddpmlab.core.fileio import atomic_write_json
 from ddpmlab.training.callbacks import CALLBACKS
@@ -90,8 +92,7 @@ class Trainer(CheckpointState):
         self.shard = shard(self.data, self.ctx)  # this rank's examples (all of them with one process)
         self.batch_size = local_batch_size(t.batch_size, self.data, self.ctx)
         self.model = model.to(self.ctx.device)
-        precond = getattr(self.model, "precond", None)
-        if precond is not None:  # the same on every rank: all of the data, or its own seed
+        if self.model.needs_data_moments:  # preconditioning: the same on every rank (all of the data, or its seed)
             self.model.set_data_moments(*self.data.moments(t.seed))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                            fused=self.ctx.device.type in ("cpu", "cuda"))
@@ -107,10 +108,12 @@ class Trainer(CheckpointState):
         self.signal_received: int | None = None  # set by ``stop_on_signals``' handler
         self.stop_signal: int | None = None  # a signal some rank received, agreed by all ranks each step
         if resume and checkpoint is None:
-            path = latest_checkpoint(self.out) if self.out is not None else None
-            if path is None:
-                raise DDPMLabError(f"{str(self.out)!r} holds no checkpoint to resume from")
-            checkpoint = read_checkpoint(path)
+            if self.out is None:
+                raise DDPMLabError("resume=True continues the run in out=DIR; pass out")
+            checkpoint, skipped = resumable_checkpoint(self.out)  # the newest intact one
+            for path, why in skipped:
+                warnings.warn(f"{path.name} unreadable ({why}); resuming from {checkpoint.path.name}",
+                              DDPMLabWarning, stacklevel=2)
         if checkpoint is not None:
             self.load_state(checkpoint)
         loss = ObjectiveLoss(self.model, self.objective)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,15 @@ import torch
 
 from ddpmlab.training import distributed
 from ddpmlab.config import Config
+from ddpmlab.config.checks import log_alpha_bar_T, prior_check_applies, prior_mismatch
 from ddpmlab.core.fileio import atomic_write_bytes, ensure_writable_dir
-from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.runs.checkpoint import checkpoint_dirs, latest_checkpoint, read_checkpoint
+from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning, NonFiniteError
+from ddpmlab.runs.checkpoint import checkpoint_dirs
 from ddpmlab.runs.format import RUN_FILE, load_run
+from ddpmlab.runs.resume import resumable_checkpoint
 from ddpmlab.sampling import draw_samples
 from ddpmlab.training.trainer import Trainer
+from ddpmlab.workflows.threads import model_threads
 
 
 def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> dict:
@@ -35,10 +39,8 @@ def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> 
 def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distributed.DistContext) -> dict:
     checkpoint = None
     if resume:
-        path = latest_checkpoint(out)
-        if path is None:
-            raise DDPMLabError(f"{str(out)!r} holds no checkpoint to resume from")
-        checkpoint = read_checkpoint(path)
+        checkpoint = _resumable(out, ctx)
+        path = checkpoint.path
         if checkpoint.step > cfg.train.iters or ((out / RUN_FILE).exists() and checkpoint.step == cfg.train.iters):
             raise DDPMLabError(f"{path} is at step {checkpoint.step} and train.iters = {cfg.train.iters}: nothing "
                                f"to train; to train further pass --set train.iters=N with N > {checkpoint.step}")
@@ -50,26 +52,74 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
     if ctx.is_main:
         ensure_writable_dir(out)
     trainer = Trainer.from_config(cfg, ctx, checkpoint, out=out)
-    trainer.run(progress=progress)
-    return trainer.save(extra={"resumed_from_step": checkpoint.step if checkpoint is not None else None})
+    if ctx.is_main:
+        _warn_prior_mismatch(cfg, trainer)
+    with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)) as threads:
+        trainer.run(progress=progress)
+    # threads: the intra-op threads the run trained with (ddpmlab.core.threads)
+    return trainer.save(extra={"resumed_from_step": checkpoint.step if checkpoint is not None else None,
+                               "threads": threads})
+
+
+def _resumable(out: Path, ctx: distributed.DistContext):
+    """The newest intact checkpoint of ``out``; a damaged newer one skipped is one warning line."""
+    checkpoint, skipped = resumable_checkpoint(out)
+    if skipped and ctx.is_main:
+        names = ", ".join(p.name for p, _ in skipped)
+        warnings.warn(f"{names} unreadable ({skipped[0][1]}); resuming from {checkpoint.path.name}, the newest "
+                      f"intact checkpoint (the damaged one is kept as {skipped[0][0].name}.unreadable)",
+                      DDPMLabWarning, stacklevel=2)
+    return checkpoint
+
+
+def _warn_prior_mismatch(cfg: Config, trainer: Trainer) -> None:
+    """One warning line when the training data leave x_T far from the N(0, I) prior (see
+    ``config.checks.prior_mismatch``)."""
+    if not prior_check_applies(cfg):
+        return
+    mean, std = trainer.data.moments(cfg.train.seed)
+    text = prior_mismatch(cfg, mean, std, log_alpha_bar_T(cfg))
+    if text:
+        warnings.warn(text, DDPMLabWarning, stacklevel=2)
+
+
+def _refuse_non_finite(x: torch.Tensor, sampler: str) -> None:
+    """Samples holding NaN or infinity are never written (exit 3, one line)."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        raise NonFiniteError(f"the {sampler} sampler produced {int(bad.reshape(len(x), -1).any(1).sum())} of "
+                             f"{len(x)} samples with NaN or infinity; nothing written (the run's weights or its "
+                             f"schedule are broken)")
 
 
 def fit(cfg: Config, progress: bool = True) -> Trainer:
-    """Build the data and trainer of ``cfg`` and train it in this process (nothing is written)."""
+    """Build the data and trainer of ``cfg`` and train it in this process (nothing is written), with the
+    thread policy's intra-op thread count (``cfg.train.threads``; restored after)."""
     trainer = Trainer.from_config(cfg)
-    trainer.run(progress=progress)
+    with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)):
+        trainer.run(progress=progress)
     return trainer
 
 
+def training_rows(cfg: Config, trainer: Trainer) -> int:
+    """Examples per network call of one training step in this process."""
+    if cfg.train.batch_size > 0:
+        return max(1, cfg.train.batch_size // trainer.ctx.world_size)
+    return trainer.data.train.shape[0] // trainer.ctx.world_size
+
+
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
-                   ode_solver=None, trust_code: bool = False):
-    """Sample a finished run into ``out`` (.npy, data units). Returns the array's shape."""
+                   ode_solver=None, trust_code: bool = False, threads: int = 0):
+    """Sample a finished run into ``out`` (.npy, data units), with ``threads`` intra-op threads (0: the
+    thread policy's choice). Returns the array's shape."""
     run = load_run(run_dir, trust_code=trust_code)
     s = run.cfg.sample
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     generator = torch.Generator().manual_seed(seed)
-    x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
-                     s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
+    with model_threads(threads, run.model, n):
+        x = draw_samples(run.model, n, sampler or s.sampler, s.steps if steps is None else steps,
+                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver)
+    _refuse_non_finite(x, sampler or s.sampler)
     arr = run.to_data_units(x).numpy()
     buf = io.BytesIO()
     np.save(buf, arr)

@@ -27,7 +27,8 @@ from ddpmlab.figures import plots
 from ddpmlab.objectives.seed_bound import estimate_trajectory_bound
 from ddpmlab.runs.format import save_run
 from ddpmlab.sampling import draw_samples, sample
-from ddpmlab.workflows.pipeline import fit
+from ddpmlab.workflows.pipeline import fit, training_rows
+from ddpmlab.workflows.threads import model_threads, thread_count
 
 SEED_FIGURES = ("data_hist.png", "forward_trajectories.png", "loss.png", "reverse_trajectories.png",
                 "generated_hist.png")
@@ -50,15 +51,16 @@ def seed_recipe(out: Path, overrides=(), progress: bool = True) -> dict:
     model, data, gen = trainer.model, trainer.data, trainer.generator
     dist, history = data.dist, trainer.loss_history
 
-    vlb, vlb_se = estimate_trajectory_bound(model, dist.sample, generator=gen)
-    start = time.perf_counter()
-    rev = sample(model, cfg.sample.n, "ancestral", generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
-    sample_seconds = time.perf_counter() - start
-    samples = rev[0]
-    evaluation = evaluate_run(model, dist, gen, samples=samples)  # the same as ``ddpmlab evaluate``
+    with model_threads(cfg.train.threads, model, cfg.sample.n):
+        vlb, vlb_se = estimate_trajectory_bound(model, dist.sample, generator=gen)
+        start = time.perf_counter()
+        rev = sample(model, cfg.sample.n, "ancestral", generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
+        sample_seconds = time.perf_counter() - start
+        samples = rev[0]
+        evaluation = evaluate_run(model, dist, gen, samples=samples)  # the same as ``ddpmlab evaluate``
+        diagnosis = diagnose(model, dist, generator=gen)
+        exact = oracle_samples(dist, model, cfg.sample.n, gen)
     sample_part = evaluation["model"]["samples"]  # W1, floor and fractions of these samples, once
-    diagnosis = diagnose(model, dist, generator=gen)
-    exact = oracle_samples(dist, model, cfg.sample.n, gen)
     metrics = {
         "seed": cfg.train.seed,
         "iters": trainer.step,
@@ -70,6 +72,7 @@ def seed_recipe(out: Path, overrides=(), progress: bool = True) -> dict:
         **{k: sample_part[k] for k in SAMPLE_KEYS},
         "component_fractions_se": sample_part["component_fractions_se"],
         "n_samples": cfg.sample.n,
+        "threads": thread_count(cfg.train.threads, model, training_rows(cfg, trainer)),  # while training
         "diagnosis": {k: v for k, v in diagnosis.items() if k != "per_step"},
         "oracle": exact["metrics"],
     }
@@ -96,14 +99,16 @@ def recommended_recipe(out: Path, overrides=(), progress: bool = True) -> dict:
     cfg = load_config("default", overrides)
     trainer = fit(cfg, progress=progress)
     model, dist, gen, s = trainer.sampling_model, trainer.data.dist, trainer.generator, cfg.sample
-    start = time.perf_counter()
-    rev = draw_samples(model, s.n, s.sampler, s.steps, s.eta, gen, keep_trajectory=True,
-                       ode_solver=s.ode_solver)  # (K + 1, n, *dims)
-    sample_seconds = time.perf_counter() - start
-    samples = rev[0]
-    part = sample_metrics(dist, samples, gen)
-    exact = oracle_samples(dist, model, s.n, gen)
+    with model_threads(cfg.train.threads, model, s.n):
+        start = time.perf_counter()
+        rev = draw_samples(model, s.n, s.sampler, s.steps, s.eta, gen, keep_trajectory=True,
+                           ode_solver=s.ode_solver)  # (K + 1, n, *dims)
+        sample_seconds = time.perf_counter() - start
+        samples = rev[0]
+        part = sample_metrics(dist, samples, gen)
+        exact = oracle_samples(dist, model, s.n, gen)
     metrics = trainer.save(ensure_writable_dir(out), extra={
+        "threads": thread_count(cfg.train.threads, model, training_rows(cfg, trainer)),  # while training
         "config": "default", "sampler": s.sampler, "sample_seconds": round(sample_seconds, 4),
         **{k: part[k] for k in SAMPLE_KEYS}, "component_fractions_se": part["component_fractions_se"],
         "n_samples": s.n, "oracle": exact["metrics"]})

@@ -6,6 +6,8 @@ histogram beside the samples' histogram) and reverse.gif (the reverse process). 
 """
 from __future__ import annotations
 
+from ddpmlab.cli.arguments import SEED, count
+
 HELP = "draw the figures of a finished run on 2-D (or wider) data or images: scatter, density, reverse.gif"
 
 
@@ -14,9 +16,10 @@ def add_arguments(p) -> None:
 
     add_trust_code(p)
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train)")
-    p.add_argument("-n", type=int, default=2000, help="samples to draw (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler and the data draw")
-    p.add_argument("--out", default=None, help="output directory (default: the run directory)")
+    p.add_argument("-n", type=count(2), default=2000, help="samples to draw (default 2000)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed of the sampler and the data draw")
+    p.add_argument("--out", default=None, help="output directory (default: the run directory; else new, empty, "
+                   "or an earlier figures --out, whose files are replaced)")
 
 
 def training_data(run, n: int, generator):
@@ -36,28 +39,37 @@ def training_data(run, n: int, generator):
 
 def run(args) -> int:
     import math
+    import os
     from pathlib import Path
 
     import torch
 
-    from ddpmlab.core.fileio import ensure_writable_dir
+    from ddpmlab.config.checks import sampling_bytes
+    from ddpmlab.core.resources import check_memory
+    from ddpmlab.runs.ownership import DirectoryClaim
     from ddpmlab.figures.plots2d import write_figures
     from ddpmlab.runs.format import load_run
     from ddpmlab.sampling import draw_samples
     from ddpmlab.core.utils import DDPMLabError
 
-    if args.n < 2:
-        raise DDPMLabError(f"-n must be >= 2, got {args.n}")
     run_ = load_run(args.run_dir, trust_code=args.trust_code)
     shape = tuple(run_.info["data"]["data_shape"])
     if len(shape) != 3 and math.prod(shape) < 2:
         raise DDPMLabError(f"{args.run_dir}: the data have one feature; the tutorial draws the 1-D figures")
-    out = ensure_writable_dir(args.out or args.run_dir)
-    g = torch.Generator().manual_seed(args.seed)
-    data, dist = training_data(run_, args.n, g)
     s = run_.cfg.sample
-    traj = draw_samples(run_.model, args.n if len(shape) != 3 else min(args.n, 100), s.sampler, s.steps, s.eta, g,
-                        keep_trajectory=True, ode_solver=s.ode_solver)
-    names = write_figures(out, data, run_.to_data_units(traj), dist=dist, title=run_.info["data"]["name"])
+    n = args.n if len(shape) != 3 else min(args.n, 100)
+    check_memory(sampling_bytes(run_.cfg, n, shape, s.steps or run_.cfg.schedule.steps), f"-n {args.n}",
+                 "the samples and their trajectories")
+    in_run = args.out is None or os.path.realpath(args.out) == os.path.realpath(args.run_dir)
+    claim = (DirectoryClaim(args.run_dir, "train", accept=("train", "tutorial"), create=False,
+                            command="ddpmlab figures") if in_run
+             else DirectoryClaim(args.out, "figures", accept=(None, "figures")))
+    with claim as out:
+        g = torch.Generator().manual_seed(args.seed)
+        data, dist = training_data(run_, args.n, g)
+        traj = draw_samples(run_.model, n, s.sampler, s.steps, s.eta, g, keep_trajectory=True,
+                            ode_solver=s.ode_solver)
+        title = "".join(c if c.isprintable() else repr(c)[1:-1] for c in run_.info["data"]["name"])  # a path's tab
+        names = write_figures(out, data, run_.to_data_units(traj), dist=dist, title=title)
     print(f"wrote {', '.join(names)} to {Path(out)}")
     return 0

@@ -1,5 +1,13 @@
-"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] --out FILE.npy``."""
+"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] --out FILE.npy``.
+
+The flags go through the run's config validation (``--eta nan`` is refused with the config's message),
+the memory the draw needs is checked first, an existing ``--out`` is replaced only with ``--force``, and
+samples holding NaN or infinity are never written (exit 3). A refused or failed command leaves nothing
+behind, not even the directories it created for ``--out``.
+"""
 from __future__ import annotations
+
+from ddpmlab.cli.arguments import SEED, count
 
 HELP = "draw samples from a trained run into a .npy file (in data units)"
 
@@ -10,30 +18,84 @@ def add_arguments(p) -> None:
     from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
 
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train / tutorial)")
-    p.add_argument("-n", type=int, default=1000, help="number of samples")
+    p.add_argument("-n", type=count(1), default=1000, help="number of samples")
     p.add_argument("--sampler", choices=SAMPLERS.names(), default=None,
                    help="default: the run's sample.sampler")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's, 0 = all T)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the run's)")
+    p.add_argument("--steps", type=count(0), default=None, help="sampling steps (default: the run's, 0 = all T)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta >= 0 (default: the run's)")
     p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed of the sampler")
     p.add_argument("--out", required=True, help="output .npy file")
     add_trust_code(p)
+    p.add_argument("--threads", type=count(0), default=0,
+                   help="torch intra-op threads (default 0: chosen from the work's size)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+# (attribute, option, [sample] key)
+FLAGS = (("n", "-n", "n"), ("sampler", "--sampler", "sampler"), ("steps", "--steps", "steps"), ("eta", "--eta", "eta"),
+         ("ode_solver", "--ode-solver", "ode_solver"))
+
+
+def sample_config(run_cfg, args):
+    """The run's ``[sample]`` section with the flags given, each validated as the config validates it."""
+    from ddpmlab.config import from_dict
+    from ddpmlab.core.utils import DDPMLabError
+
+    d = run_cfg.to_dict()
+    for flag, option, key in FLAGS:
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        d["sample"][key] = value
+        try:
+            from_dict(d)
+        except DDPMLabError as exc:
+            raise DDPMLabError(f"{option} {value}: {exc}") from None
+    return from_dict(d)
+
+
+def check_out(out, force: bool) -> None:
+    from ddpmlab.core.utils import DDPMLabError
+
+    if not out.name.endswith(".npy"):
+        raise DDPMLabError(f"--out must name a .npy file, got {str(out)!r}")
+    if out.is_dir():
+        raise DDPMLabError(f"--out {str(out)!r} is a directory; name a .npy file")
+    if out.exists() and not force:
+        raise DDPMLabError(f"--out {str(out)!r} exists; pass --force to replace it")
+    if out.exists() and not out.is_file():
+        raise DDPMLabError(f"--out {str(out)!r} is not a regular file")
 
 
 def run(args) -> int:
+    import math
     from pathlib import Path
 
+    from ddpmlab.config import from_dict
+    from ddpmlab.config.checks import sampling_bytes
+    from ddpmlab.core.resources import check_memory
+    from ddpmlab.runs.ownership import make_dirs, remove_dirs
+    from ddpmlab.runs.run_info import read_run_info
     from ddpmlab.workflows.pipeline import sample_to_file
-    from ddpmlab.core.utils import DDPMLabError
 
-    if args.n < 1:
-        raise DDPMLabError(f"-n must be >= 1, got {args.n}")
-    if not args.out.endswith(".npy"):
-        raise DDPMLabError(f"--out must name a .npy file, got {args.out!r}")
-    shape = sample_to_file(Path(args.run_dir), args.n, Path(args.out), sampler=args.sampler, steps=args.steps,
-                           eta=args.eta, seed=args.seed,
-                           ode_solver=args.ode_solver, trust_code=args.trust_code)
+    out = Path(args.out)
+    check_out(out, args.force)
+    run_dir = Path(args.run_dir)
+    info = read_run_info(run_dir / "run.json") if (run_dir / "run.json").is_file() else None
+    if info is not None:  # a missing run is sample_to_file's one line
+        cfg = sample_config(from_dict(info["config"]), args)
+        shape = tuple(info["data"]["data_shape"])
+        check_memory(sampling_bytes(cfg, args.n, shape) + 4 * args.n * math.prod(shape) * 3,
+                     f"-n {args.n}", f"{args.n} samples of shape {shape}")
+    created = make_dirs(out.parent) if str(out.parent) else []
+    try:
+        shape = sample_to_file(run_dir, args.n, out, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                               seed=args.seed, ode_solver=args.ode_solver, trust_code=args.trust_code,
+                               threads=args.threads)
+    except BaseException:
+        remove_dirs(created)
+        raise
     print(f"wrote {args.n} samples of shape {shape[1:]} to {args.out}")
     return 0
