@@ -18,6 +18,7 @@ from pathlib import Path
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.figures import plots
+from ddpmlab.workflows.tutorial_background import recommended_beside
 from ddpmlab.workflows.tutorial_recipes import SEED_FIGURES, recommended_recipe, seed_recipe
 from ddpmlab.workflows.tutorial_summary import summary_lines, verdict_lines  # noqa: F401  (re-exported)
 
@@ -39,9 +40,13 @@ def run_tutorial(out, overrides=(), progress: bool = True, recipe: str = "both",
         raise DDPMLabError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     out = ensure_writable_dir(out)
     seed = rec = None
-    if recipe in ("seed", "both"):
+    if recipe == "both":  # the recommended recipe trains beside the seed's, on a core it leaves idle
+        with recommended_beside(out / RECOMMENDED_DIR, recommended_overrides, progress) as recommended:
+            seed = seed_recipe(out, overrides, progress)
+            rec = recommended()
+    elif recipe == "seed":
         seed = seed_recipe(out, overrides, progress)
-    if recipe in ("recommended", "both"):
+    else:
         rec = recommended_recipe(out / RECOMMENDED_DIR, recommended_overrides, progress)
 
     grid = [[(f"{name} (W1 {part['metrics']['w1']:.2f})", part["samples"]),
