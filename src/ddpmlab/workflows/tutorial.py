@@ -50,9 +50,9 @@ def run_tutorial(out, overrides=(), progress: bool = True, recipe: str = "both",
         rec = recommended_recipe(out / RECOMMENDED_DIR, recommended_overrides, progress)
 
     grid = [[(f"{name} (W1 {part['metrics']['w1']:.2f})", part["samples"]),
-             (f"exact reverse process, {sched} (W1 {part['metrics']['oracle']['w1']:.2f})", part["oracle_samples"])]
-            for name, sched, part in (("the seed's recipe", "its schedule", seed),
-                                      ("recommended recipe", "its schedule", rec)) if part is not None]
+             (f"exact reverse process, its schedule (W1 {part['metrics']['oracle']['w1']:.2f})",
+              part["oracle_samples"])]
+            for name, part in (("the seed's recipe", seed), ("recommended recipe", rec)) if part is not None]
     first = seed or rec
     plots.side_by_side(grid, out / COMPARISON, first["dist"], title="generated samples over the true density "
                        f"(a true sample scores W1 {first['metrics']['w1_noise_floor']:.2f})")
