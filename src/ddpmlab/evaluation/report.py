@@ -31,15 +31,33 @@ def data_entropy(dist: GaussianMixture, n: int, generator: torch.Generator) -> d
             "entropy_method": "monte-carlo"}
 
 
+DIVERGED_NATS_PER_DIM = 1e4  # |NLL| past this: the flow carried the point where no density is (e^-10000)
+
+
 def ode_nll(model, x0, generator, tol: float = 1e-5, max_nfe: int = 5000) -> dict:
-    """ODE NLL to ``tol`` per example (1e-4 nats and better), within ``max_nfe`` evaluations."""
+    """ODE NLL to ``tol`` per example (1e-4 nats and better), within ``max_nfe`` evaluations.
+
+    ``status`` says how it went: "solved"; "diverged (median X)" when the flow carried some points out of
+    any density's reach (an NLL that is not finite or beyond ``DIVERGED_NATS_PER_DIM`` per dimension: a
+    poor model's drift can grow without bound), where the mean and its SE are None, ``diverged`` counts
+    those points and the median stays; "not solved" with an ``error`` when the solver gave up.
+    """
     try:
         r = ode_log_likelihood(model, x0, generator=generator, rtol=tol, atol=tol, max_nfe=max_nfe,
                                threads=None)  # threads: set by the caller
     except DDPMLabError as exc:  # a poor model's flow can leave the solver's reach
-        return {"error": str(exc)}
-    keep = ("nll_nats", "nll_nats_se", "nll_nats_median", "nll_bpd")
-    return {**{k: r[k] if math.isfinite(r[k]) else None for k in keep}, "nfe": r["nfe"], "n": x0.shape[0]}
+        return {"error": str(exc), "status": "not solved"}
+    nll = -r["log_likelihood"]
+    lost = ~torch.isfinite(nll) | (nll.abs() > DIVERGED_NATS_PER_DIM * math.prod(x0.shape[1:]))
+    out = {k: r[k] if math.isfinite(r[k]) else None
+           for k in ("nll_nats", "nll_nats_se", "nll_nats_median", "nll_bpd")}
+    out.update({"diverged": int(lost.sum()), "status": "solved", "nfe": r["nfe"], "n": x0.shape[0]})
+    if out["diverged"]:
+        median = out["nll_nats_median"]
+        far = median is None or abs(median) > DIVERGED_NATS_PER_DIM * math.prod(x0.shape[1:])
+        out.update(nll_nats=None, nll_nats_se=None, nll_bpd=None, nll_nats_median=None if far else median,
+                   status="diverged (median beyond reach)" if far else f"diverged (median {_num(median)})")
+    return out
 
 
 def _sample_metrics(dist: GaussianMixture, samples, generator) -> dict:
@@ -115,6 +133,15 @@ def _pm(value, se) -> str:
     return _num(value) if value is None or se is None else f"{_num(value)} +- {_num(se)}"
 
 
+def _ode_cell(e: dict) -> str:
+    """The ODE NLL as a table shows it: mean +- SE, "diverged (median X)" or "not solved"."""
+    if "error" in e:
+        return "not solved"
+    if e.get("diverged"):
+        return e["status"]
+    return _pm(e.get("nll_nats"), e.get("nll_nats_se"))
+
+
 def format_table(ev: dict) -> str:
     """A plain-text table of an ``evaluate_run`` result: model, oracle, floor."""
     m, o, d = ev["model"], ev["oracle"], ev["data"]
@@ -128,8 +155,7 @@ def format_table(ev: dict) -> str:
                      _pm(o["bound"][key], o["bound"][key + "_se"]), ""))
     rows.append(("bound (bits/dim)", _pm(m["bound"]["total_bpd"], m["bound"]["total_bpd_se"]),
                  _pm(o["bound"]["total_bpd"], o["bound"]["total_bpd_se"]), f"{d['entropy_bpd']:.4f}"))
-    ode = lambda e: ("not solved" if "error" in e else "skipped" if "skipped" in e  # noqa: E731
-                     else _pm(e.get("nll_nats"), e.get("nll_nats_se")))
+    ode = lambda e: "skipped" if "skipped" in e else _ode_cell(e)  # noqa: E731
     rows.append(("ODE NLL (nats)", ode(m["ode"]), ode(o["ode"]), f"{d['entropy_nats']:.4f}"))
     rows.append(("  median", _num(m["ode"].get("nll_nats_median")), _num(o["ode"].get("nll_nats_median")), ""))
     ms, os_ = m["samples"], o["samples"]

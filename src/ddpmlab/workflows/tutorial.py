@@ -1,84 +1,93 @@
-"""``ddpmlab tutorial``: the seed's whole system end to end (train, sample, five figures, metrics,
-exact evaluation), on the packaged ``tutorial`` config.
+"""``ddpmlab tutorial``: the seed's whole system end to end, then what went wrong and what does better.
 
-Differences from the seed's code, on purpose:
-- the networks see time t / T both in training and in sampling (the seed used t / (T + 1) in
-  training and t / T in sampling);
-- the bound is vectorised over all T steps (``SeedTrajectoryBound``) instead of a Python loop
-  building ``torch.distributions`` objects;
-- every random draw comes from one seeded generator, so a run is reproducible.
+1. The seed's recipe, faithfully (the packaged ``tutorial`` config): train, sample, the five figures, the
+   whole-trajectory bound, the exact evaluation, and the exact per-step diagnosis of where it loses nats
+   against the exact reverse process (``ddpmlab.workflows.tutorial_recipes.seed_recipe``).
+2. The recommended recipe (the packaged ``default`` config) on the same mixture: its generated histogram
+   and reverse trajectories, written as a run of its own in ``DIR/recommended``.
+3. Each beside the exact reverse process on its own schedule (``MixtureOracle``, sampled like a model) over
+   the true density (``comparison.png``), ``metrics.json`` for both, and three lines of verdict.
+
+Layout of ``DIR``: the seed's run and figures at the top (as before the recommended recipe was added),
+``recommended/`` (a run: ``ddpmlab evaluate DIR/recommended`` works), ``comparison.png``, ``metrics.json``.
 """
 from __future__ import annotations
 
-import time
+from pathlib import Path
 
-import numpy as np
-
-from ddpmlab.figures import plots
-from ddpmlab.config import load_config
-from ddpmlab.core.diffusion import forward_trajectory
-from ddpmlab.evaluation.report import evaluate_run
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
-from ddpmlab.objectives.seed_bound import estimate_trajectory_bound
-from ddpmlab.workflows.pipeline import fit, training_rows
-from ddpmlab.workflows.threads import model_threads, thread_count
-from ddpmlab.runs.format import save_run
-from ddpmlab.sampling import sample
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.figures import plots
+from ddpmlab.report import build_report
+from ddpmlab.workflows.tutorial_background import recommended_beside
+from ddpmlab.workflows.tutorial_recipes import SEED_FIGURES, recommended_recipe, seed_recipe
+from ddpmlab.workflows.tutorial_summary import summary_lines, verdict_lines  # noqa: F401  (re-exported)
 
-FIGURES = ("data_hist.png", "forward_trajectories.png", "loss.png", "reverse_trajectories.png",
-           "generated_hist.png")
+RECIPES = ("seed", "recommended", "both")
+FIGURES = SEED_FIGURES  # the seed's five figures, in DIR
+RECOMMENDED_DIR = "recommended"
+RECOMMENDED_FIGURES = ("generated_hist.png", "reverse_trajectories.png")  # in DIR/recommended
+COMPARISON = "comparison.png"
+REPORT = "report.html"  # the interactive page of the tutorial's runs
+NOTEBOOK = "docs/tutorial.ipynb"  # in the repository: the same story, step by step, with the library's API
 
 
-def run_tutorial(out, overrides=(), progress: bool = True) -> dict:
-    """Train the ``tutorial`` config (with ``--set``-style ``overrides``) and write into ``out``: the five
-    figures, ``metrics.json``, ``evaluation.json`` and the run. Returns the metrics, with the
-    evaluation under ``"evaluation"``."""
-    cfg = load_config("tutorial", overrides)
+def run_tutorial(out, overrides=(), progress: bool = True, recipe: str = "both", recommended_overrides=()) -> dict:
+    """Run the tutorial into ``out``. ``recipe``: "seed", "recommended" or "both". ``overrides`` are
+    ``--set``-style overrides of the seed's ``tutorial`` config, ``recommended_overrides`` of the ``default``
+    config. Returns ``seed`` (its metrics with the ``evaluation``) and ``recommended`` (its metrics), each
+    None when not run (each holds the exact reverse process's sample metrics on its schedule under
+    ``oracle``), ``report`` (the report page's path or None) and ``out``."""
+    if recipe not in RECIPES:
+        raise DDPMLabError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     out = ensure_writable_dir(out)
-    trainer = fit(cfg, progress=progress)
-    model, data, gen = trainer.model, trainer.data, trainer.generator
-    dist, history = data.dist, trainer.loss_history
+    seed = rec = None
+    if recipe == "both":  # the recommended recipe trains beside the seed's, on a core it leaves idle
+        with recommended_beside(out / RECOMMENDED_DIR, recommended_overrides, progress) as recommended:
+            seed = seed_recipe(out, overrides, progress)
+            rec = recommended()
+    elif recipe == "seed":
+        seed = seed_recipe(out, overrides, progress)
+    else:
+        rec = recommended_recipe(out / RECOMMENDED_DIR, recommended_overrides, progress)
 
-    with model_threads(cfg.train.threads, model, cfg.sample.n):
-        vlb, vlb_se = estimate_trajectory_bound(model, dist.sample, generator=gen)
-        start = time.perf_counter()
-        rev = sample(model, cfg.sample.n, "ancestral", generator=gen, keep_trajectory=True)  # (T + 1, n, 1)
-        sample_seconds = time.perf_counter() - start
-        samples = rev[0]
-        evaluation = evaluate_run(model, dist, gen, samples=samples)  # the same as ``ddpmlab evaluate``
-    sample_metrics = evaluation["model"]["samples"]  # W1, floor and fractions of these samples, once
-    metrics = {
-        "seed": cfg.train.seed,
-        "iters": trainer.step,
-        "train_seconds": round(trainer.train_seconds, 4),
-        "sample_seconds": round(sample_seconds, 4),
-        "final_loss": float(np.mean(history[-50:])) if history else None,
-        "vlb_nats": vlb,
-        "vlb_nats_se": vlb_se,
-        **{k: sample_metrics[k] for k in ("w1", "w1_noise_floor", "component_fractions",
-                                          "true_component_fractions")},
-        "n_samples": cfg.sample.n,
-        "threads": thread_count(cfg.train.threads, model, training_rows(cfg, trainer)),  # while training
-    }
-    save_run(out, cfg, data.describe(), model, extra={"summary": metrics})
-
-    fwd = forward_trajectory(model.schedule, data.train[:100], generator=gen)  # (T + 1, 100, 1)
-    plots.data_hist(data.train, out / "data_hist.png", dist)
-    plots.forward_trajectories(fwd, out / "forward_trajectories.png")
-    plots.loss_curve(history, out / "loss.png")
-    plots.reverse_trajectories(rev, out / "reverse_trajectories.png")
-    plots.generated_hist(samples, out / "generated_hist.png", dist)
+    grid = [[(f"{name} (W1 {part['metrics']['w1']:.2f})", part["samples"]),
+             (f"exact reverse process, its schedule (W1 {part['metrics']['oracle']['w1']:.2f})",
+              part["oracle_samples"])]
+            for name, part in (("the seed's recipe", seed), ("recommended recipe", rec)) if part is not None]
+    first = seed or rec
+    plots.side_by_side(grid, out / COMPARISON, first["dist"], title="generated samples over the true density "
+                       f"(a true sample scores W1 {first['metrics']['w1_noise_floor']:.2f})")
+    metrics = dict(seed["metrics"]) if seed is not None else {}
+    if rec is not None:
+        metrics["recommended"] = rec["metrics"]
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / "evaluation.json", evaluation)
-    return {**metrics, "evaluation": evaluation}
+    result = {"out": out, "seed": None if seed is None else {**seed["metrics"], "evaluation": seed["evaluation"]},
+              "recommended": None if rec is None else rec["metrics"]}
+    result["report"] = report_page(out, result)
+    return result
 
 
-def summary_lines(m: dict) -> list[str]:
-    fr = ", ".join(f"{f:.3f}" for f in m["component_fractions"])
-    tr = ", ".join(f"{f:.3f}" for f in m["true_component_fractions"])
-    loss = "n/a" if m["final_loss"] is None else f"{m['final_loss']:.5f}"
-    return [
-        f"trained {m['iters']} iterations in {m['train_seconds']:.2f} s; final loss {loss}",
-        f"bound {m['vlb_nats']:.4f} +- {m['vlb_nats_se']:.4f} nats per data point",
-        f"W1 {m['w1']:.4f} (noise floor {m['w1_noise_floor']:.4f}); component fractions [{fr}] (true [{tr}])",
-    ]
+def report_page(out: Path, result: dict) -> Path | None:
+    """The report page (``ddpmlab report``) of the tutorial's runs, side by side, written to
+    ``out/report.html``: the seed's run is ``out`` itself, the recommended one ``out / RECOMMENDED_DIR``;
+    ``result`` is what ``run_tutorial`` returns. Returns the page's path."""
+    runs = [d for d, part in ((out, result["seed"]), (out / RECOMMENDED_DIR, result["recommended"]))
+            if part is not None]
+    page = out / REPORT
+    build_report(runs, page, force=True)
+    return page
+
+
+def pointer_lines(result: dict) -> list[str]:
+    """Where the learner goes next: the files, the report page (when written) and the notebook."""
+    out = result["out"]
+    lines = [f"figures, metrics.json and evaluation.json written to {out}" if result["seed"] is not None
+             else f"metrics.json written to {out}"]
+    if result["recommended"] is not None:
+        lines.append(f"the recommended recipe's run and figures: {out / RECOMMENDED_DIR}")
+    lines.append(f"side by side with the exact reverse process: {out / COMPARISON}")
+    if result.get("report") is not None:
+        lines.append(f"report: {result['report']}")
+    lines.append(f"step by step, with the library's API: the notebook {NOTEBOOK} (in the repository)")
+    return lines
