@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from ddpmlab.workflows.tutorial import COMPARISON, FIGURES, RECOMMENDED_DIR, RECOMMENDED_FIGURES, run_tutorial
+from ddpmlab.workflows.tutorial import (COMPARISON, FIGURES, RECOMMENDED_DIR, RECOMMENDED_FIGURES, REPORT,
+                                       run_tutorial)
 
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?[eE][-+]?\d+")  # a number written with an exponent
 
@@ -65,7 +66,7 @@ def test_recommended_recipe_alone(tmp_path):
                      recommended_overrides=["train.iters=30", "sample.n=500"])
     assert r["seed"] is None and r["recommended"]["iters"] == 30
     out = tmp_path / "o"
-    assert sorted(p.name for p in out.iterdir()) == sorted([COMPARISON, "metrics.json", RECOMMENDED_DIR])
+    assert sorted(p.name for p in out.iterdir()) == sorted([COMPARISON, "metrics.json", RECOMMENDED_DIR, REPORT])
     assert list(json.loads((out / "metrics.json").read_text())) == ["recommended"]
 
 
