@@ -18,6 +18,7 @@ from ddpmlab.core.contract import PMeanVariance, ReverseProcess
 from ddpmlab.core.parameterisation import GaussianDiffusion
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError, extract
+from ddpmlab.models import fast_path
 from ddpmlab.models.preconditioning import GaussianPreconditioner
 
 
@@ -82,7 +83,7 @@ class DiffusionModel(nn.Module, ReverseProcess):
 
     # -- the network ---------------------------------------------------------------------------------
     def _net(self, x, tau, cond):
-        out = self.net(x, tau) if cond is None else self.net(x, tau, cond)
+        out = fast_path.call_net(self.net, x, tau) if cond is None else self.net(x, tau, cond)
         if tuple(out.shape[1:]) != self._out_shape or out.shape[0] != x.shape[0]:
             raise DDPMLabError(
                 f"the network's output has shape {tuple(out.shape)}, but mean type {self.mean_type!r} with "
@@ -103,7 +104,11 @@ class DiffusionModel(nn.Module, ReverseProcess):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The model's raw output at integer paper steps t (B,): mean head (eps, x_0, v or mu) and, for a
         learned variance, the variance head concatenated along dimension 1."""
-        alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t) if self.precond is not None else None
+        alpha_bar = None
+        if self.precond is not None:
+            shared = fast_path.shared_value(t) if fast_path.enabled() else None  # one step for all: a float
+            alpha_bar = (float(self.schedule.alphas_cumprod[int(shared)]) if shared is not None
+                         else extract(self.schedule.alphas_cumprod, t, x_t))
         return self.net_out(x_t, self.schedule.model_time(t).to(x_t.device), alpha_bar, cond)
 
     # -- the contract --------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""An MLP denoiser for flat data (B, D): sinusoidal time embedding, residual blocks, configurable size."""
+"""An MLP denoiser for flat data (B, D): sinusoidal time embedding, residual blocks, configurable size.
+
+The network splits its call in two, ``forward(x, tau) = forward_embedded(x, embed_time(tau))``, so that
+a caller who knows that rows share their time (a sampler's step) or take few distinct times (a training
+batch on T steps) embeds each time once (``ddpmlab.models.fast_path``); ``forward`` is the plain call.
+"""
 from __future__ import annotations
 
 import math
@@ -9,7 +14,8 @@ from torch import nn
 
 def timestep_embedding(tau: torch.Tensor, dim: int, max_period: float = 10_000.0, scale: float = 1000.0):
     """Sinusoidal embedding of network time tau in (0, 1] (Vaswani et al. 2017; Ho et al. 2020, sec. 4):
-    [cos(scale tau w_i), sin(scale tau w_i)], w_i = max_period^(-i / (dim/2)). Shape (B, dim)."""
+    [cos(scale tau w_i), sin(scale tau w_i)], w_i = max_period^(-i / (dim/2)). Shape (B, dim), float64
+    (the arguments reach ``scale``: float32 would lose 1e-4 of each phase)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64, device=tau.device) / half)
     args = scale * tau.double()[:, None] * freqs[None]
@@ -34,6 +40,8 @@ class ResidualBlock(nn.Module):
 class MLPDenoiser(nn.Module):
     """x (B, *dims) and tau (B,) -> (B, out_dim) reshaped to (B, out_channels_factor * D)."""
 
+    rows_independent = True  # each output row depends on its own input row only (``fast_path`` may split)
+
     def __init__(self, data_dim: int, out_dim: int | None = None, width: int = 128, depth: int = 3,
                  time_dim: int = 32):
         super().__init__()
@@ -44,11 +52,24 @@ class MLPDenoiser(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, self.out_dim))
 
-    def forward(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    @property
+    def row_elements(self) -> int:
+        """Floats of one row's widest activation (how many rows fit a cache)."""
+        return self.inp.out_features
+
+    def embed_time(self, tau: torch.Tensor) -> torch.Tensor:
+        """The time MLP on the sinusoidal embedding: tau (R,) -> (R, width)."""
+        dtype = self.time[0].weight.dtype
+        return self.time(timestep_embedding(tau, self.time_dim).to(dtype))
+
+    def forward_embedded(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The network on x (B, *dims) with embedded times temb (B, width), or (1, width) shared by all rows."""
         shape = x.shape
-        temb = self.time(timestep_embedding(tau, self.time_dim).to(x.dtype))
         h = self.inp(x.reshape(shape[0], -1))
         for block in self.blocks:
             h = block(h, temb)
         out = self.out(h)  # (B, out_dim)
         return out.reshape((shape[0], self.out_dim // self.data_dim * shape[1]) + tuple(shape[2:]))
+
+    def forward(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        return self.forward_embedded(x, self.embed_time(tau).to(x.dtype))

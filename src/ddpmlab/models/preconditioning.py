@@ -71,31 +71,38 @@ class GaussianPreconditioner(nn.Module):
         self._moments_set = True
 
     def _terms(self, x_t: torch.Tensor, alpha_bar):
-        ab = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
-        a, s = ab.sqrt(), (1 - ab).sqrt()
-        S = self.data_std.to(x_t.dtype)
-        r2 = ab * S * S + (1 - ab)
-        return a, s, S, r2, x_t - a * self.data_mean.to(x_t.dtype)
+        """sqrt(abar), sqrt(1 - abar), S, m, 1 / r and c = x_t - sqrt(abar) m: Python floats where
+        ``alpha_bar`` is a float (one step for every row: the per-step scalars once, each big op fused
+        with its scalar), else tensors broadcastable against x_t."""
+        m, S = float(self.data_mean), float(self.data_std)
+        if isinstance(alpha_bar, float):
+            a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+            r_inv = 1.0 / math.sqrt(1.0 + alpha_bar * (S * S - 1.0))
+        else:
+            ab = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
+            a, s = ab.sqrt(), (1 - ab).sqrt()
+            r_inv = (1 + ab * (S * S - 1)).rsqrt()  # r^2 = abar S^2 + 1 - abar
+        return a, s, S, m, r_inv, x_t - a * m
 
     def scale_input(self, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
         """c / r: the network's input, unit variance at every step under the Gaussian fit."""
-        _, _, _, r2, c = self._terms(x_t, alpha_bar)
-        return c / r2.sqrt()
+        *_, r_inv, c = self._terms(x_t, alpha_bar)
+        return c * r_inv
 
     def residual_scale(self, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
         """c_out: how far a unit of F moves the mean head (sqrt(abar) S / r, sqrt(1 - abar) S / r or S / r)."""
-        a, s, S, r2, _ = self._terms(x_t, alpha_bar)
-        scale = {"epsilon": a * S, "x0": s * S, "v": S}[self.mean_type] / r2.sqrt()
-        return scale.expand_as(x_t) if scale.dim() else torch.full_like(x_t, float(scale))
+        a, s, S, _, r_inv, _ = self._terms(x_t, alpha_bar)
+        scale = {"epsilon": a * S, "x0": s * S, "v": S}[self.mean_type] * r_inv
+        return scale.expand_as(x_t) if isinstance(scale, torch.Tensor) else torch.full_like(x_t, scale)
 
     def mean_head(self, F: torch.Tensor, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
         """The mean head's prediction (eps, x_0 or v) from the network's normalised residual F."""
-        a, s, S, r2, c = self._terms(x_t, alpha_bar)
-        r = r2.sqrt()
-        eps_g = s * c / r2
-        if self.mean_type == "epsilon":
-            return eps_g + (a * S / r) * F
-        x0_g = self.data_mean.to(x_t.dtype) + a * S * S * c / r2
-        if self.mean_type == "x0":
-            return x0_g + (s * S / r) * F
-        return a * eps_g - s * x0_g + (S / r) * F
+        a, s, S, m, r_inv, c = self._terms(x_t, alpha_bar)
+        r2_inv = r_inv * r_inv
+        if self.mean_type == "epsilon":  # eps_G + (sqrt(abar) S / r) F
+            return c * (s * r2_inv) + F * (a * S * r_inv)
+        if self.mean_type == "x0":  # x0_G + (sqrt(1 - abar) S / r) F
+            return c * (a * S * S * r2_inv) + F * (s * S * r_inv) + m
+        # v = sqrt(abar) eps_G - sqrt(1 - abar) x0_G + (S / r) F, eps_G = sqrt(1 - abar) c / r^2 and
+        # x0_G = m + sqrt(abar) S^2 c / r^2
+        return c * (a * s * (1 - S * S) * r2_inv) + F * (S * r_inv) - s * m

@@ -45,7 +45,9 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """x (B, in_channels, H, W) and network time tau (B,) in (0, 1] -> (B, out_channels, H, W)."""
+    """x (B, in_channels, H, W) and network time tau (B,) in (0, 1] -> (B, out_channels, H, W).
+
+    ``forward(x, tau) = forward_embedded(x, embed_time(tau))``: see ``ddpmlab.models.mlp``."""
 
     def __init__(self, in_channels: int, out_channels: int, base: int = 32, time_dim: int = 32,
                  channel_mult: tuple = (1, 2, 2), num_blocks: int = 1, groups: int = 8, dropout: float = 0.0):
@@ -82,8 +84,15 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
+    def embed_time(self, tau: torch.Tensor) -> torch.Tensor:
+        """The time MLP on the sinusoidal embedding: tau (R,) -> (R, 4 base)."""
+        return self.time(timestep_embedding(tau, self.time_dim).to(self.time[0].weight.dtype))
+
     def forward(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        emb = self.time(timestep_embedding(tau, self.time_dim).to(x.dtype))  # (B, 4 base)
+        return self.forward_embedded(x, self.embed_time(tau).to(x.dtype))
+
+    def forward_embedded(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The network on x (B, C, H, W) with embedded times emb (B, 4 base), or (1, 4 base) shared by all rows."""
         h = self.inp(x)
         hs = [h]
         for level in self.down:
