@@ -144,15 +144,22 @@ def diffusers_loop(eps, cfg, shape: tuple, steps: int, gen, solver: bool):
 
 
 def sampler_sides(model, cfg, n: int):
-    """name -> (function of a generator drawing n samples, label)."""
+    """name -> a function of a generator that draws n samples."""
     T, shape = cfg.schedule.steps, (n,) + tuple(model.data_shape)
+
+    def ddpm(fast):
+        return lambda g: diffusers_loop(model_eps(model, fast), cfg, shape, T, g, False)
+
+    def dpm(fast):
+        return lambda g: diffusers_loop(model_eps(model, fast), cfg, shape, 25, g, True)
+
     return {
         "ddpmlab ancestral 250": lambda g: sample(model, n, "ancestral", generator=g),
-        "diffusers DDPMScheduler 250": lambda g: diffusers_loop(model_eps(model, False), cfg, shape, T, g, False),
-        "diffusers DDPMScheduler 250, fast call": lambda g: diffusers_loop(model_eps(model, True), cfg, shape, T, g, False),
+        "diffusers DDPMScheduler 250": ddpm(False),
+        "diffusers DDPMScheduler 250, fast call": ddpm(True),
         "ddpmlab ode 25 (DPM-Solver++ 2M)": lambda g: sample(model, n, "ode", 25, generator=g),
-        "diffusers DPMSolverMultistep 25": lambda g: diffusers_loop(model_eps(model, False), cfg, shape, 25, g, True),
-        "diffusers DPMSolverMultistep 25, fast call": lambda g: diffusers_loop(model_eps(model, True), cfg, shape, 25, g, True),
+        "diffusers DPMSolverMultistep 25": dpm(False),
+        "diffusers DPMSolverMultistep 25, fast call": dpm(True),
     }
 
 
@@ -224,7 +231,8 @@ def quality(a, timing_models) -> list[str]:
     for k, v in res.items():
         m, se = summarise(v)
         out.append(f"| {k} | " + " | ".join(f"{x:.4f} +- {s:.4f}" for x, s in v) + f" | {m:.4f} +- {se:.4f} |")
-    out += ["", "Equal quality (ddpmlab's mean over seeds minus the peer's, in standard errors; |z| <= 2 is noise):", ""]
+    out += ["", "Equal quality (ddpmlab's mean over seeds minus the peer's, in standard errors; |z| <= 2 is noise):",
+            ""]
     for ours, theirs in SAME_QUALITY:
         (m1, s1), (m2, s2) = summarise(res[ours]), summarise(res[theirs])
         z = (m1 - m2) / math.sqrt(s1 * s1 + s2 * s2)

@@ -16,7 +16,8 @@ draw is not enough to compare samplers: W1 of 10,000 samples from the true distr
 over 0.017 - 0.085 (5% - 95%), mostly from the binomial noise of the component fractions, so two
 perfect samplers' single-draw ratio exceeds 1.5 in about 30% of seeds.
 
-Writes ``NAME.md`` and ``NAME.json`` (``--name``, default ``quality``) into ``--out`` and prints the table and the requirement checks.
+Writes ``NAME.md`` and ``NAME.json`` (``--name``, default ``quality``) into ``--out`` and prints the table
+and the requirement checks.
 """
 from __future__ import annotations
 
@@ -158,6 +159,7 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--seed-code-seeds", type=int, nargs="*", default=[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--seed-code-threads", type=int, default=None, help="threads of the seed code (default: --threads)")
     ap.add_argument("--repeats", type=int, default=8, help="draws per few-step sampler (0: skip them)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--name", default="quality", help="file names of the results: NAME.md, NAME.json")
@@ -170,17 +172,19 @@ def main() -> None:
         for seed in a.seeds:
             rows.append(run_recipe(name, seed, a.repeats if name in FEW_STEP_RECIPES else 0))
             print(json.dumps(rows[-1]), flush=True)
-    seed_rows = [run_seed_code(s, a.threads) for s in a.seed_code_seeds if SEED_SCRIPT.is_file()]
+    seed_threads = a.seed_code_threads or a.threads
+    seed_rows = [run_seed_code(s, seed_threads) for s in a.seed_code_seeds if SEED_SCRIPT.is_file()]
     for r in seed_rows:
         print(json.dumps(r), flush=True)
     seed_seconds = max((r["train_seconds"] for r in seed_rows), default=0.0)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    head = (f"`python benchmarks/quality.py {' '.join(sys.argv[1:])}`: {a.threads} thread(s), torch {torch.__version__}; "
-            f"load average {load_before} before, {load_after} after\n\n")
+    head = (f"`python benchmarks/quality.py {' '.join(sys.argv[1:])}`: {a.threads} thread(s) (seed code "
+            f"{seed_threads}), torch {torch.__version__}; load average {load_before} before, {load_after} after\n\n")
     md = head + table(rows + seed_rows) + "\n\n" + "\n".join(f"- {c}" for c in checks(rows, seed_seconds)) + "\n"
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{a.name}.md").write_text(md)
     (a.out / f"{a.name}.json").write_text(json.dumps({"rows": rows + seed_rows, "threads": a.threads,
+                                                      "seed_code_threads": seed_threads,
                                                       "load_average": [load_before, load_after]}, indent=1))
     print(md)
 
