@@ -93,7 +93,7 @@ def test_learned_variance_head_is_left_alone():
     out = model(x, tt)
     ab = model.schedule.alphas_cumprod[20]
     raw = model.net(model.precond.scale_input(x, ab), model.schedule.model_time(tt))
-    assert torch.equal(out[:, 1:], raw[:, 1:])
+    assert torch.allclose(out[:, 1:], raw[:, 1:], rtol=0, atol=1e-13)  # the model's fast path rounds apart
 
 
 def test_previous_x_cannot_be_preconditioned():

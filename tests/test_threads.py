@@ -69,7 +69,9 @@ def test_policy_on_models(monkeypatch):
     monkeypatch.setattr(wthreads, "env_thread_limit", lambda: None)
     default = _model([])
     per_row = wthreads.macs_per_row(default)
-    assert 20_000 < per_row < 30_000  # MLP 64 x 2: about 64 x 64 x 5 + 32 x 64 multiply-adds
+    m = load_config("default").model  # an MLP of width w and depth d: 2 d w x w in the blocks, w x w in the
+    w, d = m.width, m.depth  # time MLP, and the input, output and time-embedding layers (at most 2 w x w more)
+    assert 2 * d * w * w < per_row < (2 * d + 3) * w * w + m.time_dim * w
     assert wthreads.thread_count(0, default, 1024) == 1
     big = _model(["model.width=512", "model.depth=4"])
     assert wthreads.thread_count(0, big, 10_000) == 4

@@ -18,6 +18,7 @@ from ddpmlab.core.contract import PMeanVariance, ReverseProcess
 from ddpmlab.core.parameterisation import GaussianDiffusion
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError, extract
+from ddpmlab.models import fast_path
 from ddpmlab.models.preconditioning import GaussianPreconditioner
 
 
@@ -86,7 +87,7 @@ class DiffusionModel(nn.Module, ReverseProcess):
 
     # -- the network ---------------------------------------------------------------------------------
     def _net(self, x, tau, cond):
-        out = self.net(x, tau) if cond is None else self.net(x, tau, cond)
+        out = fast_path.call_net(self.net, x, tau) if cond is None else self.net(x, tau, cond)
         if tuple(out.shape[1:]) != self._out_shape or out.shape[0] != x.shape[0]:
             raise DDPMLabError(
                 f"the network's output has shape {tuple(out.shape)}, but mean type {self.mean_type!r} with "
@@ -96,19 +97,39 @@ class DiffusionModel(nn.Module, ReverseProcess):
     def net_out(self, x: torch.Tensor, tau: torch.Tensor, alpha_bar, cond=None) -> torch.Tensor:
         """The (preconditioned) network output at network time tau; ``alpha_bar`` is a per-example tensor
         broadcastable against x, or a float (used only when preconditioned)."""
+        coef = None
+        if self.precond is not None:
+            self.precond.check_moments()
+            coef = self.precond.coefficients(alpha_bar, x)
+        return self._net_out(x, tau, coef, cond)
+
+    def _net_out(self, x, tau, coef, cond):
         if self.precond is None:
             return self._net(x, tau, cond)
-        self.precond.check_moments()
-        out = self._net(self.precond.scale_input(x, alpha_bar), tau, cond)
+        out = self._net(self.precond.scale_input(x, coef=coef), tau, cond)
         head, var_head = self.diffusion.split_output(out)
-        head = self.precond.mean_head(head, x, alpha_bar)
+        head = self.precond.mean_head(head, x, coef=coef)
         return head if var_head is None else torch.cat([head, var_head], dim=1)
+
+    def _coefficients(self, x_t: torch.Tensor, t: torch.Tensor):
+        """The preconditioner's coefficients at paper steps t (None without it): five floats when every
+        row is at one step, else gathered from its per-step table (``ddpmlab.models.fast_path``)."""
+        if self.precond is None:
+            return None
+        self.precond.check_moments()
+        abar = self.schedule.alphas_cumprod
+        if not fast_path.enabled():
+            return self.precond.coefficients(extract(abar, t, x_t), x_t)
+        shared = fast_path.shared_value(t)
+        if shared is not None:
+            return self.precond.coefficients(float(abar[int(shared)]))
+        coef = extract(self.precond.step_table(abar, x_t), t, x_t)  # (B, 5, 1, ...)
+        return tuple(coef[:, i:i + 1] for i in range(5))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The model's raw output at integer paper steps t (B,): mean head (eps, x_0, v or mu) and, for a
         learned variance, the variance head concatenated along dimension 1."""
-        alpha_bar = extract(self.schedule.alphas_cumprod, t, x_t) if self.precond is not None else None
-        return self.net_out(x_t, self.schedule.model_time(t).to(x_t.device), alpha_bar, cond)
+        return self._net_out(x_t, self.schedule.model_time(t).to(x_t.device), self._coefficients(x_t, t), cond)
 
     # -- the contract --------------------------------------------------------------------------------
     def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> PMeanVariance:
@@ -165,7 +186,7 @@ class DiffusionModel(nn.Module, ReverseProcess):
         models; Karras et al. 2022's loss weight 1 / c_out^2), or None."""
         if self.precond is None:
             return None
-        return self.precond.residual_scale(x_t, extract(self.schedule.alphas_cumprod, t, x_t))
+        return self.precond.residual_scale(x_t, coef=self._coefficients(x_t, t))
 
     def p_mean_variance_from_output(self, out, x_t, t) -> PMeanVariance:
         return self.diffusion.p_mean_variance(out, x_t, t)

@@ -1,4 +1,9 @@
-"""An MLP denoiser for flat data (B, D): sinusoidal time embedding, residual blocks, configurable size."""
+"""An MLP denoiser for flat data (B, D): sinusoidal time embedding, residual blocks, configurable size.
+
+The network splits its call in two, ``forward(x, tau) = forward_embedded(x, embed_time(tau))``, so that
+a caller who knows that rows share their time (a sampler's step) or take few distinct times (a training
+batch on T steps) embeds each time once (``ddpmlab.models.fast_path``); ``forward`` is the plain call.
+"""
 from __future__ import annotations
 
 import math
@@ -11,13 +16,25 @@ from ddpmlab.core.utils import DDPMLabError
 
 def timestep_embedding(tau: torch.Tensor, dim: int, max_period: float = 10_000.0, scale: float = 1000.0):
     """Sinusoidal embedding of network time tau in (0, 1] (Vaswani et al. 2017; Ho et al. 2020, sec. 4):
-    [cos(scale tau w_i), sin(scale tau w_i)], w_i = max_period^(-i / (dim/2)). Shape (B, dim)."""
+    [cos(scale tau w_i), sin(scale tau w_i)], w_i = max_period^(-i / (dim/2)). Shape (B, dim), float64
+    (the arguments reach ``scale``: float32 would lose 1e-4 of each phase)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64, device=tau.device) / half)
     args = scale * tau.double()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=1)
+    return emb
+
+
+def embed_time_and_class(net: nn.Module, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """``net.time`` (the time MLP) on the sinusoidal embedding of tau (R,), plus ``net.label``'s class
+    embedding for a conditional network (the null class where ``cond`` is None): (R, embedding width)."""
+    emb = net.time(timestep_embedding(tau, net.time_dim).to(net.time[0].weight.dtype))
+    if net.label is not None:
+        return emb + net.label(cond, tau.shape[0], tau.device)
+    if cond is not None:
+        raise DDPMLabError("this network is unconditional (model.num_classes = 0); it takes no class labels")
     return emb
 
 
@@ -56,6 +73,8 @@ class MLPDenoiser(nn.Module):
     """x (B, *dims), tau (B,) and optional class labels (B,) -> (B, out_dim) reshaped to
     (B, out_channels_factor * D). ``num_classes`` > 0 makes it class-conditional (``ClassEmbedding``)."""
 
+    rows_independent = True  # each output row depends on its own input row only (``fast_path`` may split)
+
     def __init__(self, data_dim: int, out_dim: int | None = None, width: int = 128, depth: int = 3,
                  time_dim: int = 32, num_classes: int = 0):
         super().__init__()
@@ -68,15 +87,23 @@ class MLPDenoiser(nn.Module):
         self.num_classes = int(num_classes)
         self.label = ClassEmbedding(num_classes, width) if num_classes > 0 else None
 
-    def forward(self, x: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def row_elements(self) -> int:
+        """Floats of one row's widest activation (how many rows fit a cache)."""
+        return self.inp.out_features
+
+    def embed_time(self, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """tau (R,) and labels (R,) or None -> (R, width) (``embed_time_and_class``)."""
+        return embed_time_and_class(self, tau, cond)
+
+    def forward_embedded(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The network on x (B, *dims) with embedded times temb (B, width), or (1, width) shared by all rows."""
         shape = x.shape
-        temb = self.time(timestep_embedding(tau, self.time_dim).to(x.dtype))
-        if self.label is not None:
-            temb = temb + self.label(cond, shape[0], x.device)
-        elif cond is not None:
-            raise DDPMLabError("this network is unconditional (model.num_classes = 0); it takes no class labels")
         h = self.inp(x.reshape(shape[0], -1))
         for block in self.blocks:
             h = block(h, temb)
         out = self.out(h)  # (B, out_dim)
         return out.reshape((shape[0], self.out_dim // self.data_dim * shape[1]) + tuple(shape[2:]))
+
+    def forward(self, x: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_embedded(x, self.embed_time(tau, cond).to(x.dtype))

@@ -22,6 +22,10 @@ The simple loss of a preconditioned model is the squared error of F itself (the 
 by the scale): Karras et al.'s loss weight lambda = 1 / c_out^2, which trains every step to the same
 relative accuracy. Unweighted, the high-noise steps, where c_out is small, get almost no gradient, yet
 the ODE amplifies their errors most.
+
+Both maps are affine in x_t at each step: input = k_in x_t + b_in and head = k_x x_t + b_x + c_out F
+(``coefficients``). A model evaluates them from a table of the five per step (``step_table``), one
+gather a batch, or from five Python floats when every row is at one step.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class GaussianPreconditioner(nn.Module):
     """Scalar data mean and standard deviation (buffers, saved with the weights) and the maps above.
 
     ``alpha_bar`` is a tensor broadcastable against x_t (per example) or a float (one step for all).
+    ``coefficients`` are the maps' (k_in, b_in, k_x, b_x, c_out); the methods below take them too.
     """
 
     def __init__(self, mean_type: str):
@@ -50,6 +55,7 @@ class GaussianPreconditioner(nn.Module):
         self.register_buffer("data_mean", torch.zeros(()))
         self.register_buffer("data_std", torch.ones(()))
         self._moments_set = False  # set by ``set_moments`` or by loading saved weights
+        self._table = None  # (key, table) of the last ``step_table``
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -74,32 +80,63 @@ class GaussianPreconditioner(nn.Module):
         self.data_std.fill_(float(std))
         self._moments_set = True
 
-    def _terms(self, x_t: torch.Tensor, alpha_bar):
-        ab = torch.as_tensor(alpha_bar, dtype=x_t.dtype, device=x_t.device)
-        a, s = ab.sqrt(), (1 - ab).sqrt()
-        S = self.data_std.to(x_t.dtype)
-        r2 = ab * S * S + (1 - ab)
-        return a, s, S, r2, x_t - a * self.data_mean.to(x_t.dtype)
+    def coefficients(self, alpha_bar, like: torch.Tensor | None = None):
+        """(k_in, b_in, k_x, b_x, c_out) at noise level ``alpha_bar``: Python floats for a float, else
+        tensors shaped like it (in ``like``'s dtype and device).
 
-    def scale_input(self, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
-        """c / r: the network's input, unit variance at every step under the Gaussian fit."""
-        _, _, _, r2, c = self._terms(x_t, alpha_bar)
-        return c / r2.sqrt()
-
-    def residual_scale(self, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
-        """c_out: how far a unit of F moves the mean head (sqrt(abar) S / r, sqrt(1 - abar) S / r or S / r)."""
-        a, s, S, r2, _ = self._terms(x_t, alpha_bar)
-        scale = {"epsilon": a * S, "x0": s * S, "v": S}[self.mean_type] / r2.sqrt()
-        return scale.expand_as(x_t) if scale.dim() else torch.full_like(x_t, float(scale))
-
-    def mean_head(self, F: torch.Tensor, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
-        """The mean head's prediction (eps, x_0 or v) from the network's normalised residual F."""
-        a, s, S, r2, c = self._terms(x_t, alpha_bar)
-        r = r2.sqrt()
-        eps_g = s * c / r2
+        With a = sqrt(abar), s = sqrt(1 - abar), r^2 = abar S^2 + 1 - abar and c = x_t - a m:
+        input c / r; heads eps = s c / r^2 + (a S / r) F, x_0 = m + a S^2 c / r^2 + (s S / r) F,
+        v = a s (1 - S^2) c / r^2 - s m + (S / r) F."""
+        m, S = float(self.data_mean), float(self.data_std)
+        if isinstance(alpha_bar, float):
+            a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+            r_inv = 1.0 / math.sqrt(1.0 + alpha_bar * (S * S - 1.0))
+        else:
+            ab = torch.as_tensor(alpha_bar, dtype=like.dtype if like is not None else None,
+                                 device=like.device if like is not None else None)
+            a, s = ab.sqrt(), (1 - ab).sqrt()
+            r_inv = (1 + ab * (S * S - 1)).rsqrt()
+        r2_inv = r_inv * r_inv
         if self.mean_type == "epsilon":
-            return eps_g + (a * S / r) * F
-        x0_g = self.data_mean.to(x_t.dtype) + a * S * S * c / r2
-        if self.mean_type == "x0":
-            return x0_g + (s * S / r) * F
-        return a * eps_g - s * x0_g + (S / r) * F
+            k_x, b_x, c_out = s * r2_inv, -(s * r2_inv) * (a * m), a * S * r_inv
+        elif self.mean_type == "x0":
+            k_x = a * S * S * r2_inv
+            b_x, c_out = m - k_x * (a * m), s * S * r_inv
+        else:
+            k_x = a * s * (1 - S * S) * r2_inv
+            b_x, c_out = -k_x * (a * m) - s * m, S * r_inv
+        return r_inv, -r_inv * (a * m), k_x, b_x, c_out
+
+    def step_table(self, alphas_cumprod: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The coefficients at every step of a schedule, (T + 1, 5) in ``like``'s dtype and device:
+        computed in float64 once for these moments and kept."""
+        key = (alphas_cumprod, float(self.data_mean), float(self.data_std), like.dtype, like.device)
+        if self._table is None or self._table[0][0] is not alphas_cumprod or self._table[0][1:] != key[1:]:
+            coef = self.coefficients(alphas_cumprod.double())
+            self._table = (key, torch.stack(coef, dim=1).to(like.dtype).to(like.device))
+        return self._table[1]
+
+    def _coefficients(self, x_t, alpha_bar, coef):
+        return coef if coef is not None else self.coefficients(alpha_bar, x_t)
+
+    def scale_input(self, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
+        """c / r: the network's input, unit variance at every step under the Gaussian fit."""
+        k_in, b_in, *_ = self._coefficients(x_t, alpha_bar, coef)
+        return _affine(x_t, k_in, b_in)
+
+    def residual_scale(self, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
+        """c_out: how far a unit of F moves the mean head (sqrt(abar) S / r, sqrt(1 - abar) S / r or S / r)."""
+        scale = self._coefficients(x_t, alpha_bar, coef)[4]
+        return scale.expand_as(x_t) if isinstance(scale, torch.Tensor) else torch.full_like(x_t, scale)
+
+    def mean_head(self, F: torch.Tensor, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
+        """The mean head's prediction (eps, x_0 or v) from the network's normalised residual F."""
+        _, _, k_x, b_x, c_out = self._coefficients(x_t, alpha_bar, coef)
+        if isinstance(c_out, torch.Tensor):
+            return torch.addcmul(_affine(x_t, k_x, b_x), F, c_out)
+        return _affine(x_t, k_x, b_x) + F * c_out
+
+
+def _affine(x: torch.Tensor, k, b) -> torch.Tensor:
+    """k x + b, in one op for tensor coefficients."""
+    return torch.addcmul(b, x, k) if isinstance(k, torch.Tensor) else x * k + b

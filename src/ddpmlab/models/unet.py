@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.models.mlp import ClassEmbedding, timestep_embedding
+from ddpmlab.models.mlp import ClassEmbedding, embed_time_and_class
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -47,7 +47,9 @@ class ResBlock(nn.Module):
 
 class UNet(nn.Module):
     """x (B, in_channels, H, W), network time tau (B,) in (0, 1] and optional class labels (B,) ->
-    (B, out_channels, H, W). ``num_classes`` > 0: a class embedding added to the time embedding."""
+    (B, out_channels, H, W). ``num_classes`` > 0: a class embedding added to the time embedding.
+
+    ``forward(x, tau, cond) = forward_embedded(x, embed_time(tau, cond))``: see ``ddpmlab.models.mlp``."""
 
     def __init__(self, in_channels: int, out_channels: int, base: int = 32, time_dim: int = 32,
                  channel_mult: tuple = (1, 2, 2), num_blocks: int = 1, groups: int = 8, dropout: float = 0.0,
@@ -87,12 +89,15 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
+    def embed_time(self, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """tau (R,) and labels (R,) or None -> (R, 4 base) (``embed_time_and_class``)."""
+        return embed_time_and_class(self, tau, cond)
+
     def forward(self, x: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time(timestep_embedding(tau, self.time_dim).to(x.dtype))  # (B, 4 base)
-        if self.label is not None:
-            emb = emb + self.label(cond, x.shape[0], x.device)
-        elif cond is not None:
-            raise DDPMLabError("this network is unconditional (model.num_classes = 0); it takes no class labels")
+        return self.forward_embedded(x, self.embed_time(tau, cond).to(x.dtype))
+
+    def forward_embedded(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The network on x (B, C, H, W) with embedded times emb (B, 4 base), or (1, 4 base) shared by all rows."""
         h = self.inp(x)
         hs = [h]
         for level in self.down:
