@@ -127,3 +127,15 @@ class ReverseProcess:
         p = self.p_mean_variance(rows, t)
         nll = 0.5 * p.log_variance + 0.5 * (traj[:-1].reshape(rows.shape) - p.mean).square() / p.variance
         return nll.reshape(T, N, -1).sum(dim=(0, 2)), traj[-1]
+
+
+class AroundNetwork:
+    """``dtype`` and ``device`` of a model that wraps a network ``self.net`` (its first parameter's)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters(), torch.empty(())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters(), torch.empty(())).device

@@ -86,3 +86,18 @@ def forward_trajectory_fast(schedule: NoiseSchedule, x0: torch.Tensor, noise: to
     torch.cumsum(body, 0, out=body)
     body.add_(x0).mul_(scale_out.reshape(shape))
     return out
+
+
+def q_sample_steps(schedule: NoiseSchedule, x0: torch.Tensor, first: int, max_rows: int,
+                   generator: torch.Generator | None = None):
+    """For steps first..T in chunks of whole steps (at most ``max_rows`` (step, example) rows each), yield
+    (ts (c,), t (c B,), x0 repeated (c B, *dims), x_t ~ q(x_t | x_0) (eq. 4)); example fastest, one fresh
+    x_t per step and example drawn from ``generator`` in float64: what the per-step evaluations share."""
+    B = x0.shape[0]
+    chunk = max(1, max_rows // B)
+    for start in range(first, schedule.T + 1, chunk):
+        ts = torch.arange(start, min(start + chunk, schedule.T + 1))  # (c,)
+        t = ts.repeat_interleave(B)  # (c B,)
+        x0_rep = x0.repeat((len(ts),) + (1,) * (x0.dim() - 1))  # (c B, *dims), example fastest
+        yield ts, t, x0_rep, q_sample(schedule, x0_rep, t, torch.randn(x0_rep.shape, generator=generator,
+                                                                         dtype=torch.float64))

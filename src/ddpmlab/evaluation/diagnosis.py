@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from ddpmlab.core.diffusion import q_sample
+from ddpmlab.core.diffusion import q_sample_steps
 from ddpmlab.core.utils import sum_flat
 from ddpmlab.evaluation.oracle import MixtureOracle
 
@@ -44,16 +44,11 @@ def excess_per_step(model, dist, x0: torch.Tensor, generator: torch.Generator | 
     x0 = x0.double().reshape((B,) + tuple(model.data_shape))
     mean_part = torch.empty(T, B, dtype=torch.float64)
     var_part = torch.empty(T, B, dtype=torch.float64)
-    chunk = max(1, max_rows // B)
-    for start in range(1, T + 1, chunk):
-        ts = torch.arange(start, min(start + chunk, T + 1))  # (c,)
-        t = ts.repeat_interleave(B)  # (c B,)
-        x0_rep = x0.repeat((len(ts),) + (1,) * (x0.dim() - 1))  # (c B, *dims), example fastest
-        x_t = q_sample(sched, x0_rep, t, torch.randn(x0_rep.shape, generator=generator, dtype=torch.float64))
+    for ts, t, x0_rep, x_t in q_sample_steps(sched, x0, 1, max_rows, generator):
         exact_mean, exact_var = _moments(oracle, x_t, t)
         mean, var = _moments(model, x_t, t)
         ratio = exact_var / var
-        rows = slice(start - 1, start - 1 + len(ts))
+        rows = ts - 1
         mean_part[rows] = sum_flat((exact_mean - mean).square() / (2 * var)).reshape(len(ts), B)
         var_part[rows] = sum_flat(0.5 * (ratio - 1 - ratio.log())).reshape(len(ts), B)
     return {"excess_nats": mean_part + var_part, "mean_nats": mean_part, "variance_nats": var_part}

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ddpmlab.core.diffusion import q_sample
+from ddpmlab.core.diffusion import q_sample, q_sample_steps
 from ddpmlab.core.gaussian import (gaussian_log_likelihood, nats_to_bpd, normal_kl, prior_kl_nats,  # noqa: F401
                                    step_term_nats)
 
@@ -32,36 +32,34 @@ def reverse_step(model, x_t: torch.Tensor, t: torch.Tensor):
 
 
 @torch.no_grad()
-def vlb_terms(model, x0: torch.Tensor, generator: torch.Generator | None = None,
-              max_rows: int = 1 << 18) -> dict:
-    """Per-example terms of the bound (eq. 5) for data x0 (B, *dims): a dict of (B,) float64 tensors
-    ``prior_nats``, ``steps_nats`` (the sum over t = 2..T), ``decoder_nats`` and ``total_nats``.
-
-    Steps are evaluated in chunks of whole steps, at most ``max_rows`` (step, example) rows at a time.
-    """
+def vlb_terms_by_step(model, x0: torch.Tensor, generator: torch.Generator | None = None,
+                      max_rows: int = 1 << 18) -> dict:
+    """Per-example terms of eq. 5 for data x0 (B, *dims): ``prior_nats`` (B,) = L_T and ``step_nats``
+    (T, B), row t - 1 holding the term of reverse step t (L_0 the decoder in row 0, L_{t-1} in row t - 1).
+    One x_t ~ q(x_t | x_0) per step and example; steps in chunks of at most ``max_rows`` rows."""
     sched = model.schedule
     T, B = sched.T, x0.shape[0]
     x0 = x0.double()
-
     prior = prior_kl_nats(sched, x0)
-
-    steps = torch.zeros(B, dtype=torch.float64)
-    chunk = max(1, max_rows // B)
-    for start in range(2, T + 1, chunk):
-        ts = torch.arange(start, min(start + chunk, T + 1))  # (c,)
-        t = ts.repeat_interleave(B)  # (c B,)
-        x0_rep = x0.repeat((len(ts),) + (1,) * (x0.dim() - 1))  # (c B, *dims), example fastest
-        x_t = q_sample(sched, x0_rep, t, torch.randn(x0_rep.shape, generator=generator, dtype=torch.float64))
-        p_mean, p_logvar = reverse_step(model, x_t, t)
-        kl = step_term_nats(sched, x0_rep, x_t, t, p_mean, p_logvar)  # (c B,)
-        steps += kl.reshape(len(ts), B).sum(0)
-
+    steps = torch.zeros(T, B, dtype=torch.float64)
+    for ts, t, x0_rep, x_t in q_sample_steps(sched, x0, 2, max_rows, generator):
+        steps[ts - 1] = step_term_nats(sched, x0_rep, x_t, t, *reverse_step(model, x_t, t)).reshape(len(ts), B)
     t1 = torch.ones(B, dtype=torch.long)
     x1 = q_sample(sched, x0, t1, torch.randn(x0.shape, generator=generator, dtype=torch.float64))
-    p_mean, p_logvar = reverse_step(model, x1, t1)
-    decoder = step_term_nats(sched, x0, x1, t1, p_mean, p_logvar)
-    return {"prior_nats": prior, "steps_nats": steps, "decoder_nats": decoder,
-            "total_nats": prior + steps + decoder}
+    steps[0] = step_term_nats(sched, x0, x1, t1, *reverse_step(model, x1, t1))
+    return {"prior_nats": prior, "step_nats": steps}
+
+
+@torch.no_grad()
+def vlb_terms(model, x0: torch.Tensor, generator: torch.Generator | None = None,
+              max_rows: int = 1 << 18) -> dict:
+    """Per-example terms of the bound (eq. 5) for data x0 (B, *dims): a dict of (B,) float64 tensors
+    ``prior_nats``, ``steps_nats`` (the sum over t = 2..T), ``decoder_nats`` and ``total_nats``
+    (``vlb_terms_by_step`` summed over the steps)."""
+    r = vlb_terms_by_step(model, x0, generator, max_rows)
+    steps, decoder = r["step_nats"][1:].sum(0), r["step_nats"][0]
+    return {"prior_nats": r["prior_nats"], "steps_nats": steps, "decoder_nats": decoder,
+            "total_nats": r["prior_nats"] + steps + decoder}
 
 
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:

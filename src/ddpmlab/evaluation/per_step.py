@@ -20,36 +20,12 @@ import torch
 from ddpmlab.core.diffusion import q_sample
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.gaussian import nats_to_bpd, prior_kl_nats, step_term_nats
-from ddpmlab.evaluation.likelihood import reverse_step
+from ddpmlab.evaluation.likelihood import reverse_step, vlb_terms_by_step  # noqa: F401 (re-exported)
 
 
 def predict_eps(model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The noise the model predicts in x_t (the contract's ``pred_eps``), float64 on the CPU."""
     return model.p_mean_variance(x_t.to(model.device, model.dtype), t.to(model.device)).pred_eps.double().cpu()
-
-
-@torch.no_grad()
-def vlb_terms_by_step(model, x0: torch.Tensor, generator: torch.Generator | None = None,
-                      max_rows: int = 1 << 18) -> dict:
-    """Per-example terms of eq. 5 for data x0 (B, *dims): ``prior_nats`` (B,) = L_T and ``step_nats``
-    (T, B), row t - 1 holding the term of reverse step t (L_0 the decoder in row 0, L_{t-1} in row t - 1).
-    One x_t ~ q(x_t | x_0) per step and example; steps in chunks of at most ``max_rows`` rows."""
-    sched = model.schedule
-    T, B = sched.T, x0.shape[0]
-    x0 = x0.double()
-    prior = prior_kl_nats(sched, x0)
-    steps = torch.zeros(T, B, dtype=torch.float64)
-    chunk = max(1, max_rows // B)
-    for start in range(2, T + 1, chunk):
-        ts = torch.arange(start, min(start + chunk, T + 1))  # (c,)
-        t = ts.repeat_interleave(B)  # (c B,)
-        x0_rep = x0.repeat((len(ts),) + (1,) * (x0.dim() - 1))  # (c B, *dims), example fastest
-        x_t = q_sample(sched, x0_rep, t, torch.randn(x0_rep.shape, generator=generator, dtype=torch.float64))
-        steps[ts - 1] = step_term_nats(sched, x0_rep, x_t, t, *reverse_step(model, x_t, t)).reshape(len(ts), B)
-    t1 = torch.ones(B, dtype=torch.long)
-    x1 = q_sample(sched, x0, t1, torch.randn(x0.shape, generator=generator, dtype=torch.float64))
-    steps[0] = step_term_nats(sched, x0, x1, t1, *reverse_step(model, x1, t1))
-    return {"prior_nats": prior, "step_nats": steps}
 
 
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:

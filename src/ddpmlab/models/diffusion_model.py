@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess
+from ddpmlab.core.contract import AroundNetwork, PMeanVariance, ReverseProcess
 from ddpmlab.core.parameterisation import GaussianDiffusion
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError, extract
@@ -22,7 +22,7 @@ from ddpmlab.models import fast_path
 from ddpmlab.models.preconditioning import GaussianPreconditioner
 
 
-class DiffusionModel(nn.Module, ReverseProcess):
+class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
     """A network on a schedule, with a mean type and a variance type (improved-diffusion's two axes).
 
     >>> model = DiffusionModel(net, make_schedule("linear", 250), mean_type="epsilon", data_shape=(2,))
@@ -67,14 +67,6 @@ class DiffusionModel(nn.Module, ReverseProcess):
     @property
     def var_type(self) -> str:
         return self.diffusion.var_type
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.net.parameters(), torch.empty(())).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters(), torch.empty(())).device
 
     @property
     def needs_data_moments(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpmlab.core.contract import ReverseProcess
+from ddpmlab.core.contract import AroundNetwork, ReverseProcess
 from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.utils import DDPMLabError
 
@@ -20,7 +20,7 @@ NOT_DDPM = ("a flow model has no discrete reverse chain ({what}); sample it with
             "(solver euler, heun, midpoint or rk45) and measure it by the ODE likelihood")
 
 
-class FlowModel(nn.Module, ReverseProcess):
+class FlowModel(AroundNetwork, nn.Module, ReverseProcess):
     """A velocity network on the linear path.
 
     >>> model = FlowModel(net, data_shape=(2,))
@@ -40,14 +40,6 @@ class FlowModel(nn.Module, ReverseProcess):
         self.data_shape = tuple(int(d) for d in data_shape)
         if not self.data_shape or min(self.data_shape) < 1:
             raise DDPMLabError(f"data_shape must be one example's shape, e.g. (2,), got {data_shape}")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.net.parameters(), torch.empty(())).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters(), torch.empty(())).device
 
     def double(self):
         return nn.Module.double(self)
