@@ -130,7 +130,19 @@ class ReverseProcess:
 
 
 class AroundNetwork:
-    """``dtype`` and ``device`` of a model that wraps a network ``self.net`` (its first parameter's)."""
+    """A model that wraps a network ``self.net``: keeping it (``wrap_network``), and its ``dtype`` and
+    ``device`` (its first parameter's)."""
+
+    def wrap_network(self, net, net_kwargs: dict | None, data_shape) -> None:
+        """Keep ``net`` (an ``nn.Module``), the keyword arguments that rebuild it, and one example's shape."""
+        if not isinstance(net, torch.nn.Module):
+            raise DDPMLabError(f"the network must be a torch.nn.Module, got {type(net).__name__}")
+        self.net = net
+        self.net_kwargs = dict(net_kwargs or {})
+        self.arch_options = None  # set by a registered architecture's builder (``ddpmlab.models.registry``)
+        self.data_shape = tuple(int(d) for d in data_shape)
+        if not self.data_shape or min(self.data_shape) < 1:
+            raise DDPMLabError(f"data_shape must be one example's shape, e.g. (2,), got {data_shape}")
 
     @property
     def dtype(self) -> torch.dtype:

@@ -37,15 +37,8 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
                  var_type: str = "fixed_small", data_shape: tuple = (1,), precondition: bool = False,
                  data_moments: tuple[float, float] | None = None, net_kwargs: dict | None = None):
         super().__init__()
-        if not isinstance(net, nn.Module):
-            raise DDPMLabError(f"the network must be a torch.nn.Module, got {type(net).__name__}")
-        self.net = net
-        self.net_kwargs = dict(net_kwargs or {})
-        self.arch_options = None  # set by a registered architecture's builder (``ddpmlab.models.registry``)
+        self.wrap_network(net, net_kwargs, data_shape)
         self.diffusion = GaussianDiffusion(schedule, mean_type, var_type)
-        self.data_shape = tuple(int(d) for d in data_shape)
-        if not self.data_shape or min(self.data_shape) < 1:
-            raise DDPMLabError(f"data_shape must be one example's shape, e.g. (2,), got {data_shape}")
         if precondition and mean_type == "previous_x":
             raise DDPMLabError("precondition = true needs mean_type epsilon, x0 or v (previous_x predicts "
                                "x_{t-1} itself)")

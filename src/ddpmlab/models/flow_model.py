@@ -31,15 +31,8 @@ class FlowModel(AroundNetwork, nn.Module, ReverseProcess):
 
     def __init__(self, net: nn.Module, data_shape: tuple = (1,), net_kwargs: dict | None = None):
         super().__init__()
-        if not isinstance(net, nn.Module):
-            raise DDPMLabError(f"the network must be a torch.nn.Module, got {type(net).__name__}")
-        self.net = net
-        self.net_kwargs = dict(net_kwargs or {})
-        self.arch_options = None  # set by a registered architecture's builder (``ddpmlab.models.registry``)
+        self.wrap_network(net, net_kwargs, data_shape)
         self.path = LinearPath()
-        self.data_shape = tuple(int(d) for d in data_shape)
-        if not self.data_shape or min(self.data_shape) < 1:
-            raise DDPMLabError(f"data_shape must be one example's shape, e.g. (2,), got {data_shape}")
 
     def double(self):
         return nn.Module.double(self)
