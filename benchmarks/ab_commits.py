@@ -2,6 +2,7 @@
 tutorial config) and the recommended default recipe, trained through each commit's own ``fit``.
 
     python benchmarks/ab_commits.py --base 5096d30 [--rounds 5] [--tutorial-iters 300] [--default-iters 400]
+        [--default-set model.width=64 ...]
 
 Each measurement is a fresh subprocess with PYTHONPATH on that commit's ``src`` (exported with
 ``git archive``), one intra-op thread, alternating base / current so that a change in the host's speed
@@ -30,9 +31,9 @@ try:
 except ImportError:
     from ddpmlab.pipeline import fit
 from ddpmlab.config import load_config
-name, iters = sys.argv[1], int(sys.argv[2])
-cfg = load_config(name, [f"train.iters={iters}"])
-fit(load_config(name, ["train.iters=20"]), progress=False)  # warm-up: first-call costs
+name, iters, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+cfg = load_config(name, extra + [f"train.iters={iters}"])
+fit(load_config(name, extra + ["train.iters=20"]), progress=False)  # warm-up: first-call costs
 start = time.perf_counter()
 fit(cfg, progress=False)
 print(json.dumps({"ms_per_step": 1000 * (time.perf_counter() - start) / iters}))
@@ -46,9 +47,9 @@ def export_src(commit: str, dest: Path) -> Path:
     return dest / "src"
 
 
-def measure(src: Path, config: str, iters: int) -> float:
+def measure(src: Path, config: str, iters: int, overrides=()) -> float:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", CHILD, config, str(iters)], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, config, str(iters), *overrides], env=env, capture_output=True, text=True,
                          check=True, cwd=tempfile.gettempdir())
     return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
 
@@ -59,16 +60,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--tutorial-iters", type=int, default=300)
     p.add_argument("--default-iters", type=int, default=400)
+    p.add_argument("--default-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="overrides of the default recipe on both sides (the same work when the default changed)")
     args = p.parse_args()
     print("load average before:", os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         sides = {"base": export_src(args.base, Path(tmp)), "current": ROOT / "src"}
         results = {}
-        for config, iters in (("tutorial", args.tutorial_iters), ("default", args.default_iters)):
+        for config, iters, extra in (("tutorial", args.tutorial_iters, []),
+                                     ("default", args.default_iters, args.default_set)):
             times = {side: [] for side in sides}
             for _ in range(args.rounds):
                 for side, src in sides.items():
-                    times[side].append(measure(src, config, iters))
+                    times[side].append(measure(src, config, iters, extra))
             best = {side: min(v) for side, v in times.items()}
             results[config] = {"ms_per_step": best, "all": times, "ratio_current_over_base":
                                round(best["current"] / best["base"], 4)}

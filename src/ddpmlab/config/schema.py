@@ -14,7 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ddpmlab.core.parameterisation import MEAN_TYPES, VAR_TYPES
+from ddpmlab.core.parameterisation import LEARNED_VAR_TYPES, MEAN_TYPES, VAR_TYPES
 from ddpmlab.core.paths import FAMILIES
 from ddpmlab.core.schedule import SCHEDULES
 from ddpmlab.config.checks import check_config_memory, check_schedule_precision
@@ -222,7 +222,7 @@ def validate(cfg: Config) -> None:
     if m.precondition and (m.arch == "seed" or m.mean_type == "previous_x"):
         raise DDPMLabError(f"model.precondition = true needs model.mean_type = 'epsilon', 'x0' or 'v' and an mlp "
                            f"or unet (got {m.mean_type!r}, {m.arch!r}); set model.precondition = false")
-    if t.objective == "simple" and m.var_type in ("learned", "learned_range"):
+    if t.objective == "simple" and m.var_type in LEARNED_VAR_TYPES:
         raise DDPMLabError("train.objective = 'simple' cannot train a learned variance; use 'hybrid' or 'vlb'")
     if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name not in ("file", "tensor"):
         raise DDPMLabError("train.batch_size = 0 (the whole training set) needs a training set: "

@@ -22,6 +22,12 @@ from ddpmlab.core.utils import extract
 
 MEAN_TYPES = Registry("mean type")  # name -> x_0 implied by the mean head: f(schedule, x_t, t, head)
 VAR_TYPES = Registry("variance type")  # name -> log sigma^2: f(diffusion, var_head, x_t, t)
+LEARNED_VAR_TYPES = ("learned", "learned_range")  # those with a variance head: twice the output channels
+
+
+def output_channels(var_type: str, channels: int) -> int:
+    """Network output channels (dimension 1) for data with ``channels`` channels under ``var_type``."""
+    return 2 * channels if var_type in LEARNED_VAR_TYPES else channels
 
 
 def predict_x0_from_eps(schedule: NoiseSchedule, x_t, t, eps):
@@ -97,11 +103,11 @@ class GaussianDiffusion:
 
     @property
     def learned_variance(self) -> bool:
-        return self.var_type in ("learned", "learned_range")
+        return self.var_type in LEARNED_VAR_TYPES
 
     def output_channels(self, channels: int) -> int:
         """Network output channels (dimension 1) for data with ``channels`` channels."""
-        return 2 * channels if self.learned_variance else channels
+        return output_channels(self.var_type, channels)
 
     def split_output(self, out: torch.Tensor):
         """(mean head, variance head or None)."""

@@ -14,6 +14,7 @@ import sys
 
 from torch import nn
 
+from ddpmlab.core.parameterisation import output_channels
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.diffusion_model import DiffusionModel
@@ -50,12 +51,6 @@ def _wrap(net, schedule, data_shape, o, arch: str | None = None):
     return model
 
 
-def _output_channels(o, channels: int) -> int:
-    if is_flow(o):
-        return channels
-    return 2 * channels if o.var_type in ("learned", "learned_range") else channels
-
-
 @ARCHITECTURES.register("seed")
 def build_seed(schedule, data_shape, o):
     """The seed's two small networks for the mean and standard deviation (``ddpmlab.models.seed``)."""
@@ -68,7 +63,7 @@ def build_seed(schedule, data_shape, o):
 def build_mlp(schedule, data_shape, o):
     """A residual MLP with a sinusoidal time embedding on flattened data (``ddpmlab.models.mlp``)."""
     D = math.prod(data_shape)
-    net = MLPDenoiser(D, out_dim=_output_channels(o, 1) * D, width=o.width, depth=o.depth, time_dim=o.time_dim,
+    net = MLPDenoiser(D, out_dim=output_channels(o.var_type, 1) * D, width=o.width, depth=o.depth, time_dim=o.time_dim,
                       num_classes=getattr(o, "num_classes", 0))
     return _wrap(net, schedule, data_shape, o, "mlp")
 
@@ -80,7 +75,7 @@ def build_unet(schedule, data_shape, o):
         raise DDPMLabError(f"model.arch = 'unet' needs image data (C, H, W), got shape {data_shape}")
     from ddpmlab.models.unet import UNet
 
-    net = UNet(data_shape[0], _output_channels(o, data_shape[0]), base=o.width, time_dim=o.time_dim,
+    net = UNet(data_shape[0], output_channels(o.var_type, data_shape[0]), base=o.width, time_dim=o.time_dim,
                num_classes=getattr(o, "num_classes", 0))
     return _wrap(net, schedule, data_shape, o, "unet")
 
