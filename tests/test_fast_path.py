@@ -109,3 +109,23 @@ def test_training_losses_and_weights_match_the_plain_path():
     assert fast.loss_history == pytest.approx(plain.loss_history, rel=1e-5)
     for a, b in zip(fast.model.parameters(), plain.model.parameters()):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_call_net_at_steps_matches_the_plain_call_and_follows_its_grid():
+    """The time MLP on a grid of every step's time, gathered to the rows, against the plain call on
+    each row's time: outputs and gradients; the grid's kept features follow an in-place change of it."""
+    net = _mlp()
+    n, grid = 600, torch.rand(41, generator=gen(10))
+    x, step = torch.randn(n, 2, generator=gen(11), dtype=torch.float64), torch.randint(0, 41, (n,), generator=gen(12))
+    for _ in range(2):
+        plain = net(x, grid[step])
+        grads = torch.autograd.grad(plain.square().sum(), list(net.parameters()))
+        fast = fast_path.call_net_at_steps(net, x, step, grid)
+        fast_grads = torch.autograd.grad(fast.square().sum(), list(net.parameters()))
+        assert torch.allclose(fast, plain, rtol=0, atol=1e-12)
+        for a, b in zip(fast_grads, grads):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+        grid.mul_(0.5)  # the same tensor, new values: the kept features must not be reused
+    assert net._kept_features[0] is grid
+    few = fast_path.call_net_at_steps(net, x[:100], step[:100], grid)  # too few rows for the grid: plain
+    assert torch.allclose(few, net(x[:100], grid[step[:100]]), rtol=0, atol=1e-12)

@@ -137,7 +137,9 @@ def test_simple_loss_is_the_networks_own_squared_error(mean_type):
     p = model.precond
     F = model.net(p.scale_input(x_t, ab), model.schedule.model_time(t))
     target = model.diffusion.mean_target(x0, x_t, t, noise)
-    F_target = (target - p.mean_head(torch.zeros_like(x_t), x_t, ab)) / p.residual_scale(x_t, ab)
+    c_out = p.mean_head(torch.ones_like(x_t), x_t, ab) - p.mean_head(torch.zeros_like(x_t), x_t, ab)
+    F_target = (target - p.mean_head(torch.zeros_like(x_t), x_t, ab)) / c_out
     assert torch.allclose(value, ((F_target - F) ** 2).mean(1), rtol=1e-9, atol=1e-12)
-    assert torch.allclose(p.residual_scale(x_t, ab), p.mean_head(torch.ones_like(x_t), x_t, ab)
-                          - p.mean_head(torch.zeros_like(x_t), x_t, ab), atol=1e-12)
+    assert torch.allclose(p.residual_target(target, x_t, ab), F_target, rtol=1e-12, atol=1e-12)
+    head = p.mean_head(F, x_t, ab)  # the same loss written on the head: ((target - head) / c_out)^2
+    assert torch.allclose(value, (((target - head) / c_out) ** 2).mean(1), rtol=1e-9, atol=1e-12)

@@ -71,8 +71,13 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
             self.precond.set_moments(mean, std)
 
     # -- the network ---------------------------------------------------------------------------------
-    def _net(self, x, tau, cond):
-        out = fast_path.call_net(self.net, x, tau) if cond is None else self.net(x, tau, cond)
+    def _net(self, x, tau, cond, step=None):
+        """The network at network times tau (B,), or at integer steps ``step`` (B,) of the schedule (tau
+        None; unconditional), each step's time embedded once (``fast_path.call_net_at_steps``)."""
+        if step is not None:
+            out = fast_path.call_net_at_steps(self.net, x, step.to(x.device), self._time_grid(x.device))
+        else:
+            out = fast_path.call_net(self.net, x, tau) if cond is None else self.net(x, tau, cond)
         if tuple(out.shape[1:]) != self._out_shape or out.shape[0] != x.shape[0]:
             raise DDPMLabError(
                 f"the network's output has shape {tuple(out.shape)}, but mean type {self.mean_type!r} with "
@@ -88,10 +93,18 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
             coef = self.precond.coefficients(alpha_bar, x)
         return self._net_out(x, tau, coef, cond)
 
-    def _net_out(self, x, tau, coef, cond):
+    def _time_grid(self, device) -> torch.Tensor:
+        """The network time of every step 0..T (T + 1,), kept for this schedule and device."""
+        kept = self.__dict__.get("_kept_grid")
+        if kept is None or kept[0] is not self.schedule or kept[1].device != torch.device(device):
+            grid = self.schedule.model_time(torch.arange(self.schedule.T + 1)).to(device)
+            self.__dict__["_kept_grid"] = kept = (self.schedule, grid)
+        return kept[1]
+
+    def _net_out(self, x, tau, coef, cond, step=None):
         if self.precond is None:
-            return self._net(x, tau, cond)
-        out = self._net(self.precond.scale_input(x, coef=coef), tau, cond)
+            return self._net(x, tau, cond, step)
+        out = self._net(self.precond.scale_input(x, coef=coef), tau, cond, step)
         head, var_head = self.diffusion.split_output(out)
         head = self.precond.mean_head(head, x, coef=coef)
         return head if var_head is None else torch.cat([head, var_head], dim=1)
@@ -114,7 +127,15 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The model's raw output at integer paper steps t (B,): mean head (eps, x_0, v or mu) and, for a
         learned variance, the variance head concatenated along dimension 1."""
-        return self._net_out(x_t, self.schedule.model_time(t).to(x_t.device), self._coefficients(x_t, t), cond)
+        tau, step = self._time_or_step(x_t, t, cond)
+        return self._net_out(x_t, tau, self._coefficients(x_t, t), cond, step)
+
+    def _time_or_step(self, x_t, t, cond):
+        """(tau, None), or (None, t) where the network is called at integer steps (``_net``)."""
+        t = torch.as_tensor(t)
+        if cond is None and t.dim() == 1 and not t.dtype.is_floating_point:
+            return None, t
+        return self.schedule.model_time(t).to(x_t.device), None
 
     # -- the contract --------------------------------------------------------------------------------
     def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> PMeanVariance:
@@ -166,12 +187,24 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
         """What the mean head should output for the simple loss (eq. 14's target for each mean type)."""
         return self.diffusion.mean_target(x0, x_t, t, noise)
 
-    def loss_scale(self, x_t, t):
-        """The residual scale c_out dividing the mean head's error in the simple loss (preconditioned
-        models; Karras et al. 2022's loss weight 1 / c_out^2), or None."""
+    def simple_error(self, x0, x_t, t, noise, cond=None, keep_output: bool = False):
+        """(error, raw output or None): the mean head's target (eq. 14's, for the mean type) minus its
+        prediction, and the output itself when ``keep_output``. A preconditioned model's error is divided
+        by the residual scale c_out (Karras et al. 2022's loss weight 1 / c_out^2): with the head
+        k_x x_t + b_x + c_out F, that is (target - k_x x_t - b_x) / c_out - F, the error of the network's
+        own normalised output, with the gradient reaching F alone."""
+        target = self.mean_target(x0, x_t, t, noise)
         if self.precond is None:
-            return None
-        return self.precond.residual_scale(x_t, coef=self._coefficients(x_t, t))
+            out = self(x_t, t, cond)
+            return target - self.split_output(out)[0], (out if keep_output else None)
+        coef = self._coefficients(x_t, t)
+        tau, step = self._time_or_step(x_t, t, cond)
+        F, var_head = self.split_output(self._net(self.precond.scale_input(x_t, coef=coef), tau, cond, step))
+        err = self.precond.residual_target(target, x_t, coef=coef) - F
+        if not keep_output:
+            return err, None
+        head = self.precond.mean_head(F, x_t, coef=coef)
+        return err, (head if var_head is None else torch.cat([head, var_head], dim=1))
 
     def p_mean_variance_from_output(self, out, x_t, t) -> PMeanVariance:
         return self.diffusion.p_mean_variance(out, x_t, t)

@@ -6,8 +6,11 @@ that split their call into ``embed_time(tau) -> temb`` and ``forward_embedded(x,
   broadcast to the batch; without gradients and on the CPU, a network that declares ``rows_independent``
   runs on chunks of rows whose activations stay in a core's L2 cache (a (10,000, 64) float32 activation
   does not: 2,048-row chunks sample 10,000 points about 1.6x faster on our 2-core machine);
-- few distinct times (a training batch of B rows on T << B steps): the time MLP on the distinct times,
-  gathered back to the rows (its gradient summed over the rows that share a time);
+- a training batch of B rows on integer steps of a grid of S <= B / 2 network times (``call_net_at_steps``):
+  the time MLP on the whole grid, gathered to the rows (its gradient summed over the rows that share a
+  step); the grid's sinusoidal features are computed once for the grid tensor and kept;
+- few distinct times (B rows on T << B distinct times): the time MLP on the distinct times, gathered
+  back to the rows in the same way;
 - otherwise the plain call ``net(x, tau)``.
 
 The results are the plain call's up to float rounding (``tests/test_fast_path.py``); ``with plain():``
@@ -78,3 +81,12 @@ def call_net(net, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         if 2 * times.shape[0] <= tau.shape[0]:
             return net.forward_embedded(x, net.embed_time(times).to(x.dtype).index_select(0, index))  # (B, E)
     return net(x, tau)
+
+
+def call_net_at_steps(net, x: torch.Tensor, step: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``net(x, grid[step])`` for x (B, *dims), integer steps (B,) and the network times of every step
+    ``grid`` (S,): the time MLP on the grid once where the batch has at least 2 S rows, else ``call_net``."""
+    if (_enabled and splits_time(net) and step.dim() == 1 and step.shape[0] == x.shape[0]
+            and x.shape[0] >= max(MIN_GATHER_ROWS, 2 * grid.shape[0]) and shared_value(step) is None):
+        return net.forward_embedded(x, net.embed_time(grid).to(x.dtype).index_select(0, step))  # (B, E)
+    return call_net(net, x, grid.index_select(0, step))

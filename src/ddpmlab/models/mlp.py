@@ -30,11 +30,29 @@ def timestep_embedding(tau: torch.Tensor, dim: int, max_period: float = 10_000.0
 def embed_time_and_class(net: nn.Module, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
     """``net.time`` (the time MLP) on the sinusoidal embedding of tau (R,), plus ``net.label``'s class
     embedding for a conditional network (the null class where ``cond`` is None): (R, embedding width)."""
-    emb = net.time(timestep_embedding(tau, net.time_dim).to(net.time[0].weight.dtype))
+    emb = net.time(_features(net, tau))
     if net.label is not None:
         return emb + net.label(cond, tau.shape[0], tau.device)
     if cond is not None:
         raise DDPMLabError("this network is unconditional (model.num_classes = 0); it takes no class labels")
+    return emb
+
+
+KEEP_FEATURES_ROWS = 4096  # a grid of steps is kept; a large batch's per-row times are not
+
+
+def _features(net: nn.Module, tau: torch.Tensor) -> torch.Tensor:
+    """``timestep_embedding(tau)`` in the time MLP's dtype, kept for the last tau tensor: a model's grid
+    of every step's network time (``fast_path.call_net_at_steps``) is embedded once, not every batch. The
+    kept tensor is the same object, unchanged in place (its version), on the same dtype."""
+    dtype = net.time[0].weight.dtype
+    if tau.requires_grad or tau.is_inference() or tau.numel() > KEEP_FEATURES_ROWS:
+        return timestep_embedding(tau, net.time_dim).to(dtype)
+    kept = net.__dict__.get("_kept_features")
+    if kept is not None and kept[0] is tau and kept[1] == tau._version and kept[2].dtype == dtype:
+        return kept[2]
+    emb = timestep_embedding(tau, net.time_dim).to(dtype)
+    net.__dict__["_kept_features"] = (tau, tau._version, emb)
     return emb
 
 

@@ -122,21 +122,22 @@ class GaussianPreconditioner(nn.Module):
     def scale_input(self, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
         """c / r: the network's input, unit variance at every step under the Gaussian fit."""
         k_in, b_in, *_ = self._coefficients(x_t, alpha_bar, coef)
-        return _affine(x_t, k_in, b_in)
+        return affine(x_t, k_in, b_in)
 
-    def residual_scale(self, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
-        """c_out: how far a unit of F moves the mean head (sqrt(abar) S / r, sqrt(1 - abar) S / r or S / r)."""
-        scale = self._coefficients(x_t, alpha_bar, coef)[4]
-        return scale.expand_as(x_t) if isinstance(scale, torch.Tensor) else torch.full_like(x_t, scale)
+    def residual_target(self, target: torch.Tensor, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
+        """(target - k_x x_t - b_x) / c_out: the normalised residual F that makes the mean head equal
+        ``target`` (eps, x_0 or v). The simple loss is F's squared error against it."""
+        _, _, k_x, b_x, c_out = self._coefficients(x_t, alpha_bar, coef)
+        return (target - affine(x_t, k_x, b_x)) / c_out
 
     def mean_head(self, F: torch.Tensor, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
         """The mean head's prediction (eps, x_0 or v) from the network's normalised residual F."""
         _, _, k_x, b_x, c_out = self._coefficients(x_t, alpha_bar, coef)
         if isinstance(c_out, torch.Tensor):
-            return torch.addcmul(_affine(x_t, k_x, b_x), F, c_out)
-        return _affine(x_t, k_x, b_x) + F * c_out
+            return torch.addcmul(affine(x_t, k_x, b_x), F, c_out)
+        return affine(x_t, k_x, b_x) + F * c_out
 
 
-def _affine(x: torch.Tensor, k, b) -> torch.Tensor:
+def affine(x: torch.Tensor, k, b) -> torch.Tensor:
     """k x + b, in one op for tensor coefficients."""
     return torch.addcmul(b, x, k) if isinstance(k, torch.Tensor) else x * k + b

@@ -14,7 +14,7 @@
   variance (Nichol & Dhariwal 2021, sec. 3.1).
 
 ``Simple`` and ``Hybrid`` need the network's raw output: a ``DiffusionModel`` (``model(x_t, t, cond)``,
-``split_output``, ``mean_target``, ``loss_scale``, ``p_mean_variance_from_output``). Your own objective is
+``simple_error``, ``split_output``, ``p_mean_variance_from_output``). Your own objective is
 any callable of the same signature; optional ``bind(model)``, ``state_dict()`` and ``load_state_dict(d)``
 let the trainer prepare it and checkpoint its state.
 """
@@ -34,15 +34,6 @@ from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
 OBJECTIVES = Registry("objective")
 
 
-def simple_mse(model, x0, x_t, t, noise, mean_head):
-    """Per example ||target - mean head||^2 (Ho et al. eq. 14). A preconditioned model's error is first
-    divided by its residual scale c_out: the squared error of the network's own normalised output
-    (Karras et al. 2022, loss weight 1 / c_out^2)."""
-    err = model.mean_target(x0, x_t, t, noise) - mean_head
-    scale = model.loss_scale(x_t, t)
-    if scale is not None:
-        err = err / scale
-    return mean_flat(err ** 2)
 
 
 @OBJECTIVES.register("trajectory_bound")
@@ -121,8 +112,8 @@ class Simple(PerStep):
 
     def __call__(self, model, x0, generator=None, cond=None):
         t, _, noise, x_t = self.draw(model, x0, generator)
-        mean_head, _ = model.split_output(model(x_t, t, cond))
-        return simple_mse(model, x0, x_t, t, noise, mean_head)
+        err, _ = model.simple_error(x0, x_t, t, noise, cond)
+        return mean_flat(err.square())
 
 
 @OBJECTIVES.register("hybrid")
@@ -135,9 +126,9 @@ class Hybrid(PerStep):
 
     def __call__(self, model, x0, generator=None, cond=None):
         t, w, noise, x_t = self.draw(model, x0, generator)
-        out = model(x_t, t, cond)
+        err, out = model.simple_error(x0, x_t, t, noise, cond, keep_output=True)
+        simple = mean_flat(err.square())
         mean_head, var_head = model.split_output(out)
-        simple = simple_mse(model, x0, x_t, t, noise, mean_head)
         frozen = out if var_head is None else torch.cat([mean_head.detach(), var_head], dim=1)
         p = model.p_mean_variance_from_output(frozen, x_t, t)
         term = step_term_nats(model.schedule, x0, x_t, t, p.mean, p.log_variance)
