@@ -1,30 +1,56 @@
 """Flow matching against the DDPM default: the same network and training budget on the same data,
-measured against the same exact answers.
+measured against the same exact answers (issue 15).
 
-    python benchmarks/flow_vs_ddpm.py [--seeds 0 1 2 3 4] [--datasets seed_mixture eight_gaussians moons
-        checkerboard] [--seeds-2d 0] [--draws 8] [--nfe 5 10 25 50] [--n 10000] [--n-ode 256] [--iters-scale 1] [--out DIR]
+    python benchmarks/flow_vs_ddpm.py [--datasets seed_mixture eight_gaussians moons checkerboard]
+        [--seeds 0 1 2 3 4] [--seeds-2d ...] [--draws 8] [--nfe 5 10 25 50] [--n 10000] [--n-ode 8192]
+        [--n-ode-2d 1024] [--iters-scale 1] [--threads 1] [--out DIR]
+    python benchmarks/flow_vs_ddpm.py --merge A/flow_vs_ddpm.json B/flow_vs_ddpm.json [--out DIR]
 
 For each data set, the DDPM recipe (``default`` for the seed's mixture, ``eight_gaussians``, ``moons``,
 ``moons`` with the checkerboard) and its flow twin (``flow``, ``eight_gaussians_flow``, ``moons_flow``)
-train once per seed. Sample quality at each budget of network evaluations (NFE): the expected W1 (1-D)
-or sliced W1 (2-D, 128 fixed directions) of ``--n`` samples to a fixed reference of 100,000 (1-D) /
-20,000 (2-D) true points, the mean over seeds and ``--draws`` draws each, beside the floor (a true
-sample of the same size). Samplers: the DDPM's probability-flow ODE by DPM-Solver++(2M) (K = NFE steps),
-the flow's ODE by Euler (K = NFE) and Heun (K = floor(NFE / 2), 2 NFE a step). For the Gaussian
-mixtures the exact models run the same solvers (``MixtureOracle`` under the DDPM's schedule,
-``FlowMixtureOracle``): their gap to the floor is the solver's own error, and their mean |x_K - x_exact|
-on the same noise (x_exact: rk45 at tolerance 1e-8) is the path error. ODE NLL (RK45, tolerance 1e-5,
-prior N(0, I)) of ``--n-ode`` true points, beside -log q on the same points and the entropy.
-The acceptance checks of issue 15 are printed at the end. Writes flow_vs_ddpm.md / .json into --out.
+train once per seed. Sample quality at each budget of network evaluations (NFE): the DDPM's
+probability-flow ODE by DPM-Solver++(2M) (K = NFE steps), the flow's ODE by Euler (K = NFE) and Heun
+(K = floor(NFE / 2), 2 NFE a step). Metric: in 1-D the W1 to the exact mixture, int |F_n - F| dx in
+closed form (``w1_to_mixture_1d``: no reference sample, so no reference noise); in 2-D the sliced W1
+(128 fixed directions) to a fixed reference of 20,000 true points. Each value is the expected metric of
+``--n`` samples: the mean over ``--draws`` draws, beside the floor (a true sample of the same size,
+64 draws).
+
+Common random numbers: draw d of seed s starts every model (trained DDPM, trained flow, each solver and
+budget) from the same initial noise z ~ N(0, I) (``initial_noise``: what ``dl.sample`` would draw from
+torch's generator seeded 1000 s + d, passed to it as x_T), and every ODE sampler is a deterministic map
+of z; the DDPM's and the flow's maps nearly coincide (both carry N(0, I) to the data; trained at full
+budget their samples of one z correlate at 0.9999). So the per-draw difference flow - DDPM shares the
+draw's luck (how many samples land in each component, which dominates one draw's W1) and its mean over
+the draws has a much smaller standard error than either W1 (seed's mixture, full budget, 16 draws: 0.002
+paired against 0.006 - 0.008 unpaired). The acceptance check of issue 15 compares, per seed, the trained
+flow at 25 Heun steps (50 NFE) with the DDPM default's 25-step ODE (DPM-Solver++(2M), 25 NFE): the paired
+mean difference and its standard error over the draws; the flow is "no worse" on a seed where the mean
+difference is <= 0 (the table says by how many standard errors it is worse where it is).
+
+ODE NLL (RK45 at tolerance 1e-5 per point, prior N(0, I), exact divergence) of ``--n-ode`` (1-D) /
+``--n-ode-2d`` (2-D) true points, the same points for every model and seed, in chunks of ``ODE_CHUNK``:
+the mean with its standard error over the points, beside the mean of -log q on the same points and the
+entropy H (1-D: quadrature; a 2-D mixture: Monte-Carlo over 2^22 points, SE 0.0005). E[NLL] - H =
+E_q[NLL - (-log q)] = KL(q || p), so the paired mean of NLL - (-log q) over the points estimates the
+NLL's distance to the entropy without the points' own spread of -log q (a control variate of known mean
+H): the NLL check reads it, with its standard error, and prints the direct mean NLL - H beside it.
+Defaults: 8192 points in 1-D (sd of -log q 0.77: the direct mean's SE 0.0085; about 5 - 10 ms a point
+at one thread), 1024 in 2-D (sd 0.97: direct SE 0.03, but a point costs 30 - 50 ms, 2 backward passes
+through the 128 x 3 MLP at 1000 - 1600 RK45 evaluations; the paired SE is what the check needs).
+
+Two processes: run disjoint ``--datasets`` (or disjoint ``--seeds`` of the same data sets) into two
+``--out`` folders, then ``--merge`` their JSON into one table; a data set split over seeds is joined
+seed by seed (its settings must agree). The acceptance checks of issue 15 are printed at the end.
+Writes flow_vs_ddpm.md / .json into --out.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,14 +58,17 @@ import torch
 
 import ddpmlab as dl
 from ddpmlab.config import load_config
+from ddpmlab.config.build import build_schedule
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.data.named import NAMED
 from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
-from ddpmlab.evaluation.metrics import mixture_entropy_1d, w1
+from ddpmlab.evaluation.metrics import mixture_entropy_1d, w1_to_mixture_1d
 from ddpmlab.evaluation.metrics_nd import random_directions, sliced_w1
 from ddpmlab.evaluation.ode import ode_log_likelihood
-from ddpmlab.config.build import build_schedule
 from ddpmlab.workflows.pipeline import fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flow_vs_ddpm_report import CHECK, load_runs, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {  # data set: (DDPM config, flow config, overrides of both)
@@ -49,6 +78,9 @@ PAIRS = {  # data set: (DDPM config, flow config, overrides of both)
     "checkerboard": ("moons", "moons_flow", ["data.name='checkerboard'"]),
 }
 METHODS = (("ddpm", "dpm_solver"), ("flow", "euler"), ("flow", "heun"))
+FLOOR_DRAWS = 64  # one draw's metric varies a lot (component counts): the floor needs many
+ODE_CHUNK = 512  # points per ODE solve: the solver's step fits the hardest point of a chunk
+ENTROPY_MC = 2 ** 22  # Monte-Carlo points for the entropy of a mixture above 1-D
 
 
 def steps_for(solver: str, nfe: int) -> int:
@@ -56,31 +88,33 @@ def steps_for(solver: str, nfe: int) -> int:
 
 
 class Metric:
-    """W1 (1-D) or sliced W1 (2-D) to one fixed reference sample."""
+    """W1 to the exact mixture (1-D), else sliced W1 (128 fixed directions) to one fixed reference."""
 
     def __init__(self, dist, dim: int):
         g = torch.Generator().manual_seed(12345)
-        self.dim = dim
-        self.ref = dist.sample(100_000 if dim == 1 else 20_000, g, dtype=torch.float64)
-        self.dirs = None if dim == 1 else random_directions(dim, 128, g)
+        self.dist, self.exact = dist, dim == 1 and isinstance(dist, GaussianMixture)
+        self.ref = None if self.exact else dist.sample(20_000, g, dtype=torch.float64)
+        self.dirs = None if self.exact else random_directions(dim, 128, g)
 
     def __call__(self, x) -> float:
         x = x.detach().double().reshape(x.shape[0], -1)
-        return w1(x, self.ref) if self.dim == 1 else sliced_w1(x, self.ref, self.dirs)
+        return w1_to_mixture_1d(self.dist, x) if self.exact else sliced_w1(x, self.ref, self.dirs)
 
 
-def entropy(dist, generator) -> tuple[float, float]:
+def entropy(dist) -> tuple[float, float]:
+    """The exact entropy (nats) and its standard error (0 where exact, else Monte-Carlo)."""
     if isinstance(dist, GaussianMixture) and dist.dim == 1:
         return mixture_entropy_1d(dist), 0.0
     if hasattr(dist, "entropy_nats"):
         return dist.entropy_nats(), 0.0
-    if hasattr(dist, "log_prob"):
-        v = -dist.log_prob(dist.sample(100_000, generator, dtype=torch.float64))
-        return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
-    return float("nan"), float("nan")
-
-
-FLOOR_DRAWS = 64  # one draw's metric varies a lot (component counts): the floor needs many
+    if not hasattr(dist, "log_prob"):
+        return float("nan"), float("nan")
+    g, s, s2 = torch.Generator().manual_seed(11), 0.0, 0.0
+    for _ in range(ENTROPY_MC // 2 ** 18):
+        v = -dist.log_prob(dist.sample(2 ** 18, g, dtype=torch.float64))
+        s, s2 = s + float(v.sum()), s2 + float(v.square().sum())
+    mean = s / ENTROPY_MC
+    return mean, math.sqrt(max(s2 / ENTROPY_MC - mean ** 2, 0.0) / ENTROPY_MC)
 
 
 def floor_of(dist, metric, n: int) -> tuple[float, float]:
@@ -90,20 +124,37 @@ def floor_of(dist, metric, n: int) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) / math.sqrt(len(vals))
 
 
-def expected_metric(model, metric, method, nfe, n, draws, seed) -> float:
-    _, solver = method
-    vals = []
-    for d in range(draws):
-        g = torch.Generator().manual_seed(1000 * seed + d)
-        vals.append(metric(dl.sample(model, n, "ode", steps_for(solver, nfe), solver=solver, generator=g)))
-    return statistics.fmean(vals)
+def initial_noise(seed: int, draw: int, n: int, shape) -> torch.Tensor:
+    """Draw ``draw`` of seed ``seed``: the x_T ~ N(0, I) that every model of the draw starts from."""
+    return torch.randn((n,) + tuple(shape), generator=torch.Generator().manual_seed(1000 * seed + draw))
 
 
-def ode_nll(model, x) -> float | None:
+def metric_per_draw(model, metric, key: str, n: int, draws: int, seed: int) -> list[float]:
+    """The metric of each draw's samples, model ``key`` = family:solver:NFE, from the draws' shared noise."""
+    _, solver, nfe = key.split(":")
+    return [metric(dl.sample(model, n, "ode", steps_for(solver, int(nfe)), solver=solver,
+                             x_T=initial_noise(seed, d, n, model.data_shape))) for d in range(draws)]
+
+
+def ode_nll(model, x, minus_log_q, threads: int) -> dict | None:
+    """ODE NLL of the points x (chunks of ODE_CHUNK): mean and SE over the points, and the paired mean and
+    SE of NLL - (-log q) when -log q is known. None if the flow is too stiff to integrate."""
     try:
-        return ode_log_likelihood(model, x, rtol=1e-5, atol=1e-5, max_nfe=5000)["nll_nats"]
+        nll = torch.cat([-ode_log_likelihood(model, x[i:i + ODE_CHUNK], rtol=1e-5, atol=1e-5, max_nfe=5000,
+                                             threads=threads)["log_likelihood"]
+                         for i in range(0, x.shape[0], ODE_CHUNK)])
     except dl.DDPMLabError:
         return None
+    se = lambda v: float(v.std() / math.sqrt(v.numel()))  # noqa: E731
+    out = {"mean": float(nll.mean()), "se": se(nll)}
+    if minus_log_q is not None:
+        out.update(gap=float((nll - minus_log_q).mean()), gap_se=se(nll - minus_log_q))
+    return out
+
+
+def settings_of(args, dim: int) -> dict:
+    return {"draws": args.draws, "n": args.n, "n_ode": args.n_ode if dim == 1 else args.n_ode_2d,
+            "iters_scale": args.iters_scale, "nfe": args.nfe}
 
 
 def run_dataset(name, args, log) -> dict:
@@ -111,42 +162,51 @@ def run_dataset(name, args, log) -> dict:
     dist = NAMED[name]()
     dim = math.prod(dist.event_shape)
     metric = Metric(dist, dim)
-    g = torch.Generator().manual_seed(7)
+    settings = settings_of(args, dim)
     floor, floor_se = floor_of(dist, metric, args.n)
-    x_ode = dist.sample(args.n_ode, g, dtype=torch.float64)
-    exact_nll = float(-dist.log_prob(x_ode).mean()) if hasattr(dist, "log_prob") else None
-    H, H_se = entropy(dist, g)
-    res = {"floor": floor, "floor_se": floor_se, "entropy": H, "entropy_se": H_se, "exact_nll_same_points": exact_nll,
-           "trained": {}, "nll": {"ddpm": [], "flow": []}, "train_seconds": {"ddpm": [], "flow": []}}
-    cfgs = {}
-    for family, cfg_name in (("ddpm", ddpm_cfg), ("flow", flow_cfg)):
-        base = load_config(cfg_name, extra)
-        cfgs[family] = base
-    res["seeds"] = seeds = args.seeds if dim == 1 else (args.seeds_2d or args.seeds)
-    for seed in seeds:
+    x_ode = dist.sample(settings["n_ode"], torch.Generator().manual_seed(8), dtype=torch.float64)
+    mlq = -dist.log_prob(x_ode).double() if hasattr(dist, "log_prob") else None
+    H, H_se = entropy(dist)
+    res = {"settings": settings, "metric": "W1 to the exact mixture" if metric.exact else "sliced W1",
+           "floor": floor, "floor_se": floor_se, "entropy": H, "entropy_se": H_se,
+           "minus_log_q": None if mlq is None else {"mean": float(mlq.mean()),
+                                                   "se": float(mlq.std() / math.sqrt(mlq.numel()))},
+           "per_seed": {}}
+    x_ode = x_ode.reshape((-1,) + tuple(dist.event_shape))
+    keys = sorted({f"{f}:{s}:{k}" for f, s in METHODS for k in args.nfe} | set(CHECK if dim == 1 else ()))
+    cfgs = {"ddpm": ddpm_cfg, "flow": flow_cfg}
+    base_iters = {f: load_config(c, extra).train.iters for f, c in cfgs.items()}
+    for seed in (args.seeds if dim == 1 else (args.seeds_2d or args.seeds)):
+        one = {"seconds": {}, "nll": {}, "w1": {}}
         models = {}
-        for family in ("ddpm", "flow"):
-            base = cfgs[family]
-            iters = max(1, round(base.train.iters * args.iters_scale))
-            cfg = load_config(ddpm_cfg if family == "ddpm" else flow_cfg,
-                              extra + [f"train.seed={seed}", f"train.iters={iters}"])
+        for family, cfg_name in cfgs.items():
+            iters = max(1, round(base_iters[family] * args.iters_scale))
+            cfg = load_config(cfg_name, extra + [f"train.seed={seed}", f"train.iters={iters}",
+                                                 f"train.threads={args.threads}"])
             start = time.perf_counter()
             models[family] = fit(cfg, progress=False).sampling_model.eval()
-            res["train_seconds"][family].append(time.perf_counter() - start)
-            res["nll"][family].append(ode_nll(models[family], x_ode.reshape((-1,) + tuple(dist.event_shape))))
-        for method in METHODS:
-            for nfe in args.nfe:
-                key = f"{method[0]}:{method[1]}:{nfe}"
-                res["trained"].setdefault(key, []).append(
-                    expected_metric(models[method[0]], metric, method, nfe, args.n, args.draws, seed))
-        log(f"{name} seed {seed}: trained in {res['train_seconds']['ddpm'][-1]:.0f} s / "
-            f"{res['train_seconds']['flow'][-1]:.0f} s; NLL ddpm {res['nll']['ddpm'][-1]}, flow {res['nll']['flow'][-1]}")
+            one["seconds"][f"train_{family}"] = time.perf_counter() - start
+            start = time.perf_counter()
+            one["nll"][family] = ode_nll(models[family], x_ode, mlq, args.threads)
+            one["seconds"][f"nll_{family}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for key in keys:
+            one["w1"][key] = metric_per_draw(models[key.split(":")[0]], metric, key, args.n, args.draws, seed)
+        one["seconds"]["sampling"] = time.perf_counter() - start
+        res["per_seed"][str(seed)] = one
+        log(f"{name} seed {seed}: " + ", ".join(f"{k} {v:.1f} s" for k, v in one["seconds"].items())
+            + "; NLL " + ", ".join(f"{f} {v['mean']:.4f}" if v else f"{f} -" for f, v in one["nll"].items()))
     if isinstance(dist, GaussianMixture):
-        res["oracle"] = oracle_errors(dist, build_schedule(cfgs["ddpm"]), metric, args)
+        start = time.perf_counter()
+        res["oracle"] = oracle_errors(dist, build_schedule(load_config(ddpm_cfg, extra)), metric, args)
+        res["oracle_seconds"] = time.perf_counter() - start
+        log(f"{name} oracles: {res['oracle_seconds']:.1f} s")
     return res
 
 
 def oracle_errors(dist, schedule, metric, args) -> dict:
+    """The exact models on the same solvers: expected metric (draws of seed 0's noise) and the mean path
+    error |x_K - x_exact| on one draw, x_exact by rk45 at tolerance 1e-8."""
     oracles = {"ddpm": dl.MixtureOracle(dist, schedule), "flow": FlowMixtureOracle(dist)}
     x_T = torch.randn((args.n,) + tuple(dist.event_shape), generator=torch.Generator().manual_seed(99),
                       dtype=torch.float64)
@@ -158,110 +218,13 @@ def oracle_errors(dist, schedule, metric, args) -> dict:
         for nfe in args.nfe:
             key = f"{family}:{solver}:{nfe}"
             x = dl.sample(oracles[family], args.n, "ode", steps_for(solver, nfe), solver=solver, x_T=x_T)
-            w = expected_metric(oracles[family], metric, (family, solver), nfe, args.n, args.draws, 0)
+            w = statistics.fmean(metric_per_draw(oracles[family], metric, key, args.n, args.draws, 0))
             out[key] = {"w1": w, "path_error": float((x - exact[family]).abs().mean())}
     return out
 
 
-LABEL = {"ddpm:dpm_solver": "DDPM, DPM-Solver++(2M)", "flow:euler": "flow, Euler", "flow:heun": "flow, Heun"}
-
-
-def markdown(results, args, load) -> str:
-    metric = lambda name: "W1" if name == "seed_mixture" else "sliced W1"  # noqa: E731
-    lines = ["# Flow matching against the DDPM default (same network, same training budget)", "",
-             "Per data set: " + "; ".join(
-                 f"{k}: seeds {', '.join(map(str, r.get('seeds', args.seeds)))}, "
-                 f"{r.get('settings', {}).get('draws', args.draws)} draws of "
-                 f"{r.get('settings', {}).get('n', args.n)} samples per seed and budget, training iterations x "
-                 f"{r.get('settings', {}).get('iters_scale', args.iters_scale)} of the configs'"
-                 for k, r in results.items())
-             + f". ODE NLL on {args.n_ode} true points. "
-             f"Load average before / after: {load[0]} / {load[1]} (2 shared cores: timings unreliable). "
-             "Heun takes floor(NFE / 2) steps. Oracle: the exact model of the mixture on the same solver "
-             "(expected metric / mean path error against rk45 at 1e-8).", ""]
-    head = "| data | model | " + " | ".join(f"NFE {k}" for k in args.nfe) + " |"
-    lines += [head, "|" + "---|" * (2 + len(args.nfe))]
-    for name, r in results.items():
-        floor = f"{r['floor']:.4f} +- {r['floor_se']:.4f}" if "floor_se" in r else f"{r['floor']:.4f}"
-        lines.append(f"| {name} | floor ({metric(name)} of a true sample) | "
-                     + " | ".join(floor for _ in args.nfe) + " |")
-        for family, solver in METHODS:
-            cells = [statistics.fmean(r["trained"][f"{family}:{solver}:{k}"]) for k in args.nfe]
-            lines.append(f"| {name} | trained {LABEL[family + ':' + solver]} | "
-                         + " | ".join(f"{c:.4f}" for c in cells) + " |")
-            if "oracle" in r:
-                o = [r["oracle"][f"{family}:{solver}:{k}"] for k in args.nfe]
-                lines.append(f"| {name} | oracle {LABEL[family + ':' + solver]} | "
-                             + " | ".join(f"{c['w1']:.4f} / {c['path_error']:.1e}" for c in o) + " |")
-    lines += ["", "| data | entropy (nats) | -log q, same points | DDPM ODE NLL | flow ODE NLL | "
-              "train s DDPM / flow |", "|---|---|---|---|---|---|"]
-    fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"  # noqa: E731
-    for name, r in results.items():
-        nll = {f: [v for v in r["nll"][f] if v is not None] for f in ("ddpm", "flow")}
-        ent = fmt(r["entropy"]) + (f" +- {r['entropy_se']:.4f}" if r["entropy_se"] and math.isfinite(r["entropy_se"])
-                                   else "")
-        lines.append(f"| {name} | {ent} | {fmt(r['exact_nll_same_points'])} | "
-                     f"{fmt(statistics.fmean(nll['ddpm']) if nll['ddpm'] else None)} | "
-                     f"{fmt(statistics.fmean(nll['flow']) if nll['flow'] else None)} | "
-                     f"{statistics.fmean(r['train_seconds']['ddpm']):.0f} / "
-                     f"{statistics.fmean(r['train_seconds']['flow']):.0f} |")
-    return "\n".join(lines) + "\n"
-
-
-def checks(results, args) -> list[str]:
-    out = []
-    r = results.get("seed_mixture")
-    if r is not None and 25 in args.nfe and 50 in args.nfe:
-        flow = r["trained"]["flow:heun:50"]  # 25 Heun steps
-        ddpm = r["trained"]["ddpm:dpm_solver:25"]  # the DDPM default's 25-step ODE
-        wins = sum(f <= d for f, d in zip(flow, ddpm))
-        out.append(f"seed_mixture: flow 25 Heun steps W1 <= DDPM 25-step ODE on {wins} of {len(flow)} seeds "
-                   f"({', '.join(f'{f:.4f}/{d:.4f}' for f, d in zip(flow, ddpm))})")
-    for name in ("seed_mixture", "eight_gaussians"):
-        r = results.get(name)
-        if r is None:
-            continue
-        nll = [v for v in r["nll"]["flow"] if v is not None]
-        if nll:
-            gap = statistics.fmean(nll) - r["exact_nll_same_points"]
-            out.append(f"{name}: flow ODE NLL - (-log q) on the same points = {gap:+.4f} nats "
-                       f"(mean over seeds; within 0.05: {abs(gap) <= 0.05}); vs the entropy "
-                       f"{statistics.fmean(nll) - r['entropy']:+.4f}")
-    return out
-
-
-def merge(args) -> None:
-    """One table from several runs' JSON (e.g. the 1-D and 2-D data sets run as two processes)."""
-    results, loads, first = {}, [], None
-    for path in args.merge:
-        d = json.loads(Path(path).read_text())
-        first = first or d["args"]
-        for name, r in d["results"].items():
-            r.setdefault("settings", {k: d["args"][k] for k in ("draws", "n", "iters_scale")})
-            if "floor_se" not in r:  # an older run's floor of a few draws: recomputed with FLOOR_DRAWS
-                dist = NAMED[name]()
-                r["floor"], r["floor_se"] = floor_of(dist, Metric(dist, math.prod(dist.event_shape)),
-                                                     r["settings"]["n"])
-            results[name] = r
-        md = Path(path).with_suffix(".md")
-        found = re.search(r"Load average before / after: (\S+) / (\S+) ", md.read_text()) if md.exists() else None
-        loads.append(d.get("load") or (list(found.groups()) if found else ["?", "?"]))
-    for k in ("nfe", "draws", "n", "n_ode", "iters_scale", "seeds"):
-        setattr(args, k, first[k])
-    load = (", ".join(str(x[0]) for x in loads) + " (per run)", ", ".join(str(x[1]) for x in loads))
-    write(results, args, load)
-
-
-def write(results, args, load) -> None:
-    md = markdown(results, args, load)
-    acc = checks(results, args)
-    md += "\n" + "\n".join(f"- {c}" for c in acc) + "\n"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "flow_vs_ddpm.md").write_text(md)
-    (out / "flow_vs_ddpm.json").write_text(json.dumps({"args": vars(args), "load": list(load),
-                                                        "results": results}, indent=1))
-    print(md)
+def loadavg() -> str:
+    return open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
 
 
 def main():
@@ -272,23 +235,28 @@ def main():
     p.add_argument("--draws", type=int, default=8)
     p.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 25, 50])
     p.add_argument("--n", type=int, default=10_000)
-    p.add_argument("--n-ode", type=int, default=256)
+    p.add_argument("--n-ode", type=int, default=8192, help="true points of the ODE NLL in 1-D")
+    p.add_argument("--n-ode-2d", type=int, default=1024, help="true points of the ODE NLL in 2-D")
     p.add_argument("--iters-scale", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training, sampling and the NLL")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                   help="write one table from the flow_vs_ddpm.json of earlier runs (same --nfe) instead of running")
+                   help="write one table from the flow_vs_ddpm.json of earlier runs instead of running")
     args = p.parse_args()
-    if args.merge:
-        return merge(args)
-    torch.set_num_threads(args.threads)
-    load0 = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-    print(f"load average {load0}", flush=True)
-    results = {}
-    for name in args.datasets:
-        results[name] = run_dataset(name, args, lambda s: print(s, flush=True))
-    load1 = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-    write(results, args, (load0, load1))
+    try:
+        if args.merge:
+            results, loads = load_runs(args.merge)
+            return write(results, loads, args.out)
+        torch.set_num_threads(args.threads)
+        load0, start = loadavg(), time.perf_counter()
+        print(f"load average {load0}", flush=True)
+        results = {name: run_dataset(name, args, lambda s: print(s, flush=True)) for name in args.datasets}
+        run = {"datasets": args.datasets, "seeds": args.seeds, "seeds_2d": args.seeds_2d, "threads": args.threads,
+               "load": [load0, loadavg()], "seconds": time.perf_counter() - start}
+        write(results, [run], args.out)
+    except dl.DDPMLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

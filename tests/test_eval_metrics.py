@@ -4,11 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.integrate import quad
+from scipy.optimize import brentq
+from scipy.stats import norm, wasserstein_distance
 
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.metrics import (KS_MEAN_SQRT_N, component_fractions_against, ks_against, mixture_cdf_1d,
-                                        mixture_entropy_1d)
+                                        mixture_entropy_1d, w1_to_mixture_1d)
 
 
 def _gen(seed=0):
@@ -72,3 +74,36 @@ def test_one_dimensional_metrics_refuse_other_dimensions():
         mixture_entropy_1d(dist)
     with pytest.raises(ValueError):
         ks_against(dist, torch.zeros(5, 2))
+
+
+def test_w1_to_mixture_of_one_point_is_the_mean_absolute_deviation():
+    """W1(delta_a, N(m, s^2)) = E|X - a| = s (2 phi(z) + z (2 Phi(z) - 1)), z = (a - m) / s."""
+    dist = GaussianMixture([1.0], [[0.5]], [4.0])
+    for a in (-7.0, 0.5, 1.3, 9.0):
+        z = (a - 0.5) / 2.0
+        assert w1_to_mixture_1d(dist, torch.tensor([[a]], dtype=torch.float64)) == pytest.approx(
+            2.0 * (2 * norm.pdf(z) + z * (2 * norm.cdf(z) - 1)), rel=1e-12)
+
+
+def test_w1_to_mixture_matches_quadrature_of_the_cdf_gap():
+    """int |F_n - F| dx by adaptive quadrature between the sorted samples (ties included), each piece split
+    where F crosses the empirical CDF (brentq)."""
+    dist = GaussianMixture([0.2, 0.5, 0.3], [[-1.0], [0.5], [1.0]], [0.3, 1.5, 0.1])
+    x = np.sort(np.concatenate([dist.sample(37, _gen(3), dtype=torch.float64).numpy().ravel(), [0.25, 0.25]]))
+    n = x.size
+    F = lambda v: float(mixture_cdf_1d(dist, np.array([v]))[0])  # noqa: E731
+    integral = lambda f, lo, hi: quad(f, lo, hi, epsabs=1e-14, epsrel=1e-13)[0]  # noqa: E731
+    total = integral(F, -40.0, x[0]) + integral(lambda v: 1 - F(v), x[-1], 40.0)
+    for i in range(1, n):
+        a, b, c = x[i - 1], x[i], i / n
+        s = brentq(lambda v: F(v) - c, a, b, xtol=1e-15) if F(a) < c < F(b) else (a if c <= F(a) else b)
+        total += integral(lambda v: c - F(v), a, s) + integral(lambda v: F(v) - c, s, b)
+    assert w1_to_mixture_1d(dist, torch.from_numpy(x)) == pytest.approx(total, rel=1e-11)
+
+
+def test_w1_to_mixture_is_the_limit_of_w1_to_a_large_reference():
+    dist = seed_mixture()
+    x = dist.sample(500, _gen(4), dtype=torch.float64).numpy().ravel() * 1.1  # a visibly wrong sample
+    ref = dist.sample(2_000_000, _gen(5), dtype=torch.float64).numpy().ravel()
+    exact = w1_to_mixture_1d(dist, x)
+    assert exact > 0.1 and wasserstein_distance(x, ref) == pytest.approx(exact, abs=3e-3)
