@@ -120,12 +120,15 @@ def test_call_net_at_steps_matches_the_plain_call_and_follows_its_grid():
     for _ in range(2):
         plain = net(x, grid[step])
         grads = torch.autograd.grad(plain.square().sum(), list(net.parameters()))
-        fast = fast_path.call_net_at_steps(net, x, step, grid)
+        fast = fast_path.call_net_at_steps(net, x, step, grid, None)
         fast_grads = torch.autograd.grad(fast.square().sum(), list(net.parameters()))
         assert torch.allclose(fast, plain, rtol=0, atol=1e-12)
         for a, b in zip(fast_grads, grads):
             assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
         grid.mul_(0.5)  # the same tensor, new values: the kept features must not be reused
     assert net._kept_features[0] is grid
-    few = fast_path.call_net_at_steps(net, x[:100], step[:100], grid)  # too few rows for the grid: plain
+    few = fast_path.call_net_at_steps(net, x[:100], step[:100], grid, None)  # too few rows for the grid: plain
     assert torch.allclose(few, net(x[:100], grid[step[:100]]), rtol=0, atol=1e-12)
+    one = torch.full((n,), 7)
+    shared = fast_path.call_net_at_steps(net, x, one, grid, fast_path.shared_value(one))  # every row at step 7
+    assert torch.allclose(shared, net(x, grid[one]), rtol=0, atol=1e-12)

@@ -68,7 +68,7 @@ class GaussianMixture:
         """n samples (n, d) and the component k that drew each (n,) long: the same draws as ``sample``."""
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means[comp] + (self.scale_tril[comp] @ z[:, :, None])[:, :, 0]
+        x = self.means.index_select(0, comp) + (self.scale_tril.index_select(0, comp) @ z[:, :, None])[:, :, 0]
         return x.to(dtype), comp
 
     def component(self, k: int) -> "GaussianMixture":

@@ -14,7 +14,8 @@ def extract(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor
     The one place that knows how per-step constants meet data of shape ``(B, *dims)``: no other code
     assumes the data is 1-D, 2-D or an image. ``t`` is an integer tensor of shape (B,) or a scalar.
     """
-    out = arr[torch.as_tensor(t, device=arr.device)].to(dtype=x.dtype, device=x.device)
+    t = torch.as_tensor(t, device=arr.device)
+    out = (arr.index_select(0, t) if t.dim() == 1 else arr[t]).to(dtype=x.dtype, device=x.device)
     return out.reshape(out.shape + (1,) * (x.dim() - out.dim()))
 
 

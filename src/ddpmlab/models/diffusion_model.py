@@ -71,11 +71,11 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
             self.precond.set_moments(mean, std)
 
     # -- the network ---------------------------------------------------------------------------------
-    def _net(self, x, tau, cond, step=None):
-        """The network at network times tau (B,), or at integer steps ``step`` (B,) of the schedule (tau
-        None; unconditional), each step's time embedded once (``fast_path.call_net_at_steps``)."""
-        if step is not None:
-            out = fast_path.call_net_at_steps(self.net, x, step.to(x.device), self._time_grid(x.device))
+    def _net(self, x, tau, cond, at=None):
+        """The network at network times tau (B,), or at the integer steps of ``at`` (``_at_steps``; tau
+        None, unconditional), each step's time embedded once (``fast_path.call_net_at_steps``)."""
+        if at is not None:
+            out = fast_path.call_net_at_steps(self.net, x, at[0].to(x.device), self._time_grid(x.device), at[1])
         else:
             out = fast_path.call_net(self.net, x, tau) if cond is None else self.net(x, tau, cond)
         if tuple(out.shape[1:]) != self._out_shape or out.shape[0] != x.shape[0]:
@@ -101,40 +101,39 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
             self.__dict__["_kept_grid"] = kept = (self.schedule, grid)
         return kept[1]
 
-    def _net_out(self, x, tau, coef, cond, step=None):
+    def _net_out(self, x, tau, coef, cond, at=None):
         if self.precond is None:
-            return self._net(x, tau, cond, step)
-        out = self._net(self.precond.scale_input(x, coef=coef), tau, cond, step)
+            return self._net(x, tau, cond, at)
+        out = self._net(self.precond.scale_input(x, coef=coef), tau, cond, at)
         head, var_head = self.diffusion.split_output(out)
         head = self.precond.mean_head(head, x, coef=coef)
         return head if var_head is None else torch.cat([head, var_head], dim=1)
 
-    def _coefficients(self, x_t: torch.Tensor, t: torch.Tensor):
+    def _coefficients(self, x_t: torch.Tensor, t: torch.Tensor, shared):
         """The preconditioner's coefficients at paper steps t (None without it): five floats when every
-        row is at one step, else gathered from its per-step table (``ddpmlab.models.fast_path``)."""
+        row is at one step (``shared``, from ``_at_steps``), else gathered from its per-step table."""
         if self.precond is None:
             return None
         self.precond.check_moments()
         abar = self.schedule.alphas_cumprod
         if not fast_path.enabled():
             return self.precond.coefficients(extract(abar, t, x_t), x_t)
-        shared = fast_path.shared_value(t)
         if shared is not None:
             return self.precond.coefficients(float(abar[int(shared)]))
-        coef = extract(self.precond.step_table(abar, x_t), t, x_t)  # (B, 5, 1, ...)
-        return tuple(coef[:, i:i + 1] for i in range(5))
+        return extract(self.precond.step_table(abar, x_t), t, x_t).split(1, dim=1)  # 5 x (B, 1, ...)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The model's raw output at integer paper steps t (B,): mean head (eps, x_0, v or mu) and, for a
         learned variance, the variance head concatenated along dimension 1."""
-        tau, step = self._time_or_step(x_t, t, cond)
-        return self._net_out(x_t, tau, self._coefficients(x_t, t), cond, step)
+        tau, at = self._at_steps(x_t, t, cond)
+        return self._net_out(x_t, tau, self._coefficients(x_t, t, at[1] if at else None), cond, at)
 
-    def _time_or_step(self, x_t, t, cond):
-        """(tau, None), or (None, t) where the network is called at integer steps (``_net``)."""
+    def _at_steps(self, x_t, t, cond):
+        """How the network meets paper steps t: (tau, None) with the network times of t, or, unconditional
+        at integer steps (B,), (None, (t, the step all rows share or None)) for ``_net``."""
         t = torch.as_tensor(t)
         if cond is None and t.dim() == 1 and not t.dtype.is_floating_point:
-            return None, t
+            return None, (t, fast_path.shared_value(t) if fast_path.enabled() else None)
         return self.schedule.model_time(t).to(x_t.device), None
 
     # -- the contract --------------------------------------------------------------------------------
@@ -197,9 +196,9 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
         if self.precond is None:
             out = self(x_t, t, cond)
             return target - self.split_output(out)[0], (out if keep_output else None)
-        coef = self._coefficients(x_t, t)
-        tau, step = self._time_or_step(x_t, t, cond)
-        F, var_head = self.split_output(self._net(self.precond.scale_input(x_t, coef=coef), tau, cond, step))
+        tau, at = self._at_steps(x_t, t, cond)
+        coef = self._coefficients(x_t, t, at[1] if at else None)
+        F, var_head = self.split_output(self._net(self.precond.scale_input(x_t, coef=coef), tau, cond, at))
         err = self.precond.residual_target(target, x_t, coef=coef) - F
         if not keep_output:
             return err, None

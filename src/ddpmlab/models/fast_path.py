@@ -71,11 +71,7 @@ def call_net(net, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         return net(x, tau)
     shared = shared_value(tau)
     if shared is not None:
-        temb = net.embed_time(shared).to(x.dtype)  # (1, E), broadcast to every row
-        rows = chunk_rows(net, x)
-        if rows >= x.shape[0]:
-            return net.forward_embedded(x, temb)
-        return torch.cat([net.forward_embedded(part, temb) for part in x.split(rows)])
+        return call_net_shared(net, x, shared)
     if tau.shape[0] >= MIN_GATHER_ROWS:
         times, index = torch.unique(tau, return_inverse=True)
         if 2 * times.shape[0] <= tau.shape[0]:
@@ -83,10 +79,26 @@ def call_net(net, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return net(x, tau)
 
 
-def call_net_at_steps(net, x: torch.Tensor, step: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def call_net_shared(net, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """``net(x, tau)`` for a ``net`` that splits, every row at the one time tau (1,): its embedding
+    broadcast to the rows, in chunks of rows that stay in cache (``chunk_rows``)."""
+    temb = net.embed_time(tau).to(x.dtype)  # (1, E)
+    rows = chunk_rows(net, x)
+    if rows >= x.shape[0]:
+        return net.forward_embedded(x, temb)
+    return torch.cat([net.forward_embedded(part, temb) for part in x.split(rows)])
+
+
+def call_net_at_steps(net, x: torch.Tensor, step: torch.Tensor, grid: torch.Tensor,
+                      shared: torch.Tensor | None) -> torch.Tensor:
     """``net(x, grid[step])`` for x (B, *dims), integer steps (B,) and the network times of every step
-    ``grid`` (S,): the time MLP on the grid once where the batch has at least 2 S rows, else ``call_net``."""
-    if (_enabled and splits_time(net) and step.dim() == 1 and step.shape[0] == x.shape[0]
-            and x.shape[0] >= max(MIN_GATHER_ROWS, 2 * grid.shape[0]) and shared_value(step) is None):
+    ``grid`` (S,); ``shared`` is ``shared_value(step)``, which the caller has at hand. Every row at one
+    step: ``call_net_shared``; a batch of at least 2 S rows: the time MLP on the grid once, gathered to
+    the rows; else ``call_net``."""
+    if not (_enabled and splits_time(net) and step.dim() == 1 and step.shape[0] == x.shape[0]):
+        return net(x, grid.index_select(0, step))
+    if shared is not None:
+        return call_net_shared(net, x, grid.index_select(0, shared))
+    if x.shape[0] >= max(MIN_GATHER_ROWS, 2 * grid.shape[0]):
         return net.forward_embedded(x, net.embed_time(grid).to(x.dtype).index_select(0, step))  # (B, E)
     return call_net(net, x, grid.index_select(0, step))
