@@ -49,7 +49,8 @@ class Run:
 def save_run(out, cfg: Config, data_desc: dict, model, ema_model=None, extra: dict | None = None) -> None:
     """Write the three files of a finished run (each atomically)."""
     out = Path(out)
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # own copies: a model in training may hold views of one buffer (FlatAdamW), which safetensors refuses
+    tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if ema_model is not None:
         tensors.update({f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()})
     atomic_write_bytes(out / WEIGHTS_FILE, st_save(tensors))

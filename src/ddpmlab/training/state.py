@@ -45,7 +45,8 @@ class CheckpointState:
 
     def state_dict(self) -> tuple[dict, dict]:
         """(tensors, meta) of a checkpoint; collective under torchrun (every rank's RNG state is gathered)."""
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        # clones: the parameters may be views of the optimiser's one buffer, which safetensors refuses
+        tensors = {f"model.{k}": v.clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         opt = self.optimizer.state_dict()
@@ -97,7 +98,7 @@ class CheckpointState:
         if self.ema is not None:
             self.ema.load_state_dict(prefixed("ema."))
         groups = ckpt.meta["param_groups"]  # one group: every parameter, indices 0..n-1
-        n_params = len(self.optimizer.param_groups[0]["params"])
+        n_params = len(list(self.model.parameters()))
         if len(groups) != 1 or not isinstance(groups[0], dict) or groups[0].get("params") != list(range(n_params)):
             raise DDPMLabError(f"{where}: optimiser parameter groups do not match this run's model")
         current = self.optimizer.param_groups[0]  # JSON turned tuples (betas) into lists

@@ -38,6 +38,7 @@ from ddpmlab.runs.resume import resumable_checkpoint
 from ddpmlab.runs.format import describe_config, save_run
 from ddpmlab.core.fileio import atomic_write_json
 from ddpmlab.training.callbacks import CALLBACKS
+from ddpmlab.training.flat_adamw import FlatAdamW, flattenable
 from ddpmlab.training.distributed import (DistContext, local_batch_size, rank_seed, resolve_device, shard,
                                           sum_over_ranks)
 from ddpmlab.training.signals import NonFiniteLoss, TrainingInterrupted, stop_on_signals
@@ -64,6 +65,16 @@ def _set_num_classes(cfg: Config, data: TrainingData) -> None:
     elif data.num_classes > cfg.model.num_classes:
         raise DDPMLabError(f"the data have {data.num_classes} classes, more than model.num_classes = "
                            f"{cfg.model.num_classes}")
+
+
+def make_optimizer(params: list, t: TrainConfig, ctx: DistContext) -> torch.optim.Optimizer:
+    """AdamW with the run's learning rate and weight decay: on one flat buffer (``FlatAdamW``, the same
+    numbers) for one process on the CPU or a GPU; torch's fused (or, elsewhere, plain) AdamW under
+    torchrun, whose gradient buckets DDP keeps itself, or for parameters that cannot share a buffer."""
+    fused = ctx.device.type in ("cpu", "cuda")
+    if fused and not ctx.distributed and flattenable(params):
+        return FlatAdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused)
 
 
 def train_options(options: dict, base: TrainConfig | None = None, config: Config | None = None) -> TrainConfig:
@@ -105,8 +116,7 @@ class Trainer(CheckpointState):
         self.model = model.to(self.ctx.device)
         if self.model.needs_data_moments:  # preconditioning: the same on every rank (all of the data, or its seed)
             self.model.set_data_moments(*self.data.moments(t.seed))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                                           fused=self.ctx.device.type in ("cpu", "cuda"))
+        self.optimizer = make_optimizer(list(self.model.parameters()), t, self.ctx)
         self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.objective = objective
         bind = getattr(objective, "bind", None)  # optional: an objective's set-up for this model
@@ -227,8 +237,15 @@ class Trainer(CheckpointState):
             last = latest_checkpoint(writer.run_dir) if writer is not None else None
             raise NonFiniteLoss(exc.step, exc.value, last) from None
         finally:
+            self.release_parameters()
             if own:
                 writer.close()
+
+    def release_parameters(self) -> None:
+        """Give each parameter its own storage again (``FlatAdamW.detach``; the next step re-attaches)."""
+        detach = getattr(self.optimizer, "detach", None)
+        if detach is not None:
+            detach()
 
     def _loop(self, steps: int, progress: bool, writer: RunWriter | None) -> None:
         every = self.cfg.train.checkpoint_every
@@ -271,6 +288,7 @@ class Trainer(CheckpointState):
         if out is None:
             raise DDPMLabError("Trainer.save needs a directory: Trainer(..., out=DIR) or save(out=DIR)")
         summary = {**self.summary(), **(extra or {})}
+        self.release_parameters()
         if self.ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
             save_run(out, self.cfg, self.data.describe(), self.model,
