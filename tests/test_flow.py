@@ -243,3 +243,52 @@ def test_conditions_reach_the_velocity_in_training_and_every_solver():
             b = dl.sample(model, 4, "ode", steps=3, solver=solver, cond=torch.ones(4, dtype=torch.long),
                           x_T=torch.zeros(4, 1))
             assert not torch.allclose(a, b), (model.family, solver)
+
+
+def _zero_flow(mean: float, std: float, dim: int = 1):
+    torch.manual_seed(0)
+    net = MLPDenoiser(dim, width=16, depth=1, time_dim=8).double()
+    torch.nn.init.zeros_(net.out[-1].weight)
+    torch.nn.init.zeros_(net.out[-1].bias)
+    return FlowModel(net, data_shape=(dim,), precondition=True, data_moments=(mean, std)).double()
+
+
+def test_preconditioned_flow_with_a_zero_network_is_the_exact_gaussian_flow():
+    """Under the Gaussian fit a zero residual is the exact velocity field of N(m, S^2 I) (the mixture
+    oracle of one component, an independent formula), at every t and for a per-row t."""
+    m, S = 1.5, 2.5
+    model = _zero_flow(m, S, dim=2)
+    oracle = FlowMixtureOracle(dl.GaussianMixture([1.0], [[m, m]], [[[S * S, 0.0], [0.0, S * S]]]))
+    x = torch.randn(64, 2, generator=gen(20), dtype=torch.float64) * 3
+    for t in (0.02, 0.3, 0.7, 0.98):
+        assert torch.allclose(model.velocity(x, t), oracle.velocity(x, t), rtol=1e-10, atol=1e-10), t
+    rows = torch.rand(64, generator=gen(21), dtype=torch.float64)
+    per_row = torch.stack([oracle.velocity(x[i:i + 1], float(rows[i]))[0] for i in range(64)])
+    assert torch.allclose(model.velocity(x, rows), per_row, rtol=1e-10, atol=1e-10)
+
+
+def test_preconditioned_flow_residual_has_the_assumed_spread():
+    """Gaussian data: the target eps - x_0 minus its Gaussian-fit mean has standard deviation c_out = S / r,
+    and the network's input c / r has unit variance (Monte-Carlo)."""
+    m, S, n = -0.5, 3.0, 200_000
+    model = _zero_flow(m, S)
+    p = model.precond
+    x0 = m + S * torch.randn(n, 1, generator=gen(22), dtype=torch.float64)
+    eps = torch.randn(n, 1, generator=gen(23), dtype=torch.float64)
+    for t in (0.1, 0.5, 0.9):
+        x_t = (1 - t) * x0 + t * eps
+        coef = p.coefficients(torch.full((1, 1), t, dtype=torch.float64))
+        residual = (eps - x0) - model.velocity(x_t, t)
+        assert abs(residual.mean().item()) < 4 * residual.std().item() / math.sqrt(n)
+        assert residual.std().item() == pytest.approx(coef[4].item(), rel=0.01)
+        assert p.scale_input(x_t, coef).std().item() == pytest.approx(1.0, rel=0.01)
+
+
+def test_preconditioned_flow_needs_its_moments():
+    net = MLPDenoiser(1, width=8, depth=1, time_dim=8)
+    model = FlowModel(net, data_shape=(1,), precondition=True)
+    assert model.needs_data_moments
+    with pytest.raises(DDPMLabError, match="mean and standard deviation"):
+        model.velocity(torch.zeros(3, 1), 0.5)
+    trainer = Trainer(model, FlowMatching(), seed_mixture().sample(500, gen(24)), batch_size=64, iters=2)
+    assert not model.needs_data_moments and trainer.model.precond.data_std.item() > 1

@@ -14,9 +14,9 @@ def validate_family(cfg) -> None:
         if t.objective not in ("flow_matching", "custom"):
             raise DDPMLabError(f"train.objective = {t.objective!r} trains a DDPM; a flow (model.family = 'flow') "
                                "trains with train.objective = 'flow_matching'")
-        if m.precondition or m.mean_type != "epsilon" or m.var_type != "fixed_small":
-            raise DDPMLabError("a flow predicts its velocity only: leave model.mean_type, model.var_type and "
-                               "model.precondition at their defaults (epsilon, fixed_small, false)")
+        if m.mean_type != "epsilon" or m.var_type != "fixed_small":
+            raise DDPMLabError("a flow predicts its velocity only: leave model.mean_type and model.var_type at "
+                               "their defaults (epsilon, fixed_small)")
         if s.sampler != "ode":
             raise DDPMLabError(f"sample.sampler = {s.sampler!r} needs a DDPM's reverse chain; a flow samples with "
                                "sample.sampler = 'ode' (ode_solver euler, heun, midpoint or rk45)")

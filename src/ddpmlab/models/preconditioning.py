@@ -39,23 +39,15 @@ from ddpmlab.core.utils import DDPMLabError
 PRECONDITIONED_MEAN_TYPES = ("epsilon", "x0", "v")
 
 
-class GaussianPreconditioner(nn.Module):
-    """Scalar data mean and standard deviation (buffers, saved with the weights) and the maps above.
+class GaussianFit(nn.Module):
+    """The data's scalar mean and standard deviation (buffers, saved with the weights), set once by
+    ``set_moments`` (the trainer's) or by loading saved weights: what a preconditioner's maps use."""
 
-    ``alpha_bar`` is a tensor broadcastable against x_t (per example) or a float (one step for all).
-    ``coefficients`` are the maps' (k_in, b_in, k_x, b_x, c_out); the methods below take them too.
-    """
-
-    def __init__(self, mean_type: str):
+    def __init__(self):
         super().__init__()
-        if mean_type not in PRECONDITIONED_MEAN_TYPES:
-            raise ValueError(f"preconditioning needs mean type {' | '.join(PRECONDITIONED_MEAN_TYPES)}, "
-                             f"got {mean_type!r}")
-        self.mean_type = mean_type
         self.register_buffer("data_mean", torch.zeros(()))
         self.register_buffer("data_std", torch.ones(()))
-        self._moments_set = False  # set by ``set_moments`` or by loading saved weights
-        self._table = None  # (key, table) of the last ``step_table``
+        self._moments_set = False
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -69,7 +61,7 @@ class GaussianPreconditioner(nn.Module):
     def check_moments(self) -> None:
         if not self._moments_set:
             raise DDPMLabError("a preconditioned model needs the data's mean and standard deviation: pass "
-                               "data_moments=(mean, std) to DiffusionModel, or train it with ddpmlab.Trainer")
+                               "data_moments=(mean, std) to the model, or train it with ddpmlab.Trainer")
 
     @torch.no_grad()
     def set_moments(self, mean: float, std: float) -> None:
@@ -79,6 +71,22 @@ class GaussianPreconditioner(nn.Module):
         self.data_mean.fill_(float(mean))
         self.data_std.fill_(float(std))
         self._moments_set = True
+
+
+class GaussianPreconditioner(GaussianFit):
+    """The maps above on the variance-preserving process, for mean type eps, x_0 or v.
+
+    ``alpha_bar`` is a tensor broadcastable against x_t (per example) or a float (one step for all).
+    ``coefficients`` are the maps' (k_in, b_in, k_x, b_x, c_out); the methods below take them too.
+    """
+
+    def __init__(self, mean_type: str):
+        super().__init__()
+        if mean_type not in PRECONDITIONED_MEAN_TYPES:
+            raise ValueError(f"preconditioning needs mean type {' | '.join(PRECONDITIONED_MEAN_TYPES)}, "
+                             f"got {mean_type!r}")
+        self.mean_type = mean_type
+        self._table = None  # (key, table) of the last ``step_table``
 
     def coefficients(self, alpha_bar, like: torch.Tensor | None = None):
         """(k_in, b_in, k_x, b_x, c_out) at noise level ``alpha_bar``: Python floats for a float, else
@@ -141,3 +149,37 @@ class GaussianPreconditioner(nn.Module):
 def affine(x: torch.Tensor, k, b) -> torch.Tensor:
     """k x + b, in one op for tensor coefficients."""
     return torch.addcmul(b, x, k) if isinstance(k, torch.Tensor) else x * k + b
+
+
+class VelocityPreconditioner(GaussianFit):
+    """The same preconditioning for a velocity model on a path x_t = alpha(t) x_0 + sigma(t) eps whose
+    target is u = alpha' x_0 + sigma' eps (flow matching's eps - x_0 on the linear path). Under the
+    Gaussian fit, with r^2 = alpha^2 S^2 + sigma^2 and c = x_t - alpha m,
+
+        E[u | x_t] = alpha' m + (alpha' alpha S^2 + sigma' sigma) c / r^2,
+        Var[u | x_t] = S^2 (alpha' sigma - sigma' alpha)^2 / r^2     (S^2 / r^2 on the linear path),
+
+    so the network sees c / r and predicts F with u = E[u | x_t] + c_out F, c_out = S |alpha' sigma -
+    sigma' alpha| / r: a zero network is the exact velocity field of Gaussian data. ``coefficients(t)``
+    are (k_in, b_in, k_x, b_x, c_out) at times t (a tensor broadcastable against the data)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def coefficients(self, t: torch.Tensor):
+        m, S = float(self.data_mean), float(self.data_std)
+        p = self.path
+        a, s, da, ds = p.alpha(t), p.sigma(t), p.d_alpha(t), p.d_sigma(t)
+        r_inv = (a * a * (S * S) + s * s).rsqrt()
+        k_x = (da * a * (S * S) + ds * s) * r_inv * r_inv
+        c_out = S * (da * s - ds * a).abs() * r_inv
+        return r_inv, -r_inv * (a * m), k_x, da * m - k_x * (a * m), c_out
+
+    def scale_input(self, x_t: torch.Tensor, coef) -> torch.Tensor:
+        """c / r: the network's input, unit variance at every t under the Gaussian fit."""
+        return affine(x_t, coef[0], coef[1])
+
+    def velocity(self, F: torch.Tensor, x_t: torch.Tensor, coef) -> torch.Tensor:
+        """E[u | x_t] under the fit plus c_out F."""
+        return torch.addcmul(affine(x_t, coef[2], coef[3]), F, coef[4])

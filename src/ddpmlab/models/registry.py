@@ -38,7 +38,8 @@ def is_flow(o) -> bool:
 
 def _wrap(net, schedule, data_shape, o, arch: str | None = None):
     if is_flow(o):
-        model = FlowModel(net, data_shape, net_kwargs=getattr(o, "net_kwargs", None))
+        model = FlowModel(net, data_shape, net_kwargs=getattr(o, "net_kwargs", None),
+                          precondition=getattr(o, "precondition", False))
         if arch is not None:
             model.arch_options = {"arch": arch, "width": o.width, "depth": o.depth, "time_dim": o.time_dim}
         return model
@@ -126,10 +127,11 @@ def describe_model(model) -> dict:
     """The ``[model]`` settings that rebuild ``model`` (``build_model``): a registered architecture's
     options, or your network's class as ``package.module:Class`` with its ``net_kwargs``."""
     if isinstance(model, FlowModel):
+        d = {"family": "flow", "precondition": model.precond is not None}
         if model.arch_options is not None:
-            return {"family": "flow", **model.arch_options}
+            return {**d, **model.arch_options}
         cls = type(model.net)
-        return {"family": "flow", "arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(model.net_kwargs)}
+        return {**d, "arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(model.net_kwargs)}
     if isinstance(model, SeedReverse):
         return {"arch": "seed", "mean_type": "previous_x", "var_type": "learned", "hidden": model.net.hidden}
     if not isinstance(model, DiffusionModel):
