@@ -130,8 +130,20 @@ class ReverseProcess:
 
 
 class AroundNetwork:
-    """A model that wraps a network ``self.net``: keeping it (``wrap_network``), and its ``dtype`` and
-    ``device`` (its first parameter's)."""
+    """A model that wraps a network ``self.net``: keeping it (``wrap_network``), its ``dtype`` and
+    ``device`` (its first parameter's), and its optional preconditioner ``self.precond`` (None, or one
+    holding the data's moments: ``moments_set``, ``set_moments``) that the trainer feeds."""
+
+    @property
+    def needs_data_moments(self) -> bool:
+        precond = getattr(self, "precond", None)  # an nn.Module attribute: no class-level default
+        return precond is not None and not precond.moments_set
+
+    def set_data_moments(self, mean: float, std: float) -> None:
+        """The data's scalar mean and standard deviation, for preconditioning (no-op without it)."""
+        precond = getattr(self, "precond", None)
+        if precond is not None:
+            precond.set_moments(mean, std)
 
     def wrap_network(self, net, net_kwargs: dict | None, data_shape) -> None:
         """Keep ``net`` (an ``nn.Module``), the keyword arguments that rebuild it, and one example's shape."""

@@ -61,15 +61,6 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
     def var_type(self) -> str:
         return self.diffusion.var_type
 
-    @property
-    def needs_data_moments(self) -> bool:
-        return self.precond is not None and not self.precond.moments_set
-
-    def set_data_moments(self, mean: float, std: float) -> None:
-        """The data's scalar mean and standard deviation, for preconditioning (no-op without it)."""
-        if self.precond is not None:
-            self.precond.set_moments(mean, std)
-
     # -- the network ---------------------------------------------------------------------------------
     def _net(self, x, tau, cond, at=None):
         """The network at network times tau (B,), or at the integer steps of ``at`` (``_at_steps``; tau

@@ -4,9 +4,9 @@ rectified flow, Liu et al. 2023), the second process family beside ``DiffusionMo
 x_t = (1 - t) x_0 + t eps for t in [0, 1] (``ddpmlab.core.paths.LinearPath``); the network is called as
 ``net(x, tau)`` (or ``net(x, tau, cond)``) with tau = t (B,) and predicts the velocity
 v(x_t, t) = E[eps - x_0 | x_t], data-shaped; with ``precondition=True`` it sees unit-variance input and
-predicts the normalised residual around the data's Gaussian fit (``VelocityPreconditioner``). Either way
-it trains on the plain flow-matching loss ``||v - (eps - x_0)||^2`` (``ddpmlab.objectives.flow_matching``). Samples come from the ODE dx/dt = v from t = 1 (N(0, I))
-down to t = 0 (``ddpm sample --sampler ode``). A flow has no discrete reverse chain: asking it for
+predicts the normalised residual around the data's Gaussian fit (``VelocityPreconditioner``); either way
+it trains on the plain flow-matching loss ||v - (eps - x_0)||^2. Samples come from the ODE dx/dt = v from
+t = 1 (N(0, I)) down to t = 0 (``ddpm sample --sampler ode``). A flow has no discrete reverse chain: asking it for
 ``p_mean_variance``, a schedule or respacing is refused in one line naming what to use.
 """
 from __future__ import annotations
@@ -45,15 +45,6 @@ class FlowModel(AroundNetwork, nn.Module, ReverseProcess):
     def double(self):
         return nn.Module.double(self)
 
-    @property
-    def needs_data_moments(self) -> bool:
-        return self.precond is not None and not self.precond.moments_set
-
-    def set_data_moments(self, mean: float, std: float) -> None:
-        """The data's scalar mean and standard deviation, for preconditioning (no-op without it)."""
-        if self.precond is not None:
-            self.precond.set_moments(mean, std)
-
     def _net(self, x, tau, cond):
         out = fast_path.call_net(self.net, x, tau) if cond is None else self.net(x, tau, cond)
         if tuple(out.shape) != tuple(x.shape):
@@ -76,6 +67,9 @@ class FlowModel(AroundNetwork, nn.Module, ReverseProcess):
         if coef is None:
             return self._net(x, tau, cond)
         return self.precond.velocity(self._net(self.precond.scale_input(x, coef), tau, cond), x, coef)
+
+    def forward(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
+        return self.velocity(x_t, t, cond)
 
     # -- what only the discrete DDPM has: refused ------------------------------------------------
     @property
