@@ -123,3 +123,13 @@ def test_trainer_run_is_the_torch_adamw_run(monkeypatch):
         assert torch.equal(a, b)
     ptrs = [p.untyped_storage().data_ptr() for p in flat.model.parameters()]
     assert len(set(ptrs)) == len(ptrs)
+
+
+def test_zero_grad_zeroes_a_gradient_replaced_after_the_step():
+    net = _net()
+    opt = FlatAdamW(net.parameters(), **OPTIONS)
+    _train(net, opt, 1)
+    p = next(net.parameters())
+    p.grad = torch.ones_like(p)  # replaced outside backward, after the step
+    opt.zero_grad()
+    assert torch.count_nonzero(opt.flat.grad) == 0 and p.grad.data_ptr() == opt.flat.grad.data_ptr()

@@ -79,8 +79,8 @@ class FlatAdamW(torch.optim.AdamW):
         if not self.attached:
             self.attach()
             return
+        self._relink()  # first: a gradient replaced since the step is put back, then zeroed with the rest
         self.flat.grad.zero_()
-        self._relink()
 
     def _relink(self) -> None:
         """Put back a gradient somebody replaced (or set to None) as its view, keeping its values."""
