@@ -31,6 +31,9 @@ def validate_family(cfg) -> None:
     if t.time_sampling != "uniform":
         raise DDPMLabError("train.time_sampling is a flow option (model.family = 'flow'); a DDPM draws its steps "
                            "uniformly or by train.importance_sampling")
+    if t.flow_target != "conditional" or t.reference_batch:
+        raise DDPMLabError("train.flow_target and train.reference_batch are flow options (model.family = 'flow'); "
+                           "a DDPM regresses its own target (model.mean_type)")
     if s.time_shift != 1.0:
         raise DDPMLabError("sample.time_shift is a flow option (model.family = 'flow'); a DDPM's ode sampler runs "
                            "on its schedule's evenly kept steps")

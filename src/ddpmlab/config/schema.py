@@ -22,7 +22,7 @@ from ddpmlab.config.families import validate_family
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.named import NAMED
 from ddpmlab.models.registry import ARCHITECTURES, is_target
-from ddpmlab.objectives.flow_matching import TIME_SAMPLINGS
+from ddpmlab.objectives.flow_matching import TARGETS, TIME_SAMPLINGS
 from ddpmlab.objectives.losses import OBJECTIVES
 from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
 
@@ -75,6 +75,8 @@ class TrainConfig:
     hybrid_weight: float = 0.001  # weight of the bound in the hybrid loss (Nichol & Dhariwal)
     importance_sampling: bool = False  # sample t by the bound terms' second moment (vlb / hybrid)
     time_sampling: str = "uniform"  # flow_matching's density of t: uniform | logit_normal
+    flow_target: str = "conditional"  # flow_matching's target: conditional | stable (Xu et al. 2023)
+    reference_batch: int = 0  # the stable target's reference examples (the batch's first N); 0 = all
     iters: int = 2000  # optimisation steps
     batch_size: int = 512  # examples per step; 0 = the whole training set
     lr: float = 2e-3  # AdamW learning rate
@@ -124,6 +126,7 @@ CHOICES = {
     ("model", "var_type"): VAR_TYPES.names,
     ("train", "objective"): lambda: OBJECTIVES.names() + ("custom",),  # custom: your own, recorded
     ("train", "time_sampling"): lambda: TIME_SAMPLINGS,
+    ("train", "flow_target"): lambda: TARGETS,
     ("train", "device"): lambda: ("cpu", "cuda", "auto"),
     ("train", "lr_decay"): lambda: ("none", "cosine"),
     ("sample", "sampler"): SAMPLERS.names,
@@ -138,7 +141,7 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
          ("train", "keep_checkpoints"): (1, False), ("train", "threads"): (0, False), ("data", "n_train"): (0, False),
          ("data", "max_classes"): (2, False), ("model", "num_classes"): (0, False),
-         ("train", "label_dropout"): (0, False), ("sample", "steps"): (0, False), ("sample", "eta"): (0, False),
+         ("train", "label_dropout"): (0, False), ("train", "reference_batch"): (0, False), ("sample", "steps"): (0, False), ("sample", "eta"): (0, False),
          ("sample", "n"): (1, False), ("train", "seed"): (0, False), ("sample", "time_shift"): (0, True)}
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # what TOML integers are, and what torch and numpy take as a seed
 UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,

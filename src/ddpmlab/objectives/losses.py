@@ -140,11 +140,11 @@ OBJECTIVES.register("flow_matching", FlowMatching)
 
 
 def make_objective(name: str, hybrid_weight: float = 0.001, importance_sampling: bool = False,
-                   time_sampling: str = "uniform"):
+                   time_sampling: str = "uniform", flow_target: str = "conditional", reference_batch: int = 0):
     """The registered objective ``name`` with a config's options (each where the objective takes it)."""
     cls = OBJECTIVES.get(name)
     if cls is FlowMatching:
-        return FlowMatching(time_sampling)
+        return FlowMatching(time_sampling, target=flow_target, reference_batch=reference_batch)
     if cls is Hybrid:
         return Hybrid(hybrid_weight, importance_sampling)
     if issubclass(cls, PerStep) and cls is not Simple:

@@ -114,6 +114,7 @@ def describe_config(model, objective, data, train: TrainConfig) -> Config:
         train.importance_sampling = objective.importance_sampling
     if objective_name == "flow_matching":
         train.time_sampling = objective.time_sampling
+        train.flow_target, train.reference_batch = objective.target, objective.reference_batch
     name = data.name if data.name in NAMED else "tensor"
     n_train = 0 if data.stream else int(data.train.shape[0])
     sample = SampleConfig(sampler="ode", ode_solver="heun", steps=25) if flow else SampleConfig()

@@ -159,7 +159,8 @@ class Trainer(CheckpointState):
             generator = torch.Generator().manual_seed(rank_seed(t.seed, ctx.rank))
         torch.manual_seed(t.seed)
         model = build_model(cfg, data.data_shape, trust_code=trust_code, net=net)
-        objective = make_objective(t.objective, t.hybrid_weight, t.importance_sampling, t.time_sampling)
+        objective = make_objective(t.objective, t.hybrid_weight, t.importance_sampling, t.time_sampling, t.flow_target,
+                                   t.reference_batch)
         return cls(model, objective, data, out=out, config=cfg, ctx=ctx, generator=generator, checkpoint=checkpoint,
                    callbacks=callbacks)
 
