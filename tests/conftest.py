@@ -4,6 +4,8 @@ import faults
 import pytest
 import torch
 
+from ddpmlab.core.distributions import GaussianMixture
+
 FAULT_RUNNER = str(Path(__file__).with_name("fault_runner.py"))
 
 
@@ -35,3 +37,9 @@ def _deterministic():
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def mixture_2d():
+    """A 2-D mixture of three correlated Gaussians (the flow tests' exact-velocity data)."""
+    return GaussianMixture([1.0, 2.0, 1.5], [[-2.0, 0.0], [1.5, 1.0], [0.5, -2.0]],
+                              [[[0.3, 0.1], [0.1, 0.2]], [[0.2, 0.0], [0.0, 0.5]], [[0.4, -0.1], [-0.1, 0.3]]])

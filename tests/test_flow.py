@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import ddpmlab as dl
+from conftest import gen, mixture_2d
 from ddpmlab.config import load_config
 from ddpmlab.core.continuous import ContinuousSchedule
 from ddpmlab.core.distributions import seed_mixture
@@ -26,15 +27,6 @@ from ddpmlab.objectives import FlowMatching
 from ddpmlab.training.trainer import Trainer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _mixture_2d():
-    return dl.GaussianMixture([1.0, 2.0, 1.5], [[-2.0, 0.0], [1.5, 1.0], [0.5, -2.0]],
-                              [[[0.3, 0.1], [0.1, 0.2]], [[0.2, 0.0], [0.0, 0.5]], [[0.4, -0.1], [-0.1, 0.3]]])
 
 
 def test_oracle_flow_ode_likelihood_is_the_exact_entropy():
@@ -71,7 +63,7 @@ def test_solver_orders_on_the_exact_flow():
 def test_velocity_oracle_matches_monte_carlo_in_bins():
     """E[eps - x_0 | x_t in bin] estimated by Monte Carlo equals the bin's average exact velocity within
     its standard error, in 2-D at t = 0.4 (the same draws, so only the conditional noise remains)."""
-    dist = _mixture_2d()
+    dist = mixture_2d()
     oracle = FlowMixtureOracle(dist)
     n, t = 200_000, 0.4
     x0 = dist.sample(n, gen(0), dtype=torch.float64)
@@ -103,7 +95,7 @@ def test_velocity_oracle_matches_monte_carlo_in_bins():
 
 def test_vp_path_velocity_is_the_ddpm_oracle_drift():
     """The flow oracle on the VP path gives the DDPM oracle's probability-flow drift -1/2 beta (x + score)."""
-    dist = _mixture_2d()
+    dist = mixture_2d()
     schedule = dl.make_schedule("linear", 100, beta_start=1e-3, beta_end=0.1)
     flow = FlowMixtureOracle(dist, path=VPPath(ContinuousSchedule(schedule)))
     ddpm = velocity_field(dl.MixtureOracle(dist, schedule))

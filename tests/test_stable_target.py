@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import ddpmlab as dl
+from conftest import gen, mixture_2d
 from ddpmlab.config import load_config
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.core.paths import LinearPath
@@ -19,15 +20,6 @@ from ddpmlab.objectives.flow_matching import stable_target
 from ddpmlab.training.trainer import Trainer
 
 PATH = LinearPath()
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _mixture_2d():
-    return dl.GaussianMixture([1.0, 2.0, 1.5], [[-2.0, 0.0], [1.5, 1.0], [0.5, -2.0]],
-                              [[[0.3, 0.1], [0.1, 0.2]], [[0.2, 0.0], [0.0, 0.5]], [[0.4, -0.1], [-0.1, 0.3]]])
 
 
 def plain_stable_target(x0, eps, t, r, cond=None, null_class=None):
@@ -98,7 +90,7 @@ def test_stable_target_approaches_the_exact_velocity_as_the_reference_grows():
     E[eps - x_0 | x_t] falls with the reference size and is a small fraction of the conditional target's
     (whose distance is the target's own noise); so does its bias, the mean over the rows (not a z-test:
     the rows share their reference batch, so their errors are correlated)."""
-    dist = _mixture_2d()
+    dist = mixture_2d()
     oracle = FlowMixtureOracle(dist)
     n, t = 3000, 0.6
     x0 = dist.sample(n, gen(6))

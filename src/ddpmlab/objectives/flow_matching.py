@@ -91,7 +91,7 @@ def stable_target(path, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, re
     block = max(16, BLOCK_ENTRIES // (r + 1))
     logits, w = _matrices(workspace, (min(block, n), r + 1), x0.device)
     ref32 = ref.float()
-    w_own, rest = torch.empty(n, 1, dtype=torch.float64, device=x0.device), torch.empty_like(tb)
+    w_own, rest = torch.empty_like(tb), torch.empty_like(tb)
     mean_ref = torch.empty(n, ref.shape[1], dtype=torch.float64, device=x0.device)
     c = None if cond is None else cond.reshape(n)
     for i0 in range(0, n, block):
@@ -99,16 +99,16 @@ def stable_target(path, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, re
         lg, wb = logits[:i1 - i0], w[:i1 - i0]
         torch.mm(rows[i0:i1], cols.T, out=lg)
         # the excluded references: the own x_0 (it enters once, as column 0) and, with labels, other classes
-        own_dup = lg[:, 1 + i0:].diagonal()[:max(0, min(i1, r) - i0)]
+        dup = max(0, min(i1, r) - i0)  # rows of the block whose own x_0 is also reference i0 + k
         other = None if c is None else (c[i0:i1, None] != c[None, :r]) & (c[i0:i1, None] != null_class)
-        own_dup.fill_(-math.inf)
+        lg[:, 1 + i0:].diagonal()[:dup].fill_(-math.inf)
         if other is not None:
             lg[:, 1:].masked_fill_(other, -math.inf)
         # softmax over the row in float32 once its top is off: weights below e^-80 (1e-35) are e^-80, which
         # spares exp the slow denormal range; the excluded references are zeroed after
         torch.sub(lg, lg.amax(1, keepdim=True), out=wb).clamp_min_(LOG_TINY).exp_()
         w_ref = wb[:, 1:]
-        w_ref[:, i0:].diagonal()[:own_dup.numel()].zero_()
+        w_ref[:, i0:].diagonal()[:dup].zero_()
         if other is not None:
             w_ref.masked_fill_(other, 0.0)
         w_rest = w_ref.sum(1, keepdim=True).double()

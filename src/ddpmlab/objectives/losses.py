@@ -34,8 +34,6 @@ from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
 OBJECTIVES = Registry("objective")
 
 
-
-
 @OBJECTIVES.register("trajectory_bound")
 class TrajectoryBound:
     """The seed's objective: whole-trajectory bound / (T + 1), per example."""
