@@ -67,14 +67,24 @@ def test_report_in_headless_chromium(browser, runs, name, tmp_path):
     plot, label = slider.get_attribute("data-plot"), browser.find_element(By.ID, slider.get_attribute("id") + "-label")
     before, label_before = _drawn(browser, plot), label.text
     assert label_before.startswith("t = 0 of")
+    last = int(slider.get_attribute("max"))
+    assert slider.get_attribute("data-shown") == "0"
     slider.send_keys(Keys.END)  # the keyboard moves it to t = T
-    WebDriverWait(browser, 20).until(lambda d: _drawn(d, plot) != before)
-    assert label.text != label_before and label.text.startswith("t = ") and "alpha-bar" in label.text
+    WebDriverWait(browser, 20).until(lambda d: slider.get_attribute("data-shown") == str(last))
+    at_end, label_end = _drawn(browser, plot), label.text
+    assert at_end != before
+    assert label_end != label_before and label_end.startswith("t = ") and "alpha-bar" in label_end
     slider.send_keys(Keys.LEFT)  # and one step back
-    WebDriverWait(browser, 20).until(lambda d: label.text != label_before)
+    WebDriverWait(browser, 20).until(lambda d: slider.get_attribute("data-shown") == str(last - 1))
+    assert label.text not in (label_before, label_end) and _drawn(browser, plot) not in (before, at_end)
     if name == "comparison":  # a closed group is drawn when opened
-        closed = browser.find_elements(By.CSS_SELECTOR, "body > details:not([open]) > summary")
-        closed[0].click()
+        summary = browser.find_elements(By.CSS_SELECTOR, "body > details:not([open]) > summary")[0]
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", summary)
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script(  # nothing (a figure) lies over it
+            "const r = arguments[0].getBoundingClientRect();"
+            "return arguments[0].contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2));",
+            summary))
+        summary.click()
         WebDriverWait(browser, 20).until(lambda d: d.execute_script(
             "return [...document.querySelectorAll('body > details[open] div.plot')].every("
             "el => el.closest('details:not([open])') || el.querySelector('.main-svg'));"))

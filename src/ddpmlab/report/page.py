@@ -15,33 +15,36 @@ SCRIPT = r"""
   const CONFIG = {displaylogo: false, responsive: true};
   const drawn = new Set();
   function draw(id) {
-    if (drawn.has(id)) return;
+    if (drawn.has(id)) return Promise.resolve();
     drawn.add(id);
-    Plotly.newPlot(id, FIGS[id].data, FIGS[id].layout, CONFIG);
+    return Plotly.newPlot(id, FIGS[id].data, FIGS[id].layout, CONFIG);
   }
   function drawVisible(root) {
-    root.querySelectorAll('div.plot').forEach(function (el) {
-      if (!el.closest('details:not([open])')) draw(el.id);
-    });
+    return Promise.all([...root.querySelectorAll('div.plot')]
+      .filter(function (el) { return !el.closest('details:not([open])'); })
+      .map(function (el) { return draw(el.id); }));
   }
   Object.keys(SLIDERS).forEach(function (sid) {
     const s = SLIDERS[sid], input = document.getElementById(sid), label = document.getElementById(sid + '-label');
     input.addEventListener('input', function () {
       const k = parseInt(input.value, 10);
       label.textContent = s.labels[k];
-      if (drawn.has(s.plot)) Plotly.react(s.plot, s.frames[k], FIGS[s.plot].layout, CONFIG);
-      else FIGS[s.plot].data = s.frames[k];
+      delete input.dataset.shown;  // data-shown: the frame the figure has finished drawing
+      const done = function () { if (parseInt(input.value, 10) === k) input.dataset.shown = String(k); };
+      if (drawn.has(s.plot)) Plotly.react(s.plot, s.frames[k], FIGS[s.plot].layout, CONFIG).then(done);
+      else { FIGS[s.plot].data = s.frames[k]; done(); }
     });
   });
   document.querySelectorAll('details').forEach(function (d) {
     d.addEventListener('toggle', function () {
       if (!d.open) return;
-      drawVisible(d);
       d.querySelectorAll('div.plot').forEach(function (el) { if (drawn.has(el.id)) Plotly.Plots.resize(el); });
+      drawVisible(d);
     });
   });
-  drawVisible(document);
-  document.body.setAttribute('data-ready', '1');
+  drawVisible(document).then(function () {  // data-ready: every visible figure has finished drawing
+    document.body.setAttribute('data-ready', '1');
+  });
 })();
 """
 
@@ -121,7 +124,7 @@ class Page:
         self.sliders[sid] = {"plot": fid, "frames": s["frames"], "labels": s["labels"]}
         k = s["initial"]
         return (f'<div class="slider"><label for="{sid}">{esc(what)}</label><input type="range" id="{sid}" '
-                f'min="0" max="{len(s["frames"]) - 1}" step="1" value="{k}" data-plot="{fid}">'
+                f'min="0" max="{len(s["frames"]) - 1}" step="1" value="{k}" data-plot="{fid}" data-shown="{k}">'
                 f'<span id="{sid}-label">{esc(s["labels"][k])}</span></div>{plot}')
 
     def render(self, plotly_js: str) -> str:
