@@ -16,7 +16,6 @@ Writes flow_target.md / .json into --out.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -27,6 +26,7 @@ import torch
 
 import ddpmlab as dl
 from ddpmlab.config import load_config
+from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ddpmlab.data.named import NAMED
 from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
 from ddpmlab.evaluation.metrics import w1_to_mixture_1d
@@ -123,9 +123,9 @@ def write(per_seed: dict, meta: dict, out: Path) -> None:
             md.append(f"| {n} | {s['no_worse']} of {k} | {statistics.fmean(s['diffs']):+.4f} | "
                       f"{statistics.fmean(s['moved']):.4f} | {statistics.fmean(s['train']):.2f} |")
     text = "\n".join(md) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "flow_target.md").write_text(text)
-    (out / "flow_target.json").write_text(json.dumps({"meta": meta, "per_seed": per_seed}, indent=1))
+    out = ensure_writable_dir(out)
+    atomic_write_json(out / "flow_target.json", {"meta": meta, "per_seed": per_seed})
+    atomic_write_bytes(out / "flow_target.md", text.encode())
     print(text)
 
 
@@ -142,12 +142,12 @@ def main():
     print(f"load average {load0}", flush=True)
     try:
         per_seed = run(args)
+        meta = {"draws": args.draws, "n": args.n, "threads": args.threads, "load": [load0, loadavg()],
+                "seconds": time.perf_counter() - start}
+        write(per_seed, meta, Path(args.out))
     except dl.DDPMLabError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    meta = {"draws": args.draws, "n": args.n, "threads": args.threads, "load": [load0, loadavg()],
-            "seconds": time.perf_counter() - start}
-    write(per_seed, meta, Path(args.out))
 
 
 if __name__ == "__main__":

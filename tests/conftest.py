@@ -42,4 +42,4 @@ def gen(seed: int = 0) -> torch.Generator:
 def mixture_2d():
     """A 2-D mixture of three correlated Gaussians (the flow tests' exact-velocity data)."""
     return GaussianMixture([1.0, 2.0, 1.5], [[-2.0, 0.0], [1.5, 1.0], [0.5, -2.0]],
-                              [[[0.3, 0.1], [0.1, 0.2]], [[0.2, 0.0], [0.0, 0.5]], [[0.4, -0.1], [-0.1, 0.3]]])
+                           [[[0.3, 0.1], [0.1, 0.2]], [[0.2, 0.0], [0.0, 0.5]], [[0.4, -0.1], [-0.1, 0.3]]])

@@ -8,13 +8,10 @@ from scipy.integrate import quad
 from scipy.optimize import brentq
 from scipy.stats import norm, wasserstein_distance
 
+from conftest import gen
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.evaluation.metrics import (KS_MEAN_SQRT_N, component_fractions_against, ks_against, mixture_cdf_1d,
                                         mixture_entropy_1d, w1_to_mixture_1d)
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def test_entropy_of_a_gaussian_is_closed_form():
@@ -33,7 +30,7 @@ def test_entropy_of_the_seed_mixture():
 
 def test_entropy_matches_monte_carlo_for_overlapping_components():
     dist = GaussianMixture([0.2, 0.5, 0.3], [[-1.0], [0.5], [1.0]], [0.3, 1.5, 0.1])
-    v = -dist.log_prob(dist.sample(200_000, _gen(1), dtype=torch.float64))
+    v = -dist.log_prob(dist.sample(200_000, gen(1), dtype=torch.float64))
     assert abs(mixture_entropy_1d(dist) - float(v.mean())) < 4 * float(v.std()) / math.sqrt(len(v))
 
 
@@ -46,7 +43,7 @@ def test_mixture_cdf():
 
 def test_ks_floor_is_what_true_samples_score():
     dist = seed_mixture()
-    g = _gen(2)
+    g = gen(2)
     n, reps = 2000, 40
     stats = [ks_against(dist, dist.sample(n, g))["ks"] for _ in range(reps)]
     floor = ks_against(dist, dist.sample(n, g))["ks_noise_floor"]
@@ -61,7 +58,7 @@ def test_ks_floor_is_what_true_samples_score():
 def test_component_fractions_of_true_samples():
     dist = seed_mixture()
     n = 20_000
-    res = component_fractions_against(dist, dist.sample(n, _gen(3)))
+    res = component_fractions_against(dist, dist.sample(n, gen(3)))
     for f, w, se in zip(res["component_fractions"], res["true_component_fractions"],
                         res["component_fractions_se"]):
         assert se == pytest.approx(math.sqrt(w * (1 - w) / n))
@@ -89,7 +86,7 @@ def test_w1_to_mixture_matches_quadrature_of_the_cdf_gap():
     """int |F_n - F| dx by adaptive quadrature between the sorted samples (ties included), each piece split
     where F crosses the empirical CDF (brentq)."""
     dist = GaussianMixture([0.2, 0.5, 0.3], [[-1.0], [0.5], [1.0]], [0.3, 1.5, 0.1])
-    x = np.sort(np.concatenate([dist.sample(37, _gen(3), dtype=torch.float64).numpy().ravel(), [0.25, 0.25]]))
+    x = np.sort(np.concatenate([dist.sample(37, gen(3), dtype=torch.float64).numpy().ravel(), [0.25, 0.25]]))
     n = x.size
     F = lambda v: float(mixture_cdf_1d(dist, np.array([v]))[0])  # noqa: E731
     integral = lambda f, lo, hi: quad(f, lo, hi, epsabs=1e-14, epsrel=1e-13)[0]  # noqa: E731
@@ -103,7 +100,7 @@ def test_w1_to_mixture_matches_quadrature_of_the_cdf_gap():
 
 def test_w1_to_mixture_is_the_limit_of_w1_to_a_large_reference():
     dist = seed_mixture()
-    x = dist.sample(500, _gen(4), dtype=torch.float64).numpy().ravel() * 1.1  # a visibly wrong sample
-    ref = dist.sample(2_000_000, _gen(5), dtype=torch.float64).numpy().ravel()
+    x = dist.sample(500, gen(4), dtype=torch.float64).numpy().ravel() * 1.1  # a visibly wrong sample
+    ref = dist.sample(2_000_000, gen(5), dtype=torch.float64).numpy().ravel()
     exact = w1_to_mixture_1d(dist, x)
     assert exact > 0.1 and wasserstein_distance(x, ref) == pytest.approx(exact, abs=3e-3)
