@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +28,27 @@ def run_main(*argv) -> tuple[int, str, str]:
 
 
 def tree(root) -> dict:
-    """Every file (sha256 of its bytes) and directory under ``root``, hidden ones included."""
+    """Every file (sha256 of its bytes) and directory under ``root``, hidden ones included; a symbolic
+    link as ``link -> TARGET`` (never followed) and a FIFO, device or socket by its kind (never opened)."""
     root = Path(root)
     found = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            found[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
-        for f in filenames:
-            p = Path(dirpath) / f
-            with io.FileIO(p, "rb") as fh:  # not open() or Path.read_bytes, which a case may make fail
-                found[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            found[os.path.relpath(p, root)] = _entry(p)
     return found
+
+
+def _entry(path: str) -> str:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return f"link -> {os.readlink(path)}"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if not stat.S_ISREG(mode):
+        return f"special {stat.S_IFMT(mode):o}"
+    with io.FileIO(path, "rb") as fh:  # not open() or Path.read_bytes, which a case may make fail
+        return hashlib.sha256(fh.read()).hexdigest()
 
 
 def build_runs(root: Path, monkeypatch) -> dict:

@@ -57,9 +57,14 @@ def test_every_model_satisfies_the_contract(i):
 
 def test_diffusion_model_forward_and_bad_output_shape():
     sched = dl.make_schedule("linear", 20)
-    model = dl.DiffusionModel(nn.Linear(2, 2), sched, "epsilon", "fixed_small", data_shape=(2,))
-    with pytest.raises(DDPMLabError, match="network's output has shape"):  # Linear(2, 2) ignores tau: (B, 2) is
-        dl.DiffusionModel(_TimeMLP(2, 2), sched, "epsilon", "learned", data_shape=(2,))(  # fine, but a learned
+    net = _TimeMLP(2, 2)
+    model = dl.DiffusionModel(net, sched, "epsilon", "fixed_small", data_shape=(2,))
+    x, t = torch.randn(3, 2, generator=gen(0)), torch.tensor([1, 4, 20])
+    with torch.no_grad():  # forward is the bare network at tau = t / T (no preconditioning asked for),
+        torch.testing.assert_close(model(x, t), net(x, t / 20))  # and its output is the predicted noise
+        torch.testing.assert_close(model.p_mean_variance(x, t).pred_eps, net(x, t / 20), rtol=1e-4, atol=1e-5)
+    with pytest.raises(DDPMLabError, match="network's output has shape"):  # (B, 2) fits a fixed variance,
+        dl.DiffusionModel(_TimeMLP(2, 2), sched, "epsilon", "learned", data_shape=(2,))(  # but a learned
             torch.zeros(3, 2), torch.full((3,), 4))  # variance needs 4 outputs
 
 
@@ -120,10 +125,26 @@ def test_float64_model_keeps_float64_everywhere():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_model_samples_and_trains_on_cuda():
-    model = dl.DiffusionModel(_TimeMLP(2, 2), dl.make_schedule("linear", 10), "epsilon", data_shape=(2,)).cuda()
-    assert dl.sample(model, 3, "ancestral", generator=gen(0)).device.type == "cuda"
-    trainer = dl.Trainer(model, dl.objectives.Simple(), torch.randn(32, 2), batch_size=8, device="cuda")
-    trainer.run(2, progress=False)
+    """Every draw comes from the CPU generator, so a CUDA model samples and trains what the same model does
+    on the CPU (to float32 rounding), and its weights stay on the device and move."""
+    def model():
+        torch.manual_seed(0)
+        return dl.DiffusionModel(_TimeMLP(2, 2), dl.make_schedule("linear", 10), "epsilon", data_shape=(2,))
+
+    data = torch.randn(32, 2, generator=gen(1))
+    initial = [p.detach().clone() for p in model().parameters()]
+    samples, weights = {}, {}
+    for device in ("cpu", "cuda"):
+        samples[device] = dl.sample(model().to(device), 64, "ancestral", generator=gen(0))
+        trainer = dl.Trainer(model().to(device), dl.objectives.Simple(), data, batch_size=8, device=device)
+        trainer.run(3, progress=False)
+        assert all(p.device.type == device for p in trainer.model.parameters())
+        weights[device] = [p.detach().cpu() for p in trainer.model.parameters()]
+    assert samples["cuda"].device.type == "cuda"
+    torch.testing.assert_close(samples["cuda"].cpu(), samples["cpu"], rtol=1e-4, atol=1e-4)
+    for w_gpu, w_cpu, w0 in zip(weights["cuda"], weights["cpu"], initial):
+        torch.testing.assert_close(w_gpu, w_cpu, rtol=1e-4, atol=1e-5)
+        assert not torch.equal(w_cpu, w0)  # training moved them
 
 
 def test_run_naming_a_class_is_not_imported_without_trust(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _report_runs import QUICK_EVAL, build, cli, user_table
-from conftest import gen
+from conftest import gen, oracle_ode_nll_nats
 from ddpmlab.config import DataConfig, load_config
 from ddpmlab.config.build import build_model
 from ddpmlab.core.distributions import seed_mixture
@@ -20,6 +20,7 @@ from ddpmlab.data.named import gaussian_1d
 from ddpmlab.evaluation.likelihood import evaluate_bound, vlb_terms
 from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step, vlb_terms_by_step
+from ddpmlab.runs.format import load_run
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_checkerboard_has_the_exact_nll(runs):
     assert s["nll_nats_floor"] == pytest.approx(math.log(8), abs=1e-9)  # uniform: -log q is log 8 on the support
     assert 0 < s["outside_support_fraction"] < 1 and finite(s["sliced_w1"], s["mmd"])
     ode = ev["model"]["ode"]
-    assert ode["n"] == 8 and (finite(ode["nll_nats"]) or "error" in ode)
+    assert ode["n"] == 8 and ode["status"] == "solved" and finite(ode["nll_nats"]), ode
 
 
 def test_digits_frechet_distance_and_class_histogram(runs):
@@ -78,7 +79,7 @@ def test_user_file_against_its_heldout_rows(runs):
     assert ev["kind"] == "heldout" and ev["data"]["n_heldout"] == held["n"]
     assert finite(s["sliced_w1"], s["sliced_w1_noise_floor"], s["mmd"], s["mmd_noise_floor"])
     ode = ev["model"]["ode"]
-    assert "data units" in ode["on"] and (finite(ode["nll_nats"]) or "error" in ode)
+    assert "data units" in ode["on"] and ode["status"] == "solved" and finite(ode["nll_nats"]), ode
 
 
 def test_heldout_rows_are_fixed_disjoint_and_never_trained_on(tmp_path):
@@ -121,6 +122,11 @@ def test_mixture_evaluation_keeps_its_numbers_and_adds_each_term(runs):
         b = ev[who]["bound"]
         assert len(b["terms_nats"]) == ev["settings"]["num_steps"] + 1
         assert sum(b["terms_nats"]) == pytest.approx(b["total_nats"], abs=1e-9)
+        assert ev[who]["ode"]["status"] == "solved" and finite(ev[who]["ode"]["nll_nats"]), (who, ev[who]["ode"])
+    # the exact oracle's ODE NLL: the entropy plus the prior's mismatch KL(q(x_T) || N(0, 1)), within its SE
+    run, ode = load_run(runs.mix1d), ev["oracle"]["ode"]
+    expected = oracle_ode_nll_nats(run.dist, float(run.model.schedule.alphas_cumprod[-1]))
+    assert abs(ode["nll_nats"] - expected) < 4 * ode["nll_nats_se"], (ode, expected)
 
 
 def _tiny_model(T: int = 15):

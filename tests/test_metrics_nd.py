@@ -10,8 +10,8 @@ from scipy.stats import wasserstein_distance
 from conftest import gen
 from ddpmlab.data.toy2d import Checkerboard, eight_gaussians
 from ddpmlab.evaluation.fid import frechet_distance, frechet_distance_features, gaussian_stats
-from ddpmlab.evaluation.metrics_nd import (against_distribution, against_heldout, mmd, nll_under_density,
-                                           random_directions, sliced_w1, w1_1d)
+from ddpmlab.evaluation.metrics_nd import (against_distribution, against_heldout, median_distance, mmd,
+                                           nll_under_density, random_directions, sliced_w1, w1_1d)
 from ddpmlab.core.utils import DDPMLabError
 
 
@@ -41,11 +41,41 @@ def test_sliced_w1_shapes_any_dims():
         sliced_w1(torch.zeros(5, 2), torch.zeros(5, 3))
 
 
-def test_mmd_zero_for_identical_and_grows_with_shift():
-    x = torch.randn(400, 2, generator=gen(0))
+def gaussian_kernel_mean(cov, diff, s: float) -> float:
+    """E exp(-|Z|^2 / (2 s^2)) for Z ~ N(diff, cov):
+    det(I + cov / s^2)^(-1/2) exp(-diff^T (cov + s^2 I)^-1 diff / 2)."""
+    eye = torch.eye(len(diff), dtype=torch.float64)
+    quad = diff @ torch.linalg.solve(cov + s ** 2 * eye, diff)
+    return float(torch.det(eye + cov / s ** 2) ** -0.5 * torch.exp(-0.5 * quad))
+
+
+def test_mmd_of_two_gaussians_has_its_closed_form():
+    """X ~ N(m1, S1), Y ~ N(m2, S2): with k = sum_s exp(-|x - y|^2 / (2 s^2)), E k(X, X') = sum_s
+    det(I + 2 S1 / s^2)^(-1/2), E k(X, Y) the same at X - Y ~ N(m1 - m2, S1 + S2); the biased (V) estimate
+    on n and m points has mean  B / n + (1 - 1 / n) E k(X, X') + B / m + (1 - 1 / m) E k(Y, Y') - 2 E k(X, Y)
+    (B kernels: each diagonal term is 1). Eight draws match it within 4 standard errors."""
+    l1 = torch.tensor([[1.0, 0.0], [0.5, 0.7]], dtype=torch.float64)
+    l2 = torch.tensor([[0.6, 0.0], [-0.3, 1.2]], dtype=torch.float64)
+    m1, m2 = torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([0.8, -0.4], dtype=torch.float64)
+    s1, s2, zero = l1 @ l1.T, l2 @ l2.T, torch.zeros(2, dtype=torch.float64)
+    bw, n, m = [0.2, 0.4], 1000, 800  # narrow kernels: the mean of each depends strongly on its width
+    kxx, kyy = (sum(gaussian_kernel_mean(2 * c, zero, s) for s in bw) for c in (s1, s2))
+    kxy = sum(gaussian_kernel_mean(s1 + s2, m1 - m2, s) for s in bw)
+    expected = len(bw) / n + (1 - 1 / n) * kxx + len(bw) / m + (1 - 1 / m) * kyy - 2 * kxy
+    g = gen(0)
+    draws = torch.tensor([mmd(m1 + torch.randn(n, 2, generator=g, dtype=torch.float64) @ l1.T,
+                              m2 + torch.randn(m, 2, generator=g, dtype=torch.float64) @ l2.T, bw) ** 2
+                          for _ in range(8)])
+    assert abs(float(draws.mean()) - expected) < 4 * float(draws.std()) / math.sqrt(8), (draws, expected)
+    x = torch.randn(400, 2, generator=gen(1))
     assert mmd(x, x) == pytest.approx(0.0, abs=1e-6)
-    small, large = mmd(x + 0.2, x), mmd(x + 1.0, x)
-    assert 0 < small < large
+
+
+def test_median_distance_of_a_gaussian_sample():
+    """|X - X'|^2 / (2 s^2) ~ chi^2_2 for X, X' ~ N(0, s^2 I) in the plane: the median distance is 2 s sqrt(log 2)
+    (the default MMD bandwidths are multiples of it)."""
+    x = torch.randn(2000, 2, generator=gen(2), dtype=torch.float64) * 1.5
+    assert median_distance(x) == pytest.approx(2 * 1.5 * math.sqrt(math.log(2)), rel=0.04)
 
 
 def test_floors_against_true_and_shifted_samples():

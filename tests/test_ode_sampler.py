@@ -67,11 +67,14 @@ def test_dpm_solver_is_second_order():
     def kept(k):
         return [t for t in sched.spaced_steps(k) if t >= 120]
 
+    def grid(kept):  # the solver's grid: the kept steps from T down, then 0
+        return torch.tensor(kept[::-1] + [0])
+
     with torch.no_grad():
-        ref = dpm_solver_2m(oracle, x_T, kept(800))[0]
+        ref = dpm_solver_2m(oracle, x_T, grid(kept(800)))
         errs, ddim_errs = [], []
         for k in (40, 80, 160):
-            errs.append((dpm_solver_2m(oracle, x_T, kept(k))[0] - ref).abs().mean().item())
+            errs.append((dpm_solver_2m(oracle, x_T, grid(kept(k))) - ref).abs().mean().item())
             ddim_errs.append((_ddim(oracle, x_T, kept(k)) - ref).abs().mean().item())
     rates = [errs[i] / errs[i + 1] for i in range(2)]
     ddim_rates = [ddim_errs[i] / ddim_errs[i + 1] for i in range(2)]

@@ -42,7 +42,13 @@ def test_variance_types():
     small = GaussianDiffusion(s, "epsilon", "fixed_small")
     large = GaussianDiffusion(s, "epsilon", "fixed_large")
     assert torch.allclose(small.p_mean_variance(x, x, t).variance[:, 0], s.posterior_variance[[2, 2, 50, 100]])
-    assert torch.allclose(large.p_mean_variance(x, x, t).variance[1:, 0], s.betas[t[1:]])
+    # fixed_large is beta_t, except at t = 1, where beta_1 would leave the decoder a near-zero variance: there
+    # it takes beta-tilde_2 (improved-diffusion's choice), and beta_1 itself only when T = 1
+    expect_large = torch.stack([s.posterior_variance[2], s.betas[2], s.betas[50], s.betas[100]])
+    assert torch.allclose(large.p_mean_variance(x, x, t).variance[:, 0], expect_large, rtol=1e-12, atol=0)
+    one = make_schedule("linear", 1)
+    out = GaussianDiffusion(one, "epsilon", "fixed_large").p_mean_variance(x[:1], x[:1], torch.tensor([1]))
+    assert torch.allclose(out.variance[0, 0], one.betas[1], rtol=1e-12, atol=0) and one.betas[1] > 0
     lr = GaussianDiffusion(s, "epsilon", "learned_range")
     for v, expect in ((1.0, s.betas[t].log()), (-1.0, s.posterior_log_variance_clipped[t])):
         out = torch.cat([x, torch.full_like(x, v)], dim=1)  # mean head, variance head

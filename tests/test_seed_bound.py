@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ddpmlab.core.diffusion import forward_trajectory
-from ddpmlab.core.distributions import seed_mixture
+from ddpmlab.core.distributions import GaussianMixture, seed_mixture
+from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.models.seed import SeedReverse
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.core.schedule import make_schedule
@@ -63,16 +64,39 @@ def test_fused_float32_agrees_with_autograd_path():
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()))
 
 
-def test_bound_on_2d_data_uses_any_dimension():
-    s = make_schedule("constant", 20, beta=0.05)
-    model = SeedReverse(s, (2,), hidden=8)
-    x0 = torch.randn(64, 2, generator=gen(7))
-    L = SeedTrajectoryBound(model)(x0, torch.randn(20, 64, 2, generator=gen(8)))
-    assert L.shape == (64,) and torch.isfinite(L).all()
-    L.mean().backward()
-    assert all(p.grad is not None for p in model.parameters())
+def test_bound_on_2d_data_equals_the_plain_loop():
+    """The seed's networks on 2-D data (the autograd path): value and gradient of the plain loop."""
+    T, beta = 20, 0.05
+    s = make_schedule("constant", T, beta=beta)
+    model = SeedReverse(s, (2,), hidden=8).double()
+    x0 = torch.randn(64, 2, generator=gen(7), dtype=torch.float64) * torch.tensor([1.0, 3.0], dtype=torch.float64)
+    noise = torch.randn(T, 64, 2, generator=gen(8), dtype=torch.float64)
+    ref = seed_loss_loop(model, forward_trajectory(s, x0, noise=noise), beta)
+    fast = SeedTrajectoryBound(model)(x0, noise).mean() / (T + 1)
+    assert float(fast.detach()) == pytest.approx(float(ref.detach()), rel=1e-9)
+    params = list(model.parameters())
+    for g, r in zip(torch.autograd.grad(fast, params), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-8)
     with pytest.raises(ValueError):
-        SeedTrajectoryBound(model, fused=True)(x0, torch.randn(20, 64, 2))
+        SeedTrajectoryBound(model, fused=True)(x0, noise)
+
+
+def test_bound_of_the_exact_reverse_process_in_closed_form():
+    """For Gaussian data with a diagonal covariance the exact oracle's reverse steps are q(x_{t-1} | x_t)
+    itself, so by Bayes' rule along the chain the whole-trajectory bound of one trajectory is, exactly,
+    L = -log q(x_0) + log q(x_T) - log N(x_T; 0, I)   (its mean: the entropy plus KL(q(x_T) || N(0, I)))."""
+    T, beta = 20, 0.05
+    s = make_schedule("constant", T, beta=beta)
+    data = GaussianMixture([1.0], [[1.0, -0.5]], [[[0.3, 0.0], [0.0, 2.0]]])
+    oracle = MixtureOracle(data, s, (2,))
+    x0 = data.sample(500, gen(9), dtype=torch.float64)
+    noise = torch.randn(T, 500, 2, generator=gen(10), dtype=torch.float64)
+    x_T = x0
+    for t in range(T):  # q's chain, eq. 2
+        x_T = math.sqrt(1 - beta) * x_T + math.sqrt(beta) * noise[t]
+    q_T = data.diffused(float(s.alphas_cumprod[T]))
+    expected = -data.log_prob(x0) + q_T.log_prob(x_T) + 0.5 * x_T.square().sum(1) + math.log(2 * math.pi)
+    torch.testing.assert_close(SeedTrajectoryBound(oracle)(x0, noise), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_backward_refuses_a_reused_workspace():

@@ -14,34 +14,65 @@ its time as ``t / T`` in (0, 1]. See docs/api.md for the researcher's workflow.
 
 __version__ = "0.1.0"
 
-from ddpmlab import objectives
-from ddpmlab.config import Config, load_config
-from ddpmlab.core.contract import PMeanVariance, ReverseModel, ReverseProcess
-from ddpmlab.core.diffusion import q_mean_variance, q_posterior_mean_variance, q_sample
-from ddpmlab.core.distributions import GaussianMixture
-from ddpmlab.core.parameterisation import MEAN_TYPES, VAR_TYPES, GaussianDiffusion
-from ddpmlab.core.schedule import SCHEDULES, NoiseSchedule, make_schedule
-from ddpmlab.core.utils import DDPMLabError, NonFiniteError
-from ddpmlab.data.base import TrainingData
-from ddpmlab.evaluation.api import evaluate
-from ddpmlab.evaluation.conditional_oracle import LabelledMixtureOracle
-from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
-from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.models.diffusion_model import DiffusionModel
-from ddpmlab.models.flow_model import FlowModel
-from ddpmlab.models.guidance import Guided
-from ddpmlab.models.registry import ARCHITECTURES
-from ddpmlab.objectives import OBJECTIVES
-from ddpmlab.runs.format import load_run, save_run
-from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS, sample
-from ddpmlab.training.callbacks import Callback
-from ddpmlab.training.trainer import Trainer
+import importlib
 
-__all__ = [
-    "ARCHITECTURES", "Callback", "Config", "DDPMLabError", "DiffusionModel", "FlowMixtureOracle", "FlowModel",
-    "GaussianDiffusion", "GaussianMixture", "Guided", "LabelledMixtureOracle", "MEAN_TYPES", "MixtureOracle",
-    "NonFiniteError", "NoiseSchedule", "OBJECTIVES", "ODE_SOLVERS", "PMeanVariance",
-    "ReverseModel", "ReverseProcess", "SAMPLERS", "SCHEDULES", "Trainer", "TrainingData", "VAR_TYPES", "evaluate",
-    "load_config", "load_run", "make_schedule", "objectives", "q_mean_variance", "q_posterior_mean_variance",
-    "q_sample", "sample", "save_run",
-]
+# Each public name and the module that defines it. They are imported on first use (PEP 562), so
+# ``import ddpmlab`` and every ``ddpmlab --help`` stay fast; ``dir(dl)`` and ``from ddpmlab import *``
+# see them all.
+_EXPORTS = {
+    "objectives": "ddpmlab.objectives",
+    "Config": "ddpmlab.config",
+    "load_config": "ddpmlab.config",
+    "PMeanVariance": "ddpmlab.core.contract",
+    "ReverseModel": "ddpmlab.core.contract",
+    "ReverseProcess": "ddpmlab.core.contract",
+    "q_mean_variance": "ddpmlab.core.diffusion",
+    "q_posterior_mean_variance": "ddpmlab.core.diffusion",
+    "q_sample": "ddpmlab.core.diffusion",
+    "GaussianMixture": "ddpmlab.core.distributions",
+    "MEAN_TYPES": "ddpmlab.core.parameterisation",
+    "VAR_TYPES": "ddpmlab.core.parameterisation",
+    "GaussianDiffusion": "ddpmlab.core.parameterisation",
+    "SCHEDULES": "ddpmlab.core.schedule",
+    "NoiseSchedule": "ddpmlab.core.schedule",
+    "make_schedule": "ddpmlab.core.schedule",
+    "DDPMLabError": "ddpmlab.core.utils",
+    "NonFiniteError": "ddpmlab.core.utils",
+    "TrainingData": "ddpmlab.data.base",
+    "evaluate": "ddpmlab.evaluation.api",
+    "LabelledMixtureOracle": "ddpmlab.evaluation.conditional_oracle",
+    "FlowMixtureOracle": "ddpmlab.evaluation.flow_oracle",
+    "MixtureOracle": "ddpmlab.evaluation.oracle",
+    "DiffusionModel": "ddpmlab.models.diffusion_model",
+    "FlowModel": "ddpmlab.models.flow_model",
+    "Guided": "ddpmlab.models.guidance",
+    "ARCHITECTURES": "ddpmlab.models.registry",
+    "OBJECTIVES": "ddpmlab.objectives",
+    "load_run": "ddpmlab.runs.format",
+    "save_run": "ddpmlab.runs.format",
+    "ODE_SOLVERS": "ddpmlab.sampling",
+    "SAMPLERS": "ddpmlab.sampling",
+    "sample": "ddpmlab.sampling",
+    "TIME_GRIDS": "ddpmlab.sampling.grids",
+    "build_grid": "ddpmlab.sampling.grids",
+    "Callback": "ddpmlab.training.callbacks",
+    "Trainer": "ddpmlab.training.trainer",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ddpmlab' has no attribute {name!r}")
+    obj = importlib.import_module(module)
+    if module != f"ddpmlab.{name}":
+        obj = getattr(obj, name)
+    globals()[name] = obj  # later lookups skip this function
+    return obj
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -9,8 +9,6 @@ import importlib
 import sys
 import warnings
 
-from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning, NonFiniteError
-
 COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures", "report", "sweep")
 
 
@@ -33,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _warnings_as_lines(command: str, report: bool):
     """ddpmlab's own warnings become one line each on stderr (``ddpmlab CMD: warning: ...``)."""
+    from ddpmlab.core.utils import DDPMLabWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("always", DDPMLabWarning)
         original = warnings.showwarning
@@ -52,6 +52,8 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's one-line error: its code, also when called in-process
         return exc.code if isinstance(exc.code, int) else 2
+    # imported after parsing, so that --help and a mistyped flag never wait for torch
+    from ddpmlab.core.utils import DDPMLabError, NonFiniteError
     from ddpmlab.training.distributed import is_reporting_process
 
     report = is_reporting_process()  # under a working torchrun, rank 0 reports for all

@@ -29,4 +29,18 @@ def count(low: int = 0, high: int = INT64_MAX):
     return parse
 
 
+def count_or_zero(low: int, high: int = INT64_MAX):
+    """0 (which skips the computation) or an integer in ``low..high``."""
+    parse_count = count(0, high)
+
+    def parse(text: str) -> int:
+        value = parse_count(text)
+        if 0 < value < low:
+            raise argparse.ArgumentTypeError(f"{text} is neither 0 (skip) nor in {low}..{high}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 SEED = count(0, INT64_MAX)  # what torch and numpy generators take

@@ -15,6 +15,9 @@ from ddpmlab.core.utils import DDPMLabError
 
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 1.2e-38: below it float32 flushes to 0
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # 1.2e-7
+# alpha-bar is a float64 product of (1 - beta): a beta below 100 float64 epsilons (2.2e-14) loses over 1% of
+# itself in 1 - beta, and below 1.1e-16 its step adds no noise at all (1 - alpha-bar_1 = 0, a divisor)
+MIN_BETA = 100 * float(np.finfo(np.float64).eps)
 PRIOR_KL_WARN_NATS = 0.1  # per feature: KL(q(x_T) || N(0, I)) above it means the prior misses the data
 
 
@@ -35,8 +38,19 @@ def log_alpha_bar_T(cfg) -> float:
     return float(np.log1p(-betas.numpy()).sum())
 
 
+def smallest_beta(cfg) -> float:
+    """The smallest beta of the config's schedule (float64)."""
+    s = cfg.schedule
+    if s.kind == "constant":
+        return s.beta
+    return float(make_betas(s.kind, s.steps, beta=s.beta, beta_start=s.beta_start, beta_end=s.beta_end).min())
+
+
 def check_schedule_precision(cfg) -> None:
-    """Refuse a schedule whose alpha-bar_T the float32 model cannot use.
+    """Refuse a schedule whose alpha-bar the float64 tables or the float32 model cannot use.
+
+    Every beta must reach ``MIN_BETA`` (2.2e-14), or 1 - beta rounds it away and the step's noise level
+    1 - alpha-bar, which the samplers and the bound divide by, is lost (0 below 1.1e-16).
 
     Below float32's smallest normal number (1.2e-38) alpha-bar_T flushes to 0 and every parameterisation
     divides by it or takes its log. An epsilon-predicting model also recovers x_0 as
@@ -44,6 +58,10 @@ def check_schedule_precision(cfg) -> None:
     (abar_T < 1.4e-14), the x_0 implied by a float32 epsilon has no significant digit, and ancestral
     sampling multiplies that error by the same factor. (The cosine schedule ends near 1e-8 to 1e-9.)
     """
+    low = smallest_beta(cfg)
+    if not low >= MIN_BETA:
+        raise DDPMLabError(f"{_schedule_name(cfg)} has a step with beta = {low:.3g}, below {MIN_BETA:.2g}: 1 - beta "
+                           f"rounds it away in float64 and the step's noise level is lost; use larger betas")
     log_abar = log_alpha_bar_T(cfg)
     abar = f"{math.exp(log_abar):.3g}" if log_abar > -700 else f"1e{log_abar / math.log(10):.0f}"
     if log_abar < math.log(FLOAT32_TINY):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.sampling.options import MAX_ODE_STEPS
 
 
 def validate_family(cfg) -> None:
@@ -24,6 +25,8 @@ def validate_family(cfg) -> None:
             raise DDPMLabError("sample.ode_solver = 'dpm_solver' is DDPM only; a flow uses euler, heun, midpoint or rk45")
         if s.steps < 1:
             raise DDPMLabError("a flow's ODE needs sample.steps >= 1 (there is no schedule to take all steps of)")
+        if s.steps > MAX_ODE_STEPS:
+            raise DDPMLabError(f"sample.steps = {s.steps}: a flow's ODE takes at most {MAX_ODE_STEPS} steps")
         return
     if t.objective == "flow_matching":
         raise DDPMLabError("train.objective = 'flow_matching' trains a flow: set model.family = 'flow', or use "

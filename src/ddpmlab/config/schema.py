@@ -25,6 +25,8 @@ from ddpmlab.models.registry import ARCHITECTURES, is_target
 from ddpmlab.objectives.flow_matching import TARGETS, TIME_SAMPLINGS
 from ddpmlab.objectives.losses import OBJECTIVES
 from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
+from ddpmlab.sampling.grids import TIME_GRIDS, axis_of, make_grid, shift_option
+from ddpmlab.sampling.options import ETA_RANGE, TIME_SHIFT_RANGE
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -98,9 +100,12 @@ class SampleConfig:
     sampler: str = "ancestral"  # ancestral | ddim | ode
     ode_solver: str = "dpm_solver"  # ode sampler: dpm_solver (DPM-Solver++ 2M, DDPM only) | euler | heun |
     # midpoint | rk45 (adaptive)
-    time_shift: float = 1.0  # flow ode grid t = k u / (1 + (k - 1) u) for shift k, u uniform; 1 = uniform
+    time_shift: float = 1.0  # flow ode grid t = k u / (1 + (k - 1) u) for shift k, u uniform; 1 = uniform;
+    # k in [0.01, 100]
     steps: int = 0  # sampling steps; 0 = all T
-    eta: float = 0.0  # DDIM's eta (0 deterministic, 1 = ancestral variance)
+    grid: str = "uniform"  # the steps' time grid: uniform | shifted (flow, by time_shift) | karras (EDM,
+    # rho = 7) | log_snr (evenly in log signal-to-noise ratio)
+    eta: float = 0.0  # DDIM's eta in [0, 1] (0 deterministic, 1 = ancestral variance)
     n: int = 10_000  # samples drawn at the end of training
 
 
@@ -131,6 +136,7 @@ CHOICES = {
     ("train", "lr_decay"): lambda: ("none", "cosine"),
     ("sample", "sampler"): SAMPLERS.names,
     ("sample", "ode_solver"): ODE_SOLVERS.names,
+    ("sample", "grid"): TIME_GRIDS.names,
 }
 # (section, key) -> (lowest allowed, lowest is exclusive)
 LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("schedule", "beta_start"): (0, True),
@@ -141,11 +147,14 @@ LOWER = {("schedule", "steps"): (1, False), ("schedule", "beta"): (0, True), ("s
          ("train", "hybrid_weight"): (0, False), ("train", "checkpoint_every"): (0, False),
          ("train", "keep_checkpoints"): (1, False), ("train", "threads"): (0, False), ("data", "n_train"): (0, False),
          ("data", "max_classes"): (2, False), ("model", "num_classes"): (0, False),
-         ("train", "label_dropout"): (0, False), ("train", "reference_batch"): (0, False), ("sample", "steps"): (0, False), ("sample", "eta"): (0, False),
-         ("sample", "n"): (1, False), ("train", "seed"): (0, False), ("sample", "time_shift"): (0, True)}
+         ("train", "label_dropout"): (0, False), ("train", "reference_batch"): (0, False), ("sample", "steps"): (0, False),
+         ("sample", "eta"): (ETA_RANGE[0], False), ("sample", "n"): (1, False), ("train", "seed"): (0, False),
+         ("sample", "time_shift"): (TIME_SHIFT_RANGE[0], False)}
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # what TOML integers are, and what torch and numpy take as a seed
-UPPER = {("schedule", "beta"): 1, ("schedule", "beta_start"): 1, ("schedule", "beta_end"): 1,
-         ("train", "ema_decay"): 1, ("train", "label_dropout"): 1}
+# (section, key) -> (highest allowed, highest is exclusive); every float is also finite (``_coerce``)
+UPPER = {("schedule", "beta"): (1, True), ("schedule", "beta_start"): (1, True), ("schedule", "beta_end"): (1, True),
+         ("train", "ema_decay"): (1, True), ("train", "label_dropout"): (1, True),
+         ("sample", "eta"): (ETA_RANGE[1], False), ("sample", "time_shift"): (TIME_SHIFT_RANGE[1], False)}
 
 
 def _coerce(section: str, key: str, value, typ):
@@ -213,10 +222,10 @@ def validate(cfg: Config) -> None:
         v = getattr(getattr(cfg, section), key)
         if v < low or (strict and v == low):
             raise DDPMLabError(f"{section}.{key} must be {'>' if strict else '>='} {low}, got {v}")
-    for (section, key), high in UPPER.items():
+    for (section, key), (high, strict) in UPPER.items():
         v = getattr(getattr(cfg, section), key)
-        if v >= high:
-            raise DDPMLabError(f"{section}.{key} must be < {high}, got {v}")
+        if v > high or (strict and v == high):
+            raise DDPMLabError(f"{section}.{key} must be {'<' if strict else '<='} {high}, got {v}")
     m, t = cfg.model, cfg.train
     validate_family(cfg)
     if m.arch == "seed" and (m.mean_type, m.var_type) != ("previous_x", "learned"):
@@ -242,6 +251,20 @@ def validate(cfg: Config) -> None:
             from None
     check_config_memory(cfg)  # first: the precision check builds the schedule's betas
     check_schedule_precision(cfg)
+    _validate_grid(cfg)
+
+
+def _validate_grid(cfg: Config) -> None:
+    """Build ``sample.grid`` once on the run's time axis, so that a grid that does not apply (the shifted
+    grid of a DDPM, a time shift given to the karras grid, ...) is refused before any training."""
+    from ddpmlab.config.build import build_schedule  # build imports this module
+
+    s = cfg.sample
+    axis = axis_of(cfg.model.family, lambda: build_schedule(cfg))
+    try:
+        make_grid(axis, s.grid, s.steps, **shift_option(s.time_shift))
+    except DDPMLabError as exc:
+        raise DDPMLabError(f"sample.grid = {s.grid!r}: {exc}") from None
 
 
 CONDITIONAL_ARCHS = ("mlp", "unet")  # the registered networks that take a class embedding

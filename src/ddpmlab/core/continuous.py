@@ -10,7 +10,6 @@ import copy
 
 import numpy as np
 import torch
-from scipy.interpolate import PchipInterpolator
 
 
 @contextlib.contextmanager
@@ -41,6 +40,8 @@ class ContinuousSchedule:
     def __init__(self, schedule):
         self.T = schedule.T
         grid = np.arange(self.T + 1) / self.T
+        from scipy.interpolate import PchipInterpolator  # imported where used: `import ddpmlab` stays fast
+
         self._log_alpha_bar = PchipInterpolator(grid, schedule.alphas_cumprod.log().numpy())
         self._beta = self._log_alpha_bar.derivative()
         self.alphas = schedule.alphas.numpy()

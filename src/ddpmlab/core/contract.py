@@ -16,6 +16,7 @@ import torch
 from ddpmlab.core.diffusion import forward_trajectory_fast
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.core.validate import check_shape
 
 
 class PMeanVariance(NamedTuple):
@@ -38,7 +39,8 @@ class ReverseModel(Protocol):
     - ``p_mean_variance(x_t, t, cond=None)``: the reverse step at integer paper steps t (B,);
     - ``score(x, t_c, alpha_bar, cond=None)``: grad_x log q(x) at the continuous step t_c in [0, T],
       where the schedule's alpha-bar is ``alpha_bar`` (the probability-flow ODE's need);
-    - ``respaced(num_steps)``: the same model on fewer, evenly kept steps (ancestral sampling);
+    - ``respaced(num_steps)``: the same model on fewer, evenly kept steps, or on the kept steps given as a
+      list (``NoiseSchedule.spaced``; ancestral sampling on a grid);
     - ``family``: "ddpm" (optional; a flow model says "flow" and offers ``velocity`` instead).
     ``cond`` is an optional per-example condition (B, ...) (class labels), passed to the network.
     """
@@ -92,11 +94,13 @@ class ReverseProcess:
     def set_data_moments(self, mean: float, std: float) -> None:
         """Receive the data's scalar mean and standard deviation (the trainer's; unused by default)."""
 
-    def respaced(self, num_steps: int):
+    def respaced(self, num_steps):
+        """Itself on all T steps; fewer (a number, or the kept steps as a list) are refused by default."""
         if num_steps == self.schedule.T:
             return self
+        count = len(num_steps) if isinstance(num_steps, (list, tuple)) else num_steps
         raise DDPMLabError(f"{type(self).__name__} cannot be respaced; use the ddim or ode sampler for "
-                           f"{num_steps} steps")
+                           f"{count} steps")
 
     def score(self, x: torch.Tensor, t_c: float, alpha_bar: float, cond=None) -> torch.Tensor:
         """The score implied by the reverse mean, mu = (x_t + beta_t grad log q(x_t)) / sqrt(alpha_t)
@@ -152,9 +156,7 @@ class AroundNetwork:
         self.net = net
         self.net_kwargs = dict(net_kwargs or {})
         self.arch_options = None  # set by a registered architecture's builder (``ddpmlab.models.registry``)
-        self.data_shape = tuple(int(d) for d in data_shape)
-        if not self.data_shape or min(self.data_shape) < 1:
-            raise DDPMLabError(f"data_shape must be one example's shape, e.g. (2,), got {data_shape}")
+        self.data_shape = check_shape(data_shape)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -137,8 +137,12 @@ class NoiseSchedule:
             raise DDPMLabError(f"steps must lie in 1..{self.T}, got {num_steps}")
         return torch.linspace(self.T, 0, num_steps + 1)[:-1].round().long().flip(0).tolist()
 
-    def spaced(self, num_steps: int) -> "NoiseSchedule":
-        """Respace to ``num_steps`` evenly spread steps (always keeping step T)."""
+    def spaced(self, num_steps) -> "NoiseSchedule":
+        """Respace to ``num_steps`` evenly spread steps (always keeping step T), or to the kept steps
+        themselves when ``num_steps`` is a list of them (a grid of ``ddpmlab.sampling.grids``)."""
+        if isinstance(num_steps, (list, tuple)):
+            keep = sorted(num_steps)
+            return self if keep == list(range(1, self.T + 1)) else self.respace(keep)
         if num_steps == self.T:
             return self
         return self.respace(self.spaced_steps(num_steps))

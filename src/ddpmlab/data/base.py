@@ -13,6 +13,7 @@ import torch
 
 from ddpmlab.data.named import LABELLED, NAMED
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.core.validate import check_examples, check_labels
 
 
 class TrainingData:
@@ -37,19 +38,15 @@ class TrainingData:
         return len(self.classes) if self.classes is not None else 0
 
     @classmethod
-    def from_tensor(cls, x: torch.Tensor, labels: torch.Tensor | None = None, name: str = "tensor") -> "TrainingData":
-        """Your own training set (N, *dims), with optional per-example labels (N,), used as it is."""
-        x = torch.as_tensor(x)
-        if x.dim() < 2 or x.shape[0] < 2:
-            raise DDPMLabError(f"training data must have shape (N, *dims) with N >= 2, got {tuple(x.shape)}")
-        if not x.dtype.is_floating_point:
-            x = x.float()
-        if not bool(torch.isfinite(x).all()):
-            raise DDPMLabError("training data hold NaN or infinite values")
+    def from_tensor(cls, x: torch.Tensor, labels: torch.Tensor | None = None, name: str = "tensor",
+                    data_shape: tuple | None = None, dtype: torch.dtype | None = None,
+                    num_classes: int = 0) -> "TrainingData":
+        """Your own training set (N, *dims) (a tensor or NumPy array), with optional integer labels (N,),
+        checked at the boundary (``ddpmlab.core.validate``): finite, N >= 2, one example of ``data_shape``
+        and labels in 0..num_classes - 1 when given, converted to ``dtype`` (the model's) when given."""
+        x = check_examples(x, "data", data_shape, dtype, min_rows=2)
         if labels is not None:
-            labels = torch.as_tensor(labels)
-            if labels.shape[:1] != x.shape[:1]:
-                raise DDPMLabError(f"labels have shape {tuple(labels.shape)}; need one per example ({x.shape[0]})")
+            labels = check_labels(labels, x.shape[0], num_classes)
         return cls(name, tuple(x.shape[1:]), x.detach(), labels=labels)
 
     @property
@@ -148,24 +145,17 @@ def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
     unit scale), so their exact densities hold in model space and exact evaluation applies unchanged.
     """
     if cfg.name == "file":
-        from ddpmlab.data.files import load_data_file
-        from ddpmlab.data.labels import load_labelled_file
-
-        labels = classes = None
-        if getattr(cfg, "label_column", ""):  # (N, *dims), labels (N,), class names; bad labels refused
-            x, labels, classes = load_labelled_file(cfg.path, cfg.label_column, cfg.max_classes)
+        x, labels, classes = load_file_rows(cfg)
+        if labels is not None:
             labels = labels[~heldout_mask(x.shape[0])]  # the training rows' labels
-            x, _, held = split_heldout(x)
-        else:
-            x = load_data_file(cfg.path)  # (N, *dims) float32; bad files raise DDPMLabError
-            x, _, held = split_heldout(x)
+        x, _, held = split_heldout(x)
         if not cfg.standardize:
+            check_float32_scale(x, cfg.path)
             return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x, labels=labels, classes=classes,
                                 heldout=held)
-        shift, scale = x.mean(0), x.std(0)  # of the training rows only
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), (x - shift) / scale, shift=shift, scale=scale,
-                            labels=labels, classes=classes, heldout=held)
+        shift, scale = standardisation(x)  # of the training rows only
+        return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), ((x.double() - shift) / scale).float(),
+                            shift=shift.float(), scale=scale.float(), labels=labels, classes=classes, heldout=held)
     if cfg.name in NAMED:
         dist = NAMED[cfg.name]()
         if getattr(cfg, "labels", False):
@@ -175,16 +165,50 @@ def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
     raise DDPMLabError(f"unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(NAMED))}")
 
 
-def file_split(path, recorded: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training rows, held-out rows) of the file a run was trained on, in data units, split again by
+def load_file_rows(cfg) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """(every row x (N, *dims) float32 in data units, labels (N,) or None, class names or None) of the
+    file a ``DataConfig`` names: its features only when ``label_column`` is set (the labels apart). The one
+    reader of a file run's data, for training and for evaluating, figures and reports alike; a bad file
+    or bad labels raise ``DDPMLabError``."""
+    from ddpmlab.data.files import load_data_file
+    from ddpmlab.data.labels import load_labelled_file
+
+    if getattr(cfg, "label_column", ""):
+        return load_labelled_file(cfg.path, cfg.label_column, cfg.max_classes)
+    return load_data_file(cfg.path), None, None
+
+
+FLOAT32_SQRT_MAX = float(torch.finfo(torch.float32).max) ** 0.5  # 1.8e19: squares above it overflow float32
+
+
+def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) per feature of rows x (N, *dims): their mean and standard deviation, computed in
+    float64 (float32 sums of values near 1e38 overflow), a constant feature's scale set to 1."""
+    x = x.double()
+    shift, scale = x.mean(0), x.std(0)
+    return shift, torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def check_float32_scale(x: torch.Tensor, path) -> None:
+    """Refuse unstandardised training rows whose squares overflow float32 (|x| > ``FLOAT32_SQRT_MAX``):
+    the losses square the data (an x_0 target, a network fed 1e38), so training would only report NaN."""
+    largest = float(x.abs().max()) if x.numel() else 0.0
+    if largest > FLOAT32_SQRT_MAX:
+        raise DDPMLabError(f"{path}: values up to {largest:.3g} are too large for float32 training without "
+                           f"standardising (their squares overflow above {FLOAT32_SQRT_MAX:.2g}); set "
+                           "data.standardize = true")
+
+
+def file_split(cfg, recorded: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows) of the file a run was trained on (``cfg``: the run's ``DataConfig``;
+    the features only, read by ``load_file_rows`` as training read them), in data units, split again by
     ``split_heldout`` and checked against the run's record (``recorded``: its data description's
     ``heldout``): a changed file, or a run that held nothing out, is a ``DDPMLabError``."""
-    from ddpmlab.data.files import load_data_file
-
+    path = cfg.path
     if not recorded or not recorded.get("n"):
         why = (recorded or {}).get("reason", "the run was trained before ddpmlab kept held-out rows")
         raise DDPMLabError(f"{path}: no held-out rows to evaluate against ({why})")
-    train, held, desc = split_heldout(load_data_file(path))
+    train, held, desc = split_heldout(load_file_rows(cfg)[0])
     if held is None or any(desc[k] != recorded.get(k) for k in ("sha256", "file_sha256")):
         raise DDPMLabError(f"{path}: the file differs from the one the run was trained on (its held-out rows "
                            "do not match the run's record)")

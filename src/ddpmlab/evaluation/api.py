@@ -12,6 +12,7 @@ import torch
 
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.core.validate import check_count, check_examples, check_generator
 from ddpmlab.evaluation.metrics_nd import against_distribution, against_heldout
 from ddpmlab.core.paths import family_of
 from ddpmlab.evaluation.report import evaluate_run
@@ -24,11 +25,17 @@ def evaluate(model, dist=None, reference=None, train=None, n_samples: int = 10_0
     """Evaluate ``model`` (any model of the contract) against ``dist`` or held-out ``reference`` data.
 
     ``sampler``, ``steps`` and ``options`` choose how samples are drawn (for a mixture: the exact
-    evaluation's own ancestral samples unless another sampler is named). Returns a JSON-ready dict.
+    evaluation's own ancestral samples unless another sampler is named). ``reference`` and ``train`` are
+    tensors (N, *dims) of the model's example shape, finite. Returns a JSON-ready dict.
     """
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
+    n_samples = check_count(n_samples, "n_samples", minimum=2)
     if dist is None and reference is None:
         raise DDPMLabError("evaluate needs the true distribution (dist=...) or held-out data (reference=...)")
+    shape = tuple(model.data_shape)
+    if dist is not None and tuple(getattr(dist, "event_shape", shape)) != shape:
+        raise DDPMLabError(f"dist draws examples of shape {tuple(dist.event_shape)}, but the model's data_shape is "
+                           f"{shape}")
     if family_of(model) == "flow" and sampler == "ancestral":  # a flow's default: its ODE, 25 Heun steps
         sampler, steps = "ode", steps or 25
     draw = lambda: sample(model, n_samples, sampler, steps, generator=generator, **options)  # noqa: E731
@@ -40,7 +47,9 @@ def evaluate(model, dist=None, reference=None, train=None, n_samples: int = 10_0
         return evaluate_run(model, dist, generator, n_samples=n_samples, samples=samples)
     if dist is not None:
         return against_distribution(dist, draw(), generator)
-    reference = torch.as_tensor(reference)
+    reference = check_examples(reference, "reference", shape, model.dtype, min_rows=2 if train is not None else 4)
+    if train is not None:
+        train = check_examples(train, "train", shape, model.dtype, min_rows=2)
     if train is None:  # the floor needs data the model could have seen: half of the reference stands in
         half = reference.shape[0] // 2
         train, reference = reference[:half], reference[half:]

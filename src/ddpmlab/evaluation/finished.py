@@ -48,7 +48,7 @@ def draw_run_samples(run, n: int, generator: torch.Generator, keep_trajectory: b
     """``n`` samples (model space) with the run's own sampler settings, or the trajectory."""
     s = run.cfg.sample
     return draw_samples(run.model, n, s.sampler, s.steps, s.eta, generator, keep_trajectory=keep_trajectory,
-                        ode_solver=s.ode_solver)
+                        ode_solver=s.ode_solver, time_shift=s.time_shift, grid=s.grid)
 
 
 def to_model_space(run, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ def to_model_space(run, x: torch.Tensor) -> torch.Tensor:
 
 def heldout_split(run) -> tuple[torch.Tensor, torch.Tensor]:
     """(training rows, held-out rows) of a file run, in data units, checked against the run's record."""
-    return file_split(run.cfg.data.path, run.info["data"].get("heldout"))
+    return file_split(run.cfg.data, run.info["data"].get("heldout"))
 
 
 def reference_data(run, n: int, generator: torch.Generator) -> torch.Tensor:

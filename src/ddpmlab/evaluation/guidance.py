@@ -38,7 +38,8 @@ def _summary(dist, c, x, ref, generator) -> dict:
 
 def evaluate_classes(model, dist: GaussianMixture, classes, w: float, n: int, generator: torch.Generator,
                      sampler: str = "ancestral", steps: int = 0, eta: float = 0.0, ode_solver: str = "dpm_solver",
-                     oracle: bool = True, n_ref: int = 100_000, keep: dict | None = None) -> dict:
+                     oracle: bool = True, n_ref: int = 100_000, keep: dict | None = None,
+                     grid: str = "uniform") -> dict:
     """{class c: {"model": {w1, accuracy[, mean, std]}, "oracle": {...}, "floor": W1 of a true sample,
     "true": {mean, std} (1-D)}} for ``n`` samples per class at guidance weight ``w``, each sampled by
     ``sampler``; class c of the model is component c of ``dist``. Distances are to ``n_ref`` true draws,
@@ -57,11 +58,11 @@ def evaluate_classes(model, dist: GaussianMixture, classes, w: float, n: int, ge
         comp = dist.component(c)
         ref = comp.sample(n_ref, generator, dtype=torch.float64)
         row = {"floor": _distance(dist, comp.sample(n, generator, dtype=torch.float64), ref, generator)}
-        x = draw_samples(guided, n, sampler, steps, eta, generator, ode_solver=ode_solver, cond=cond)
+        x = draw_samples(guided, n, sampler, steps, eta, generator, ode_solver=ode_solver, cond=cond, grid=grid)
         row["model"] = _summary(dist, c, x, ref, generator)
         xo = None
         if oracle:
-            xo = draw_samples(exact, n, sampler, steps, eta, generator, ode_solver=ode_solver, cond=cond)
+            xo = draw_samples(exact, n, sampler, steps, eta, generator, ode_solver=ode_solver, cond=cond, grid=grid)
             row["oracle"] = _summary(dist, c, xo, ref, generator)
         if keep is not None:
             keep[c] = (x, xo)

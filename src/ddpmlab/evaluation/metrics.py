@@ -5,9 +5,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.integrate import quad
-from scipy.special import ndtr
-from scipy.stats import kstest, norm, wasserstein_distance
 
 from ddpmlab.core.distributions import GaussianMixture
 
@@ -21,6 +18,8 @@ def _flat1d(x) -> np.ndarray:
 
 def w1(samples, reference) -> float:
     """1-D Wasserstein distance between two samples (scipy)."""
+    from scipy.stats import wasserstein_distance  # scipy is imported where used: `import ddpmlab` stays fast
+
     return float(wasserstein_distance(_flat1d(samples), _flat1d(reference)))
 
 
@@ -54,7 +53,9 @@ def mixture_cdf_1d(dist: GaussianMixture, x) -> np.ndarray:
     w = dist.weights.numpy()
     mu, sd = dist.means[:, 0].numpy(), dist.covariances[:, 0, 0].sqrt().numpy()
     x = np.asarray(x, dtype=np.float64)
-    return (w * norm.cdf((x[..., None] - mu) / sd)).sum(-1)
+    from scipy.special import ndtr
+
+    return (w * ndtr((x[..., None] - mu) / sd)).sum(-1)
 
 
 def _mixture_cdf_integral_1d(dist: GaussianMixture, x: np.ndarray, upper: bool = False) -> np.ndarray:
@@ -64,7 +65,9 @@ def _mixture_cdf_integral_1d(dist: GaussianMixture, x: np.ndarray, upper: bool =
     mu, sd = dist.means[:, 0].numpy(), dist.covariances[:, 0, 0].sqrt().numpy()
     z = (x[..., None] - mu) / sd
     z = -z if upper else z
-    return (w * sd * (z * ndtr(z) + norm.pdf(z))).sum(-1)
+    from scipy.special import ndtr
+
+    return (w * sd * (z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi))).sum(-1)
 
 
 def w1_to_mixture_1d(dist: GaussianMixture, samples) -> float:
@@ -103,6 +106,8 @@ def ks_against(dist: GaussianMixture, samples) -> dict:
     expected statistic of a true sample of the same size, sqrt(pi / 2) log 2 / sqrt(n) (the mean of
     Kolmogorov's limiting distribution)."""
     x = _flat1d(samples)
+    from scipy.stats import kstest
+
     res = kstest(x, lambda v: mixture_cdf_1d(dist, v))
     return {"ks": float(res.statistic), "ks_pvalue": float(res.pvalue),
             "ks_noise_floor": KS_MEAN_SQRT_N / math.sqrt(x.size)}
@@ -122,6 +127,8 @@ def mixture_entropy_1d(dist: GaussianMixture) -> float:
         return -math.exp(logq) * logq
 
     breaks = sorted(set(mu.tolist()))
+    from scipy.integrate import quad
+
     return float(quad(integrand, lo, hi, points=breaks, limit=500, epsabs=1e-11, epsrel=1e-10)[0])
 
 

@@ -23,7 +23,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
 from ddpmlab.core.continuous import ContinuousSchedule, intra_op_threads, score_function  # noqa: F401
 from ddpmlab.core.gaussian import nats_to_bpd
@@ -109,6 +108,8 @@ def ode_log_likelihood(model, x0: torch.Tensor, prior="normal", divergence: str 
         x = torch.from_numpy(y[: B * dims]).reshape(x0.shape)
         f, div = _drift_and_divergence(velocity, x, s, probe)
         return np.concatenate([f.reshape(-1).numpy(), div.numpy()])
+
+    from scipy.integrate import solve_ivp  # imported where used: `import ddpmlab` stays fast
 
     y0 = np.concatenate([x0.reshape(-1).numpy(), np.zeros(B)])
     # solve_ivp bounds the RMS of the local errors over all B (d + 1) components; dividing the

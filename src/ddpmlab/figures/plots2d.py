@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import matplotlib
 
@@ -32,12 +33,22 @@ def _xy(x, lead: int = 1) -> np.ndarray:
 
 
 def _limits(*arrays, q: float = 0.5, margin: float = 0.1) -> tuple:
-    """Axis limits covering the central 99 % of every array's points, plus a margin: ((x0, x1), (y0, y1))."""
+    """Axis limits covering the central 99 % of every array's points, plus a margin: ((x0, x1), (y0, y1)).
+    Never narrower than a millionth of the values' size: a constant feature (a column of 5s, in float32)
+    still gets bins of distinct edges."""
     pts = np.concatenate([a.reshape(-1, 2) for a in arrays])
     pts = pts[np.isfinite(pts).all(1)]
     lo, hi = np.percentile(pts, q, axis=0), np.percentile(pts, 100 - q, axis=0)
-    pad = margin * (hi - lo) + 1e-6
-    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
+    pad = margin * (hi - lo) + 1e-6 * np.maximum(1.0, np.maximum(abs(lo), abs(hi)))
+    return (float(lo[0] - pad[0]), float(hi[0] + pad[0])), (float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+
+
+def _density_2d(pts: np.ndarray, xe: np.ndarray, ye: np.ndarray) -> np.ndarray:
+    """The 2-D histogram of ``pts`` as a density over the points inside the edges: zero everywhere when
+    none is (numpy's ``density=True`` divides 0 by 0 there, with a warning)."""
+    h, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=[xe, ye])
+    inside = h.sum()
+    return h / (inside * np.outer(np.diff(xe), np.diff(ye))) if inside else h
 
 
 def _save(fig, path) -> None:
@@ -57,7 +68,7 @@ def scatter_compare(data, samples, path, title: str = "", max_points: int = 5000
         ax.set_xlabel("x1"), ax.set_aspect("equal", adjustable="box")
     axes[0].set_ylabel("x2")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)  # a title names the data (a file's path may hold '$')
     _save(fig, path)
 
 
@@ -67,13 +78,13 @@ def density_compare(data, samples, path, dist=None, bins: int = 60, title: str =
     d, s = _xy(data), _xy(samples)
     xlim, ylim = _limits(d)
     xe, ye = np.linspace(*xlim, bins + 1), np.linspace(*ylim, bins + 1)
-    h_s, _, _ = np.histogram2d(s[:, 0], s[:, 1], bins=[xe, ye], density=True)
+    h_s = _density_2d(s, xe, ye)
     if dist is not None and hasattr(dist, "log_prob") and math.prod(getattr(dist, "event_shape", (0,))) == 2:
         xc, yc = (xe[1:] + xe[:-1]) / 2, (ye[1:] + ye[:-1]) / 2
         grid = torch.tensor(np.stack(np.meshgrid(xc, yc, indexing="ij"), -1).reshape(-1, 2), dtype=torch.float64)
         left, left_title = dist.log_prob(grid).exp().reshape(bins, bins).numpy(), "true density"
     else:
-        left, _, _ = np.histogram2d(d[:, 0], d[:, 1], bins=[xe, ye], density=True)
+        left = _density_2d(d, xe, ye)
         left_title = f"data histogram (n={len(d)})"
     vmax = max(float(left.max()), 1e-12)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True, layout="constrained")
@@ -84,7 +95,7 @@ def density_compare(data, samples, path, dist=None, bins: int = 60, title: str =
     axes[0].set_ylabel("x2")
     fig.colorbar(im, ax=axes, shrink=0.8, label="density")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
 
@@ -118,7 +129,7 @@ def image_grid(images, path, nrow: int = 10, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(0.6 * nrow + 0.4, 0.6 * grid.shape[0] / grid.shape[1] * nrow + 0.6))
     _show_grid(ax, grid)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, parse_math=False)
     _save(fig, path)
 
 
@@ -158,7 +169,7 @@ def reverse_gif(traj, path, frames: int = 40, fps: int = 10, max_points: int = 2
         ax.set_xlabel("x1"), ax.set_ylabel("x2")
         for t in steps:
             scat.set_offsets(pts[t])
-            ax.set_title(f"{title}: t = {t}")
+            ax.set_title(f"{title}: t = {t}", parse_math=False)
             pil_frames.append(_frame(fig))
         plt.close(fig)
     buf = io.BytesIO()
@@ -175,11 +186,15 @@ def write_figures(out, data, traj, dist=None, title: str = "") -> list[str]:
 
     out = Path(out)
     samples = traj[0]
-    if samples.dim() == 4:
-        image_grid(samples[:100], out / "samples.png", nrow=10, title=title)
+    with warnings.catch_warnings():
+        # the title names the data, and a file's path may hold characters no installed font has (CJK, emoji):
+        # matplotlib draws a box for each and warns on every draw; the box is enough
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        if samples.dim() == 4:
+            image_grid(samples[:100], out / "samples.png", nrow=10, title=title)
+            reverse_gif(traj, out / "reverse.gif", title=title or "reverse process")
+            return ["samples.png", "reverse.gif"]
+        scatter_compare(data, samples, out / "scatter.png", title=title)
+        density_compare(data, samples, out / "density.png", dist=dist, title=title)
         reverse_gif(traj, out / "reverse.gif", title=title or "reverse process")
-        return ["samples.png", "reverse.gif"]
-    scatter_compare(data, samples, out / "scatter.png", title=title)
-    density_compare(data, samples, out / "density.png", dist=dist, title=title)
-    reverse_gif(traj, out / "reverse.gif", title=title or "reverse process")
     return ["scatter.png", "density.png", "reverse.gif"]

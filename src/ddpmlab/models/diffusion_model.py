@@ -38,6 +38,9 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
                  data_moments: tuple[float, float] | None = None, net_kwargs: dict | None = None):
         super().__init__()
         self.wrap_network(net, net_kwargs, data_shape)
+        if not isinstance(schedule, NoiseSchedule):
+            raise DDPMLabError(f"schedule must be a NoiseSchedule, e.g. dl.make_schedule('linear', 250), got "
+                               f"{type(schedule).__name__}")
         self.diffusion = GaussianDiffusion(schedule, mean_type, var_type)
         if precondition and mean_type == "previous_x":
             raise DDPMLabError("precondition = true needs mean_type epsilon, x0 or v (previous_x predicts "

@@ -36,6 +36,21 @@ def num_classes_of(model) -> int:
     return int(k or 0)
 
 
+MAX_GUIDANCE = 100.0  # Ho & Salimans (2022) find quality best near w = 0.3 to 4 and falling beyond; far
+# larger weights only magnify the network's error, and past about 1e36 the float32 combination overflows
+
+
+def check_guidance_weight(w) -> float:
+    """The guidance weight ``w`` as a float in [0, ``MAX_GUIDANCE``] (NaN and infinities refused)."""
+    try:
+        value = float(w)
+    except (TypeError, ValueError, OverflowError):
+        raise DDPMLabError(f"the guidance weight must be a number >= 0 and <= {MAX_GUIDANCE:g}, got {w!r}") from None
+    if not 0.0 <= value <= MAX_GUIDANCE:
+        raise DDPMLabError(f"the guidance weight must be a finite number >= 0 and <= {MAX_GUIDANCE:g}, got {w}")
+    return value
+
+
 def drop_labels(cond: torch.Tensor | None, p: float, null_class: int, generator: torch.Generator | None):
     """Classifier-free training's label dropout: each label replaced by the null class with probability
     ``p``, drawn from ``generator`` (on the CPU, so a resumed run draws the same). No draw when p = 0."""
@@ -53,9 +68,7 @@ class Guided(ReverseProcess):
     """
 
     def __init__(self, model, w: float = 0.0, null_class: int | None = None):
-        w = float(w)
-        if not w >= 0.0 or w == float("inf"):
-            raise DDPMLabError(f"the guidance weight must be a finite number >= 0, got {w}")
+        w = check_guidance_weight(w)
         if null_class is None:
             null_class = num_classes_of(model)
             if null_class < 1:

@@ -26,9 +26,9 @@ ARCHITECTURES = Registry("architecture")
 TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
-def is_target(arch: str) -> bool:
+def is_target(arch) -> bool:
     """Whether ``arch`` names a class to import (``package.module:Class``) rather than a registered name."""
-    return bool(TARGET.match(arch or ""))
+    return isinstance(arch, str) and TARGET.fullmatch(arch) is not None
 
 
 def is_flow(o) -> bool:
@@ -81,26 +81,42 @@ def build_unet(schedule, data_shape, o):
     return _wrap(net, schedule, data_shape, o, "unet")
 
 
-def import_target(target: str, trust_code: bool, where: str = "the config"):
-    """The class ``package.module:Class``. Importing runs that module's code, so it needs ``trust_code``
-    (a run directory someone sends you must never run code on load). The working directory is searched
-    too, as ``python -m`` does."""
-    module_name, _, qualname = target.partition(":")
+def check_trust(arch, trust_code: bool, where: str = "the config") -> None:
+    """Refuse, in one line, an ``arch`` that names a class to import (``package.module:Class``) unless
+    ``trust_code``: the check ``import_target`` makes before importing anything, also made early by a
+    command that starts others (``ddpmlab sweep``). A registered name passes."""
+    if not is_target(arch):
+        return
+    module_name = arch.partition(":")[0]
     if module_name == "__main__":
-        raise DDPMLabError(f"{where} names the network class {target!r}, defined in a script or notebook: "
+        raise DDPMLabError(f"{where} names the network class {arch!r}, defined in a script or notebook: "
                            "load the run with load_run(path, net=YourNet(...)), or move the class into a module")
     if not trust_code:
-        raise DDPMLabError(f"{where} names the network class {target!r}; loading it imports module "
+        raise DDPMLabError(f"{where} names the network class {arch!r}; loading it imports module "
                            f"{module_name!r}, which runs its code: pass --trust-code (or trust_code=True) if you "
                            "trust it, or pass the network yourself (load_run(path, net=...))")
+
+
+def import_target(target: str, trust_code: bool, where: str = "the config") -> type:
+    """The class ``package.module:Class``: the one place ddpmlab imports a module a config or run names.
+    Importing runs that module's code, so it needs ``trust_code`` (a run directory someone sends you must
+    never run code on load). The working directory is searched too, as ``python -m`` does. What it names
+    must be a ``torch.nn.Module`` class; anything else (``os:system``) is refused before it is called."""
+    if not is_target(target):
+        raise DDPMLabError(f"{where} names the network {target!r}, which is not a class as 'package.module:Class'")
+    check_trust(target, trust_code, where)
+    module_name, _, qualname = target.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
         obj = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except Exception as exc:  # an import runs arbitrary code: any failure is the user's module's
+    except (Exception, SystemExit) as exc:  # an import runs arbitrary code: any failure is the user's module's
         raise DDPMLabError(f"cannot import the network class {target!r} ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise DDPMLabError(f"{where} names {target!r}, a {type(obj).__name__}, not a torch.nn.Module class; "
+                           "refused (it is never called)")
     return obj
 
 
@@ -117,7 +133,7 @@ def build_model(arch: str, schedule, data_shape, options, trust_code: bool = Fal
         except Exception as exc:
             raise DDPMLabError(f"cannot build the network {arch}(**{dict(options.net_kwargs)}) "
                                f"({type(exc).__name__}: {exc})") from None
-        if not isinstance(net, nn.Module):
+        if not isinstance(net, nn.Module):  # a class may return anything from __new__
             raise DDPMLabError(f"{arch} built a {type(net).__name__}, not a torch.nn.Module")
         return _wrap(net, schedule, data_shape, options)
     return ARCHITECTURES.get(arch)(schedule, data_shape, options)

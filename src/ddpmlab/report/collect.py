@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpmlab.config.checks import sampling_bytes
 from ddpmlab.core.diffusion import q_sample
+from ddpmlab.core.resources import check_memory
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.finished import (draw_run_samples, evaluate_finished_run, reference_data, run_data,
                                          to_model_space)
@@ -20,6 +22,7 @@ from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step
 from ddpmlab.evaluation.summary import metric_rows
 from ddpmlab.runs.checkpoint import METRICS_FILE, read_metrics
+from ddpmlab.runs.fields import INT64_MAX, NUMBERS, read_field
 from ddpmlab.runs.format import load_run
 from ddpmlab.sampling import draw_samples
 
@@ -76,27 +79,89 @@ class RunView:
         return self.run.model.schedule
 
 
-def read_evaluation(path: Path) -> dict | None:
+# What the report reads of an evaluation.json (``summary.metric_rows``, the per-step figures, the class
+# histogram). Bound totals and the data's entropies are numbers; every other figure may be null (not
+# measured). The sample metrics come in groups, all of a group's fields or none (the first names the group:
+# the model's decide, the oracle has the same), the groups of ``REQUIRED_GROUPS`` always.
+BOUND_FIELDS = tuple(f"{k}{se}" for k in ("total_nats", "prior_nats", "steps_nats", "decoder_nats", "total_bpd")
+                     for se in ("", "_se"))
+SAMPLE_GROUPS = (("w1", "w1_noise_floor", "ks", "ks_noise_floor"), ("sliced_w1", "sliced_w1_noise_floor"),
+                 ("mmd", "mmd_noise_floor"), ("nll_nats", "nll_nats_se", "nll_nats_floor", "outside_support_fraction"),
+                 ("fd", "fd_floor", "classes_present"))
+REQUIRED_GROUPS = ("sliced_w1", "mmd")  # data that are not a mixture
+
+
+def _check_part(ev: dict, who: str, kind: str) -> None:
+    """The figures of ``who`` (the model, or the oracle of mixture data)."""
+    present = set(read_field(ev, "model.samples", dict)) | (set() if kind == "mixture" else set(REQUIRED_GROUPS))
+    for group in SAMPLE_GROUPS:
+        if group[0] in present:
+            for key in group:
+                read_field(ev, f"{who}.samples.{key}", float, nullable=True)
+    for key in ("class_histogram", "heldout_class_histogram"):
+        read_field(ev, f"{who}.samples.{key}", NUMBERS, None)
+    for key in ("nll_nats", "nll_nats_se"):
+        read_field(ev, f"{who}.ode.{key}", float, None, nullable=True)
+    if kind == "mixture":
+        for key in BOUND_FIELDS:
+            read_field(ev, f"{who}.bound.{key}", float)
+        for key in ("component_fractions", "component_fractions_se"):
+            if not read_field(ev, f"{who}.samples.{key}", NUMBERS):
+                raise ValueError(f"{who}.samples.{key} is empty")
+
+
+def check_evaluation(ev, kind: str) -> dict:
+    """``ev`` (an evaluation.json's content) if every field the report reads is of its kind, for a run of
+    data ``kind``; ``ValueError`` naming the first that is not."""
+    if not isinstance(ev, dict) or ev.get("format") != "ddpmlab-evaluation":
+        raise ValueError("not a ddpmlab evaluation")
+    got = read_field(ev, "kind", str, "mixture")
+    if got != kind:
+        raise ValueError(f"kind is {got[:40]!r}, the run's data are {kind!r}")
+    for who in ("model", "oracle") if kind == "mixture" else ("model",):
+        _check_part(ev, who, kind)
+    if kind == "mixture":
+        for key in ("entropy_nats", "entropy_bpd"):
+            read_field(ev, f"data.{key}", float)
+        read_field(ev, "data.true_component_fractions", NUMBERS)
+        terms = read_field(ev, "model.bound.terms_nats", NUMBERS, None)
+        if terms is not None:  # the per-step figures: the model's and the oracle's terms, of one length
+            for path in ("model.bound.terms_nats_se", "oracle.bound.terms_nats", "oracle.bound.terms_nats_se"):
+                if len(read_field(ev, path, NUMBERS)) != len(terms):
+                    raise ValueError(f"{path} and model.bound.terms_nats differ in length")
+    else:
+        read_field(ev, "data.entropy_nats", float, None, nullable=True)
+    return ev
+
+
+def read_evaluation(path: Path, kind: str) -> dict | None:
+    """The run's evaluation.json (None when it has none), checked by ``check_evaluation``."""
     f = path / EVALUATION_FILE
     if not f.exists():
         return None
     try:
-        ev = json.loads(f.read_text())
-        if not isinstance(ev, dict) or ev.get("format") != "ddpmlab-evaluation" or "model" not in ev:
-            raise ValueError("not a ddpmlab evaluation")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return check_evaluation(json.loads(f.read_text()), kind)
+    except RecursionError:
+        raise DDPMLabError(f"{f}: nested too deeply to be an evaluation") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DDPMLabError(f"{f}: unreadable ({exc}); delete it or run `ddpmlab evaluate` again") from None
-    return ev
+    except ValueError as exc:
+        raise DDPMLabError(f"{f}: malformed evaluation ({exc}); delete it or run `ddpmlab evaluate` again") from None
 
 
 def read_training_curve(path: Path) -> list | None:
+    """metrics.csv's rows (None when the run has none); a step outside 0..2^63 - 1 is refused."""
     f = path / METRICS_FILE
     if not f.exists():
         return None
     try:
-        return read_metrics(f)
+        rows = read_metrics(f)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as exc:
         raise DDPMLabError(f"{f}: unreadable ({type(exc).__name__}: {exc})") from None
+    bad = next((r["step"] for r in rows if not 0 <= r["step"] <= INT64_MAX), None)
+    if bad is not None:
+        raise DDPMLabError(f"{f}: unreadable (step {str(bad)[:20]} is not a training step)")
+    return rows
 
 
 def chain_steps(T: int, frames: int) -> list[int]:
@@ -141,21 +206,30 @@ def _chain(run, kind: str, s: ReportSettings, g: torch.Generator):
     return steps, chain, reference
 
 
-def collect_run(path, s: ReportSettings, run=None) -> RunView:
-    """Gather what the report shows of the run in ``path`` (``run``: the run already loaded from it)."""
+def _check_memory(run, s: ReportSettings) -> None:
+    """Refuse, in one line naming the option, draws of the report's evaluation that memory cannot hold."""
+    shape = run.info["data"]["data_shape"]
+    for option, n, steps in (("--n-bound", s.n_bound, 2), ("--n-ode", s.n_ode, 2), ("--samples", s.n_samples, 0)):
+        check_memory(sampling_bytes(run.cfg, n, shape, steps), f"{option} {n}", "the report's evaluation draws")
+
+
+def collect_run(path, s: ReportSettings, run=None, trust_code: bool = False) -> RunView:
+    """Gather what the report shows of the run in ``path`` (``run``: the run already loaded from it;
+    ``trust_code``: import the run's own network class when it names one)."""
     path = Path(path)
-    run = load_run(path) if run is None else run
+    run = load_run(path, trust_code=trust_code) if run is None else run
     try:
         kind, dist = run_data(run)
     except DDPMLabError as exc:
         raise DDPMLabError(f"{path}: {exc}") from None
     g = torch.Generator().manual_seed(s.seed)
     notes: list = []
-    ev = read_evaluation(path)
+    ev = read_evaluation(path, kind)
     if ev is not None:
         source = f"{path / EVALUATION_FILE}"
     else:
         n = None if kind == "digits" else s.n_samples  # the Frechet floor's size: as many as training images
+        _check_memory(run, s)
         ev = evaluate_finished_run(run, g, n_bound=s.n_bound, n_ode=s.n_ode, n_samples=n)
         source = (f"computed by the report (no {EVALUATION_FILE}; n_bound={s.n_bound}, n_ode={s.n_ode}, "
                   f"samples={ev['settings']['n_samples']}); `ddpmlab evaluate {path}` writes the full evaluation")

@@ -4,9 +4,9 @@ nothing: no server, no network. Figures inside a closed ``<details>`` are drawn 
 """
 from __future__ import annotations
 
-import html
-import json
 import math
+
+from ddpmlab.report.escape import esc, plotly_figure, script_json
 
 SCRIPT = r"""
 (function () {
@@ -65,10 +65,6 @@ code { background: #f4f4f4; padding: 0 3px; }
 """
 
 
-def esc(text) -> str:
-    return html.escape(str(text))
-
-
 def fmt(v, se=None) -> str:
     """A number for a table cell (4 significant figures, integers as they are), with +- its SE."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -83,7 +79,8 @@ def fmt(v, se=None) -> str:
 
 
 def table(header: list, rows: list, cls: str = "") -> str:
-    """``rows``: lists of cells; a cell is text (escaped here) or a (html, css class) pair."""
+    """``rows``: lists of cells, each HTML already escaped by the caller (``esc``, ``fmt``) or an (html, css
+    class) pair; the header's cells are text, escaped here."""
     def cell(tag, c):
         if isinstance(c, tuple):
             return f'<{tag} class="{c[1]}">{c[0]}</{tag}>'
@@ -91,11 +88,6 @@ def table(header: list, rows: list, cls: str = "") -> str:
     head = "".join(cell("th", esc(h)) for h in header)
     body = "".join("<tr>" + "".join(cell("td", c) for c in r) + "</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _json_for_script(obj) -> str:
-    """JSON safe inside <script>: no '</' can close the element."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
 
 
 class Page:
@@ -109,7 +101,7 @@ class Page:
 
     def _add(self, fig: dict) -> str:
         fid = f"fig{len(self.figures)}"
-        self.figures[fid] = fig
+        self.figures[fid] = plotly_figure(fig)
         return fid
 
     def figure(self, fig: dict | None) -> str:
@@ -121,7 +113,7 @@ class Page:
         fid = self._add(s["figure"])
         plot = f'<div class="plot" id="{fid}"></div>'
         sid = f"slider{len(self.sliders)}"
-        self.sliders[sid] = {"plot": fid, "frames": s["frames"], "labels": s["labels"]}
+        self.sliders[sid] = {"plot": fid, "frames": plotly_figure(s["frames"]), "labels": s["labels"]}
         k = s["initial"]
         return (f'<div class="slider"><label for="{sid}">{esc(what)}</label><input type="range" id="{sid}" '
                 f'min="0" max="{len(s["frames"]) - 1}" step="1" value="{k}" data-plot="{fid}" data-shown="{k}">'
@@ -135,7 +127,7 @@ class Page:
             f"<title>{esc(self.title)}</title><style>{STYLE}</style>",
             f"<script>{plotly_js}</script></head><body>",
             *self.parts,
-            f'<script type="application/json" id="ddpmlab-figures">{_json_for_script(self.figures)}</script>',
-            f'<script type="application/json" id="ddpmlab-sliders">{_json_for_script(self.sliders)}</script>',
-            f'<script type="application/json" id="ddpmlab-data">{_json_for_script(self.data)}</script>',
+            f'<script type="application/json" id="ddpmlab-figures">{script_json(self.figures)}</script>',
+            f'<script type="application/json" id="ddpmlab-sliders">{script_json(self.sliders)}</script>',
+            f'<script type="application/json" id="ddpmlab-data">{script_json(self.data)}</script>',
             f"<script>{SCRIPT}</script>", "</body></html>"])

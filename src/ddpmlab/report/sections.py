@@ -4,7 +4,8 @@ from __future__ import annotations
 from ddpmlab.report import plots, steps
 from ddpmlab.report.compare import differing_keys, mean_sd, metric_table
 from ddpmlab.report.marginals import marginal_slider
-from ddpmlab.report.page import esc, fmt, table
+from ddpmlab.report.escape import esc
+from ddpmlab.report.page import fmt, table
 
 RATIO_KEYS = ("w1", "ks", "sliced_w1", "mmd", "fd")  # sample metrics read as a multiple of their floor
 KIND_TEXT = {"mixture": "Gaussian mixture: exact oracle", "distribution": "named distribution",
@@ -31,16 +32,18 @@ def config_table(config: dict) -> str:
 
 
 def _summary_line(view) -> str:
-    info, cfg = view.run.info, view.config
+    """Data, schedule, model, objective, seed, training and held-out rows (run.json's checked fields)."""
+    info, m, t = view.run.info, view.run.cfg.model, view.run.cfg.train
     s = info.get("summary", {})
-    parts = [f"data <b>{esc(info['data']['name'])}</b> ({KIND_TEXT[view.kind]}, shape {tuple(view.data_shape)})",
-             f"T = {view.schedule.T}", f"{cfg['model']['arch']} {cfg['model']['mean_type']} / "
-             f"{cfg['model']['var_type']}", f"objective {cfg['train']['objective']}", f"seed {cfg['train']['seed']}"]
+    parts = [f"data <b>{esc(info['data']['name'])}</b> ({KIND_TEXT[view.kind]}, shape {esc(tuple(view.data_shape))})",
+             f"T = {fmt(view.schedule.T)}", esc(f"{m.arch} {m.mean_type} / {m.var_type}"),
+             f"objective {esc(t.objective)}", f"seed {fmt(t.seed)}"]
     if "iters" in s:
-        parts.append(f"{s['iters']} steps in {fmt(s.get('train_seconds'))} s, final loss {fmt(s.get('final_loss'))}")
+        parts.append(f"{fmt(s['iters'])} steps in {fmt(s.get('train_seconds'))} s, "
+                     f"final loss {fmt(s.get('final_loss'))}")
     if view.kind == "heldout":
         h = info["data"].get("heldout", {})
-        parts.append(f"held out: {h.get('n', 0)} rows ({esc(h.get('rule') or h.get('reason', ''))})")
+        parts.append(f"held out: {fmt(h.get('n', 0))} rows ({esc(h.get('rule') or h.get('reason', ''))})")
     return '<p class="muted">' + "; ".join(parts) + "</p>"
 
 
@@ -54,8 +57,8 @@ def per_step_block(page, view) -> str:
             + table(["", "sum of L_0..L_T (nats)", "bound in the evaluation", "difference"], rows)
             + page.figure(steps.bound_terms_figure(entries)) + page.figure(steps.nats_lost_figure(entries))
             + page.figure(steps.eps_error_figure(entries))
-            + f'<p class="muted">noise-prediction error on {ps["eps"]["n"]} data points per step; x_t ~ q(x_t | x_0)'
-              "</p>")
+            + f'<p class="muted">noise-prediction error on {fmt(ps["eps"]["n"])} data points per step; '
+              "x_t ~ q(x_t | x_0)</p>")
 
 
 def pictures_block(page, view) -> str:
@@ -88,7 +91,7 @@ def runs_table(groups) -> str:
         for v in g.views:
             s = v.run.info.get("summary", {})
             src = "evaluation.json" if v.evaluation_source.endswith("evaluation.json") else "computed by the report"
-            rows.append([esc(v.name), f'<span style="color:{g.color}">&#9632;</span> {esc(g.label)}',
+            rows.append([esc(v.name), f'<span style="color:{esc(g.color)}">&#9632;</span> {esc(g.label)}',
                          fmt(v.config["train"]["seed"]), fmt(s.get("iters")), fmt(s.get("final_loss")),
                          fmt(s.get("train_seconds")), src])
     return table(["run", "group", "seed", "steps", "final loss", "train s", "metrics"], rows)
@@ -139,6 +142,6 @@ def comparison_sections(page, groups) -> str:
                 pictures_block(page, first)]
         body += [f"<details><summary>run {esc(v.name)}</summary>{run_section(page, v, 'h4', pictures=False)}</details>"
                  for v in g.views]
-        out.append(f"<details{' open' if i == 0 else ''}><summary style='color:{g.color}'>group {esc(g.label)}"
+        out.append(f"<details{' open' if i == 0 else ''}><summary style='color:{esc(g.color)}'>group {esc(g.label)}"
                    f"</summary>{''.join(body)}</details>")
     return "\n".join(out)

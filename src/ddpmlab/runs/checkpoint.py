@@ -35,7 +35,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddpmlab.config import Config, from_dict
-from ddpmlab.core.fileio import atomic_write_bytes, finite_json, fsync_dir, os_error, strict_json
+from ddpmlab.core.fileio import atomic_write_bytes, file_kind, finite_json, fsync_dir, os_error, strict_json
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.runs.metrics_log import METRICS_HEADER, MetricsLog, read_metrics  # noqa: F401 (re-exported)
 
@@ -91,9 +91,19 @@ def latest_checkpoint(run_dir) -> Path | None:
     return dirs[-1][1] if dirs else None
 
 
+def own_checkpoint_root(run_dir) -> Path:
+    """``RUN/checkpoints``, refused in one line when it is a symbolic link: checkpoints are written, renamed
+    and pruned there, which must never happen in a directory elsewhere."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if root.is_symlink():
+        raise DDPMLabError(f"{root} is {file_kind(root)}; ddpmlab writes, renames and deletes checkpoints only "
+                           f"inside the run directory itself: replace the link by a directory and run again")
+    return root
+
+
 def save_checkpoint(run_dir, tensors: dict, meta: dict, keep: int) -> Path:
     """Write ``RUN/checkpoints/step_<meta['step']>`` atomically, then delete all but the newest ``keep``."""
-    root = Path(run_dir) / CHECKPOINT_DIR
+    root = own_checkpoint_root(run_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. a file named ``checkpoints`` in the run directory
@@ -260,6 +270,7 @@ class RunWriter:
         self.last_saved_step = start_step if start_step > 0 else None  # the same on every rank
         self.metrics = None
         if is_main:
+            own_checkpoint_root(run_dir)  # before anything is renamed or deleted there
             self.metrics = MetricsLog(self.run_dir / METRICS_FILE, start_step)  # refuses unreadable rows first
             remove_stale_temporaries(run_dir)
             if start_step > 0:

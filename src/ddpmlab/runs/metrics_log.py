@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from ddpmlab.core.fileio import atomic_write_bytes, os_error, read_bytes
+from ddpmlab.core.fileio import check_replaceable, new_file_for_append, os_error, read_bytes
 from ddpmlab.core.utils import DDPMLabError
 
 METRICS_HEADER = ("step", "loss", "lr", "elapsed_s")
@@ -60,10 +60,12 @@ def rows_up_to(path: Path, step: int) -> list[list[str]]:
 class MetricsLog:
     """Appends rows to ``metrics.csv``. Continuing from step k reads and checks the rows of steps 1..k at
     once (``rows_up_to``); the file is rewritten with them at the first new row, so a run that fails
-    before its first step changes nothing. Every write failure (a full disk, EIO) is one line."""
+    before its first step changes nothing. Every write failure (a full disk, EIO) is one line; a link or a
+    special file in place of ``metrics.csv`` is refused at once (never read, written through or replaced)."""
 
     def __init__(self, path, start_step: int):
         self.path, self.start_step = Path(path), start_step
+        check_replaceable(self.path)
         self._kept = rows_up_to(self.path, start_step) if start_step > 0 else []
         self._file = None
         self._last_flush = time.monotonic()
@@ -73,11 +75,7 @@ class MetricsLog:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(METRICS_HEADER)
         w.writerows(self._kept)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
-        try:
-            self._file = open(self.path, "a", newline="")
-        except OSError as exc:
-            raise os_error(self.path, exc) from None
+        self._file = new_file_for_append(self.path, buf.getvalue().encode(), text=True)
 
     def log(self, step: int, loss: float, lr: float, elapsed: float) -> None:
         if self._file is None:
@@ -111,6 +109,6 @@ class MetricsLog:
 
 def read_metrics(path) -> list[dict]:
     """metrics.csv as a list of {step, loss, lr, elapsed_s} (numbers)."""
-    with open(path, newline="") as f:
-        return [{"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r["lr"]),
-                 "elapsed_s": float(r["elapsed_s"])} for r in csv.DictReader(f)]
+    f = io.StringIO(read_bytes(path).decode(), newline="")  # a FIFO is refused, never waited on
+    return [{"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r["lr"]),
+             "elapsed_s": float(r["elapsed_s"])} for r in csv.DictReader(f)]

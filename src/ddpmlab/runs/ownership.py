@@ -4,7 +4,8 @@ or holds what that kind of command writes.
     DIR/.ddpmlab.lock   an exclusive ``fcntl.flock`` lock, held for the whole command (it holds the pid);
                         removed when the command ends
     DIR/.ddpmlab.json   what the directory holds: {"format": "ddpmlab-directory", "version": 1, "kind": K}
-                        with K "train" (``ddpmlab train``), "tutorial" or "figures" (``figures --out``)
+                        with K "train" (``ddpmlab train``), "tutorial", "figures" (``figures --out``) or
+                        "sweep" (``ddpmlab sweep --out``)
 
 A directory without the marker is judged by its content: empty (new); a run written before the marker
 existed (``run.json``, ``checkpoints/``); or files ddpmlab did not write, which no command overwrites.
@@ -12,15 +13,19 @@ A command that ends without writing anything (refused, or failed before its firs
 directory as it found it: its marker, its lock file and the directories it created are removed.
 
 The lock is advisory (it stops other ddpmlab commands, not other programs) and needs a file system with
-``flock`` (local disks do; some network file systems do not, and say so in one line).
+``flock`` (local disks do; some network file systems do not, and say so in one line). The lock file is
+opened without following a link (O_NOFOLLOW): a lock file that is a link, or anything but a regular file,
+is refused in one line, so no file elsewhere is ever truncated to hold the pid.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
+import threading
 from pathlib import Path
 
-from ddpmlab.core.fileio import atomic_write_json, os_error
+from ddpmlab.core.fileio import NOFOLLOW, atomic_write_json, file_kind, os_error, read_bytes
 from ddpmlab.core.utils import DDPMLabError
 
 try:
@@ -30,8 +35,9 @@ except ImportError:  # pragma: no cover - Windows: no locking, the rest still ap
 
 LOCK_FILE, MARKER_FILE = ".ddpmlab.lock", ".ddpmlab.json"
 MARKER_FORMAT = "ddpmlab-directory"
-KINDS = ("train", "tutorial", "figures")
+KINDS = ("train", "tutorial", "figures", "sweep")
 FOREIGN = "foreign"  # the kind of a directory holding files ddpmlab did not write
+_HELD: set[tuple[str, int]] = set()  # (real path, thread) of the claims this process holds
 
 
 def _entries(path: Path) -> set[str]:
@@ -45,9 +51,9 @@ def _legacy_kind(path: Path, entries: set[str]) -> str:
     """The kind of a directory written before the marker existed, from what it holds."""
     if "run.json" in entries:
         try:
-            info = json.loads((path / "run.json").read_bytes().decode())
+            info = json.loads(read_bytes(path / "run.json").decode())
             summary = info.get("summary", {}) if isinstance(info, dict) else {}
-        except (OSError, ValueError, RecursionError):
+        except (DDPMLabError, ValueError, RecursionError):
             summary = {}
         return "tutorial" if isinstance(summary, dict) and "vlb_nats" in summary else "train"
     if (path / "checkpoints").is_dir() and any(p.name.startswith("step_") for p in (path / "checkpoints").iterdir()):
@@ -64,9 +70,9 @@ def directory_kind(path) -> str | None:
     if MARKER_FILE not in entries:
         return _legacy_kind(path, entries)
     try:
-        marker = json.loads((path / MARKER_FILE).read_bytes().decode())
+        marker = json.loads(read_bytes(path / MARKER_FILE).decode())
         kind = marker["kind"] if marker.get("format") == MARKER_FORMAT else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (DDPMLabError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         kind = None
     if kind not in KINDS:
         raise DDPMLabError(f"{path / MARKER_FILE}: unreadable directory marker; if ddpmlab wrote this directory, "
@@ -118,9 +124,16 @@ def _lock(path: Path) -> int | None:
     lock = path / LOCK_FILE
     for _ in range(20):
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                         0o644)
         except OSError as exc:
+            kind = file_kind(lock)
+            if kind not in (None, "a regular file"):  # ELOOP (a link), ENXIO (a socket), ...
+                raise _not_a_lock(lock, kind) from None
             raise os_error(lock, exc, "create the lock file") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device opens without blocking
+            os.close(fd)
+            raise _not_a_lock(lock, file_kind(lock))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -132,7 +145,7 @@ def _lock(path: Path) -> int | None:
             os.close(fd)
             raise os_error(lock, exc, "lock") from None
         try:
-            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock))
         except OSError:
             same = False
         if same:
@@ -146,18 +159,41 @@ def _lock(path: Path) -> int | None:
     raise DDPMLabError(f"cannot lock {lock}: it keeps being replaced")
 
 
+def _not_a_lock(lock: Path, kind) -> DDPMLabError:
+    return DDPMLabError(f"{lock} is {kind or 'not a regular file'}, not a ddpmlab lock file (ddpmlab never writes "
+                        f"through it): remove it and run again")
+
+
 class DirectoryClaim:
     """``with DirectoryClaim(path, kind, accept): ...``: create ``path`` if missing (``create``), lock it,
     and refuse unless what it holds (``directory_kind``) is in ``accept`` (``None`` = new or empty). A
     new directory gets the marker of ``kind``. On leaving, the lock is released; if nothing was written
-    into the directory, it is left as it was found."""
+    into the directory, it is left as it was found.
 
-    def __init__(self, path, kind: str, accept=(None,), create: bool = True, command: str = ""):
+    A ``reentrant`` claim of a directory this thread already holds (the library's ``Trainer`` inside
+    ``ddpmlab train``) only checks what it holds: the outer claim keeps the lock and decides what is left
+    on leaving. Any other second claim is refused, as another process's would be.
+
+    ``adopt(path)``, if given, may take a directory without a marker that holds only what this command
+    would have written itself (a sweep's run directories, trained elsewhere from ``--print-commands``) as
+    new: it gets the marker."""
+
+    def __init__(self, path, kind: str, accept=(None,), create: bool = True, command: str = "", adopt=None,
+                 reentrant: bool = False):
         self.path, self.kind, self.accept, self.create = Path(path), kind, tuple(accept), create
+        self.adopt = adopt
         self.command = command or f"ddpmlab {kind}"
         self.fd, self.created, self.new_marker, self.before = None, [], False, set()
+        self.key, self.nested, self.reentrant = None, False, reentrant
 
     def __enter__(self) -> Path:
+        key = (os.path.realpath(self.path), threading.get_ident())
+        if self.reentrant and key in _HELD:
+            found = directory_kind(self.path)
+            if found not in self.accept:
+                raise DDPMLabError(self._refusal(found))
+            self.nested = True
+            return self.path
         if self.path.exists() and not self.path.is_dir():
             raise DDPMLabError(f"output path {str(self.path)!r} is not a directory")
         if not self.create and not self.path.is_dir():
@@ -167,17 +203,24 @@ class DirectoryClaim:
             self.fd = _lock(self.path)
             self.before = _entries(self.path)
             found = directory_kind(self.path)
+            if found == FOREIGN and MARKER_FILE not in self.before and self.adopt is not None \
+                    and self.adopt(self.path):
+                found = None
             if found not in self.accept:
                 raise DDPMLabError(self._refusal(found))
             if found is None:
                 atomic_write_json(self.path / MARKER_FILE, {"format": MARKER_FORMAT, "version": 1, "kind": self.kind})
                 self.new_marker = True
+            self.key = key
+            _HELD.add(key)
         except BaseException:
             self._release(keep=False)
             raise
         return self.path
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.nested:
+            return False
         try:
             wrote = bool(_entries(self.path) - self.before - {MARKER_FILE, LOCK_FILE})
         except DDPMLabError:
@@ -194,10 +237,11 @@ class DirectoryClaim:
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             return (f"{where} holds files ddpmlab did not write ({shown}); {self.command} writes only into a new "
                     f"or empty directory: choose another")
-        return (f"{where} holds a {found} run; {self.command} would overwrite its files: choose another "
-                f"directory")
+        what = "sweep" if found == "sweep" else f"{found} run"
+        return f"{where} holds a {what}; {self.command} would overwrite its files: choose another directory"
 
     def _release(self, keep: bool) -> None:
+        _HELD.discard(self.key)
         if not keep and self.new_marker:
             try:
                 os.unlink(self.path / MARKER_FILE)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ddpmlab.core.fileio import read_bytes
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.runs.fields import read_field
 
 FORMAT = "ddpmlab-run"
 MAX_FEATURES = 2 ** 31  # a sample of more features than this is not a run ddpmlab wrote
@@ -63,7 +64,22 @@ def check_run_info(info) -> dict:
             raise ValueError("data.scale must be positive")
     if "mixture" in data and not isinstance(data["mixture"], dict):
         raise ValueError("data.mixture must be an object")
+    _check_records(info)
     return info
+
+
+def _check_records(info: dict) -> None:
+    """The recorded facts commands show or compute with (the training summary, the held-out rows of a
+    file), each of its kind where present: an edited ``summary.iters = "<b>"`` is refused here."""
+    read_field(info, "data.n_train", int, 0, low=0)
+    for key in ("n", "seed"):
+        read_field(info, f"data.heldout.{key}", int, 0, low=0)
+    read_field(info, "data.heldout.fraction", float, 0.0, low=0)
+    for key in ("rule", "reason", "sha256", "file_sha256"):
+        read_field(info, f"data.heldout.{key}", str, "")
+    read_field(info, "summary.iters", int, 0, low=0)
+    read_field(info, "summary.train_seconds", float, 0.0, low=0)
+    read_field(info, "summary.final_loss", float, None, nullable=True)
 
 
 def read_run_info(run_file) -> dict:

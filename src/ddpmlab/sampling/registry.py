@@ -1,11 +1,14 @@
 """The registered samplers and ODE solvers (``ddpmlab.core.registry.Registry``).
 
-A sampler is a function ``f(model, x, steps, generator=None, cond=None, keep_trajectory=False, **options)``
-that runs the reverse process from x = x_T (n, *dims) on ``steps`` steps of ``model.schedule`` and
-returns x_0 (n, *dims), or with ``keep_trajectory`` the states (K + 1, n, *dims) from x_0 (index 0) to
-x_T. Register one with ``@SAMPLERS.register("name")``; ``ddpmlab.sample(model, n, sampler="name")``
-then runs it. An ODE solver for the probability-flow ODE has the same signature without ``generator``
-and is chosen by ``sampler="ode", solver="name"``.
+A sampler is a function ``f(model, x, grid, generator=None, cond=None, callback=None, **options)`` (the
+k-diffusion shape) that runs the reverse process from x = x_T (n, *dims) down the time ``grid`` made
+outside it (``ddpmlab.sampling.grids``: a DDPM's steps T, ..., 0, a flow's times 1, ..., 0), calls
+``callback(i, t, x)`` after each step i with the state x at grid time t, and returns the sample (n, *dims).
+Register one with ``@SAMPLERS.register("name")``; ``ddpmlab.sample(model, n, sampler="name", steps=K,
+grid="karras")`` then runs it on any registered grid, and keeps its trajectory from the callbacks. An
+ODE solver of the probability-flow ODE has the same signature without ``generator`` and is chosen by
+``sampler="ode", solver="name"``. A sampler's ``families`` attribute names the process families it serves
+(a DDPM's alone when absent).
 """
 from ddpmlab.core.registry import Registry
 

@@ -1,8 +1,10 @@
 """Ancestral and DDIM sampling: plain functions, each labelled with its algorithm, registered by name.
 
 Every sampler takes any model of the contract (``ddpmlab.core.contract.ReverseModel``: trained models and
-the exact oracle alike), creates its tensors on the model's device and dtype, and stops with a one-line
-``NonFiniteError`` naming the step where the state stops being finite.
+the exact oracle alike) and a grid of steps T, ..., 0 made outside it (``ddpmlab.sampling.grids``),
+creates its tensors on the model's device and dtype, calls ``callback(i, t, x)`` after step i with the
+state x reached at grid time t, and stops with a one-line ``NonFiniteError`` naming the step where the
+state stops being finite.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 
 from ddpmlab.core.contract import step_tensor
 from ddpmlab.core.utils import NonFiniteError
+from ddpmlab.sampling.options import ETA_RANGE, check_in_range
 from ddpmlab.sampling.registry import SAMPLERS
 
 
@@ -26,30 +29,39 @@ def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
 
 
+def denoise(model, x: torch.Tensor, t: int, cond=None) -> torch.Tensor:
+    """x_0 from x_t: the model's own x_0 prediction at step t (the deterministic samplers' last step)."""
+    return model.p_mean_variance(x, step_tensor(model, x.shape[0], t), cond).pred_x0
+
+
+def respaced_on(model, steps: list[int]):
+    """The model on the kept steps of the grid ``steps`` (T, ..., 0): by their number when they are the
+    evenly kept ones (every model offers that), else by the steps themselves (``NoiseSchedule.spaced``)."""
+    kept = sorted(steps[:-1])
+    even = len(kept) <= model.schedule.T and kept == model.schedule.spaced_steps(len(kept))
+    return model.respaced(len(kept) if even else kept)
+
+
 @SAMPLERS.register("ancestral")
 @torch.no_grad()
-def ancestral_sample(model, x: torch.Tensor, steps: int = 0, generator: torch.Generator | None = None,
-                     cond=None, keep_trajectory: bool = False) -> torch.Tensor:
+def ancestral_sample(model, x: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None,
+                     cond=None, callback=None) -> torch.Tensor:
     """Ancestral sampling (Ho et al. 2020, Algorithm 2): x_{t-1} ~ p(x_{t-1} | x_t) from x = x_T.
 
-    Fewer ``steps`` than T respace the model (a new schedule from the kept alpha-bars). Noise is added at
-    every step, t = 1 included, so the samples follow the model's own p(x_0 | x_1) (a model whose
-    variance is 0 at t = 1 returns its mean there). Returns (n, *dims), or the whole trajectory
-    (K + 1, n, *dims) indexed by (respaced) step: ``traj[0]`` = x_0, ``traj[K]`` = x_T.
+    A grid of fewer steps than T respaces the model (a new schedule from the kept alpha-bars, improved-
+    diffusion's ``respace``). Noise is added at every step, the last included, so the samples follow the
+    model's own p(x_0 | x_k) (a model whose variance is 0 there returns its mean). Returns (n, *dims).
     """
-    model = model.respaced(steps or model.schedule.T)
+    steps = grid.tolist()
+    model = respaced_on(model, steps)
     T, n = model.schedule.T, x.shape[0]
-    traj = None
-    if keep_trajectory:
-        traj = x.new_empty((T + 1,) + tuple(x.shape))  # (T + 1, n, *dims)
-        traj[T] = x
-    for t in range(T, 0, -1):
+    for i, t in enumerate(range(T, 0, -1)):
         p = model.p_mean_variance(x, step_tensor(model, n, t), cond)
         x = p.mean + p.variance.sqrt() * noise_like(x, generator)
         check_finite(x, "ancestral", t)
-        if traj is not None:
-            traj[t - 1] = x
-    return traj if keep_trajectory else x
+        if callback is not None:
+            callback(i, steps[i + 1], x)
+    return x
 
 
 def ddim_step(model, x_t: torch.Tensor, t: int, s: int, eta: float = 0.0, cond=None):
@@ -69,20 +81,19 @@ def ddim_step(model, x_t: torch.Tensor, t: int, s: int, eta: float = 0.0, cond=N
 
 @SAMPLERS.register("ddim")
 @torch.no_grad()
-def ddim_sample(model, x: torch.Tensor, steps: int = 0, generator: torch.Generator | None = None,
-                cond=None, keep_trajectory: bool = False, eta: float = 0.0) -> torch.Tensor:
-    """DDIM sampling on ``steps`` evenly kept steps (all T by default); eta = 0 is deterministic.
+def ddim_sample(model, x: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None,
+                cond=None, callback=None, eta: float = 0.0) -> torch.Tensor:
+    """DDIM sampling from step t to the next step s of the grid; eta = 0 is deterministic.
 
-    x_0 and eps come from the contract's ``pred_x0`` and ``pred_eps``. Returns (n, *dims) or the
-    trajectory (K + 1, n, *dims) from x_0 (index 0) to x_T.
+    x_0 and eps come from the contract's ``pred_x0`` and ``pred_eps``; eta lies in ``options.ETA_RANGE``.
+    Returns (n, *dims).
     """
-    sched = model.schedule
-    kept = sched.spaced_steps(steps or sched.T)
-    traj = [x] if keep_trajectory else None
-    for t, s in zip(reversed(kept), reversed([0] + kept[:-1])):
+    eta = check_in_range("DDIM's eta", eta, *ETA_RANGE)
+    steps = grid.tolist()
+    for i, (t, s) in enumerate(zip(steps[:-1], steps[1:])):
         mean, var = ddim_step(model, x, t, s, eta, cond)
         x = mean + var.sqrt() * noise_like(x, generator) if eta > 0 else mean
         check_finite(x, "ddim", t)
-        if traj is not None:
-            traj.append(x)
-    return torch.stack(traj[::-1]) if keep_trajectory else x
+        if callback is not None:
+            callback(i, s, x)
+    return x

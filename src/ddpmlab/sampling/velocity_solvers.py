@@ -7,69 +7,48 @@ t = 0 (the data), for either process family (``ddpmlab.core.paths.velocity_field
 - ``rk45``: scipy's adaptive Dormand-Prince, at most ``max_nfe`` evaluations; the grid only says
   where states are kept.
 
-The grid of a flow runs from t = 1 to t = 0 over ``steps`` steps, uniform or shifted (``shift``,
-``ddpmlab.core.paths.shifted_grid``); a flow's last state is its sample. A DDPM's grid is its ``steps``
-evenly kept steps s = t / T of the schedule, down to the smallest one, and its last step is the
-denoising x_0 = the model's x_0 prediction (where the score is singular). Solvers carry ``families``,
-the process families they serve (read by the ``ode`` sampler).
+Each is ``f(model, x, grid, cond=None, callback=None, **options)``; the grid's own time axis
+(``ddpmlab.sampling.grids``) gives its times: a flow's run from t = 1 to t = 0, whose state is the sample;
+a DDPM's are its kept steps s = k / T down to the smallest one, and its last step is the denoising
+x_0 = the model's x_0 prediction (where the score is singular). Solvers carry ``families``, the process
+families they serve (read by the ``ode`` sampler).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
-from ddpmlab.core.contract import step_tensor
-from ddpmlab.core.paths import family_of, shifted_grid, velocity_field
-from ddpmlab.core.utils import DDPMLabError, NonFiniteError
+from ddpmlab.core.paths import velocity_field
+from ddpmlab.core.utils import NonFiniteError
+from ddpmlab.sampling.grids import time_axis
 from ddpmlab.sampling.registry import ODE_SOLVERS
-from ddpmlab.sampling.samplers import check_finite
+from ddpmlab.sampling.samplers import check_finite, denoise
 
 MAX_NFE = 20_000  # the adaptive solver's cap on drift evaluations: past it, stop instead of hanging
 BOTH = ("ddpm", "flow")
 
 
-def _plan(model, steps: int, shift: float):
-    """The grid (times from 1 down) and the finishing map x -> sample of the model's family."""
-    if family_of(model) == "flow":
-        if not steps:
-            raise DDPMLabError("a flow's ODE needs the number of steps: --steps K (steps=K) with K >= 1")
-        return shifted_grid(int(steps), shift), (lambda x, cond: x)
-    if shift != 1.0:
-        raise DDPMLabError("the time shift is a flow option; a DDPM's ODE runs on its schedule's evenly kept steps "
-                           "(leave the shift at 1)")
-    T = model.schedule.T
-    kept = model.schedule.spaced_steps(steps or T)
-
-    def denoise(x, cond):
-        return model.p_mean_variance(x, step_tensor(model, x.shape[0], kept[0]), cond).pred_x0
-
-    return [k / T for k in reversed(kept)], denoise
-
-
-def _close(traj: list, x, model, keep_trajectory: bool):
-    """The sample, or the states from it (index 0) to x_T: a DDPM's denoised x_0 is a state of its own,
-    a flow's t = 0 state is its sample."""
-    if family_of(model) == "ddpm":
-        traj.append(x)
-    else:
-        traj[-1] = x
-    return torch.stack(traj[::-1]) if keep_trajectory else x
+def _finish(model, x, grid: torch.Tensor, last, cond, callback, name: str):
+    """The sample: a DDPM's denoised x_0 from its smallest kept step ``last`` (a step of its own, the
+    grid's last), or a flow's state at t = 0 itself (``last`` None)."""
+    if last is not None:
+        x = denoise(model, x, last, cond)
+        if callback is not None:
+            callback(grid.numel() - 2, 0, x)
+    check_finite(x, f"ode ({name})", 0)
+    return x
 
 
 def _fixed_step(name: str, step):
-    def solve(model, x: torch.Tensor, steps: int = 0, cond=None, keep_trajectory: bool = False,
-              shift: float = 1.0):
-        grid, finish = _plan(model, steps, shift)
-        v = velocity_field(model, cond, float64=family_of(model) == "ddpm")
-        traj = [x]
-        for t_hi, t_lo in zip(grid[:-1], grid[1:]):
+    def solve(model, x: torch.Tensor, grid: torch.Tensor, cond=None, callback=None):
+        times, last = time_axis(model).ode_times(grid)
+        v = velocity_field(model, cond, float64=False)
+        for i, (t_hi, t_lo) in enumerate(zip(times[:-1], times[1:])):
             x = step(v, x, t_hi, t_lo - t_hi)
             check_finite(x, f"ode ({name})", f"{t_lo:.4g}")
-            traj.append(x)
-        x = finish(x, cond)
-        check_finite(x, f"ode ({name})", 0)
-        return _close(traj, x, model, keep_trajectory)
+            if callback is not None:
+                callback(i, grid[i + 1].item(), x)
+        return _finish(model, x, grid, last, cond, callback, name)
 
     solve.families = BOTH
     solve.__name__ = f"{name}_solve"
@@ -95,10 +74,10 @@ midpoint_solve = ODE_SOLVERS.register("midpoint", _fixed_step("midpoint", _midpo
 
 
 @ODE_SOLVERS.register("rk45")
-def rk45_solve(model, x: torch.Tensor, steps: int = 0, cond=None, keep_trajectory: bool = False,
-               rtol: float = 1e-5, atol: float = 1e-5, max_nfe: int = MAX_NFE, shift: float = 1.0):
+def rk45_solve(model, x: torch.Tensor, grid: torch.Tensor, cond=None, callback=None, rtol: float = 1e-5,
+               atol: float = 1e-5, max_nfe: int = MAX_NFE):
     """scipy's adaptive RK45 (states kept on the grid), at most ``max_nfe`` evaluations, then the finish."""
-    grid, finish = _plan(model, steps, shift)
+    times, last = time_axis(model).ode_times(grid)
     v = velocity_field(model, cond)
     shape, nfe = x.shape, 0
 
@@ -113,15 +92,20 @@ def rk45_solve(model, x: torch.Tensor, steps: int = 0, cond=None, keep_trajector
             raise NonFiniteError(f"ode (rk45) sampler: non-finite drift (NaN or inf) at t = {t:.4g}")
         return out
 
-    sol = solve_ivp(rhs, (1.0, grid[-1]), x.reshape(-1).double().cpu().numpy(), method="RK45", rtol=rtol,
-                    atol=atol, t_eval=grid)
+    from scipy.integrate import solve_ivp  # imported where used: `import ddpmlab` stays fast
+
+    sol = solve_ivp(rhs, (1.0, times[-1]), x.reshape(-1).double().cpu().numpy(), method="RK45", rtol=rtol,
+                    atol=atol, t_eval=times)
     if not sol.success:
         raise NonFiniteError(f"ode (rk45) sampler: integration failed ({sol.message})")
-    traj = [torch.from_numpy(np.ascontiguousarray(sol.y[:, i])).to(x.device, x.dtype).reshape(shape)
-            for i in range(sol.y.shape[1])]
-    x = finish(traj[-1], cond)
-    check_finite(x, "ode (rk45)", 0)
-    return _close(traj, x, model, keep_trajectory)
+
+    def state(i):  # the state kept at times[i]
+        return torch.from_numpy(np.ascontiguousarray(sol.y[:, i])).to(x.device, x.dtype).reshape(shape)
+
+    if callback is not None:
+        for i in range(1, sol.y.shape[1]):
+            callback(i - 1, grid[i].item(), state(i))
+    return _finish(model, state(sol.y.shape[1] - 1), grid, last, cond, callback, "rk45")
 
 
 rk45_solve.families = BOTH

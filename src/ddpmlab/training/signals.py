@@ -12,9 +12,11 @@ from ddpmlab.core.utils import NonFiniteError
 class NonFiniteLoss(NonFiniteError):
     """The loss of step ``step`` (1-based) was NaN or infinite; the weights were left as after step - 1."""
 
-    def __init__(self, step: int, value: float, checkpoint: Path | None = None):
+    def __init__(self, step: int, value: float, checkpoint: Path | None = None, run_dir: Path | None = None):
         kept = (f"last good checkpoint kept: {checkpoint}" if checkpoint is not None
-                else "no checkpoint had been written yet")
+                else "no checkpoint had been written yet" + (
+                    f", so {run_dir} holds nothing usable (nothing to sample, evaluate or resume)"
+                    if run_dir is not None else ""))
         super().__init__(f"non-finite loss ({value}) at step {step}; training stopped, no run files written; {kept}")
         self.step, self.value, self.checkpoint = step, value, checkpoint
 

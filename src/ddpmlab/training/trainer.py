@@ -14,8 +14,12 @@ rank runs this same loop with its own shard, generator and batch of ``batch_size
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import math
+import os
+import shutil
 import signal
 import time
 import warnings
@@ -29,14 +33,16 @@ from tqdm import tqdm
 from ddpmlab.config.build import build_model
 from ddpmlab.config.schema import Config, TrainConfig, validate
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning
+from ddpmlab.core.validate import check_count, check_generator, check_trainable, diagnosed
 from ddpmlab.data.base import TrainingData, make_training_data
 from ddpmlab.models.ema import EMA
 from ddpmlab.models.guidance import drop_labels, num_classes_of
-from ddpmlab.objectives.losses import make_objective
-from ddpmlab.runs.checkpoint import RunWriter, latest_checkpoint
+from ddpmlab.objectives.losses import OBJECTIVES, make_objective
+from ddpmlab.runs.checkpoint import CHECKPOINT_DIR, METRICS_FILE, RunWriter, checkpoint_dirs, latest_checkpoint
+from ddpmlab.runs.ownership import LOCK_FILE, MARKER_FILE, DirectoryClaim
 from ddpmlab.runs.resume import resumable_checkpoint
-from ddpmlab.runs.format import describe_config, save_run
-from ddpmlab.core.fileio import atomic_write_json
+from ddpmlab.runs.format import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, describe_config, save_run
+from ddpmlab.core.fileio import atomic_write_json, os_error
 from ddpmlab.training.callbacks import CALLBACKS
 from ddpmlab.training.flat_adamw import FlatAdamW, flattenable
 from ddpmlab.training.distributed import (DistContext, local_batch_size, rank_seed, resolve_device, shard,
@@ -89,6 +95,55 @@ def train_options(options: dict, base: TrainConfig | None = None, config: Config
     return cfg
 
 
+def objective_of(objective, t: TrainConfig):
+    """Your objective callable as it is, or a registered objective's name (``OBJECTIVES``: "simple", ...)
+    built with the ``[train]`` options that configure it (hybrid_weight, importance_sampling, ...)."""
+    if isinstance(objective, str):
+        return make_objective(objective, t.hybrid_weight, t.importance_sampling, t.time_sampling, t.flow_target,
+                              t.reference_batch)
+    if isinstance(objective, type) or not callable(objective):
+        raise DDPMLabError(f"the objective must be a callable objective(model, x0, generator, cond) such as "
+                           f"dl.objectives.Simple(), or a registered name ({', '.join(OBJECTIVES)}); got {objective!r}")
+    return objective
+
+
+def training_data(data, labels, model) -> TrainingData:
+    """The trainer's data: your tensor (N, *dims) with optional labels, checked against the model (one
+    example of its ``data_shape``, labels within its classes) and converted to its parameters' dtype; or a
+    ``TrainingData``, checked likewise."""
+    dtype = next(p.dtype for p in model.parameters() if p.requires_grad)  # after ``check_trainable``
+    shape = getattr(model, "data_shape", None)
+    if not isinstance(data, TrainingData):
+        return TrainingData.from_tensor(data, labels, data_shape=shape, dtype=dtype, num_classes=num_classes_of(model))
+    if labels is not None:
+        raise DDPMLabError("labels go with a tensor of data; a TrainingData carries its own labels")
+    if shape is not None and tuple(data.data_shape) != tuple(shape):
+        raise DDPMLabError(f"data holds examples of shape {tuple(data.data_shape)}, but the model's "
+                           f"data_shape is {tuple(shape)}")
+    if data.train is not None and data.train.dtype != dtype:  # the user's object is left as it is
+        data = copy.copy(data)
+        data.train = data.train.to(dtype)
+    return data
+
+
+SUMMARY_FILE = "metrics.json"
+TRAINER_FILES = (RUN_FILE, WEIGHTS_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, CHECKPOINT_DIR)  # a trainer's, in out
+
+
+def remove_run(out: Path) -> None:
+    """Delete what a trainer wrote into ``out`` (``TRAINER_FILES``; run.json first, so that a run half
+    removed never looks finished). A link in place of one is removed, never followed."""
+    for name in TRAINER_FILES:
+        path = out / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.is_symlink() or path.exists():
+                os.unlink(path)
+        except OSError as exc:
+            raise os_error(path, exc, "remove") from None
+
+
 class Trainer(CheckpointState):
     """Model, optimiser, EMA, objective and RNG of one run (one rank), and the loop that trains them.
 
@@ -96,21 +151,40 @@ class Trainer(CheckpointState):
     >>> trainer.run(2000)      # checkpoints and metrics.csv in out; SIGINT/SIGTERM stop after a checkpoint
     >>> trainer.save()         # the finished run: run.json, model.safetensors, config.toml, metrics.json
 
-    ``options`` are ``[train]`` config keys (see ``ddpmlab.config.TrainConfig``). ``resume=True`` continues
-    the run in ``out`` from its latest checkpoint (the same model, objective, data and options).
+    ``options`` are ``[train]`` config keys (see ``ddpmlab.config.TrainConfig``); ``objective`` may also be
+    a registered name ("simple", ...). ``data`` is a tensor or NumPy array (N, *dims) (converted to the
+    model's dtype) or a ``TrainingData``. What does not fit is one line: data of another example shape,
+    labels outside the model's classes or a model with nothing to train when the trainer is built; a
+    network that cannot take the batch (another width, labels it has no argument for) at the first step.
+
+    ``out`` is owned like ``ddpmlab train --out``'s (``ddpmlab.runs.ownership``): locked while the trainer
+    writes it (``run``, ``save``), and only a new or empty directory, or the trainer's own, is written.
+    ``resume=True`` continues the run in ``out`` from its newest intact checkpoint (the same model,
+    objective, data and options); ``overwrite=True`` replaces the run in ``out`` (finished or not: its
+    files are deleted at the trainer's first write). Any other run, and files ddpmlab did not write, are
+    refused when the trainer is built.
     """
 
-    def __init__(self, model: nn.Module, objective, data, *, out=None, resume: bool = False, labels=None,
-                 callbacks=(), config: Config | None = None, ctx: DistContext | None = None,
-                 generator: torch.Generator | None = None, checkpoint=None, **options):
+    def __init__(self, model: nn.Module, objective, data, *, out=None, resume: bool = False,
+                 overwrite: bool = False, labels=None, callbacks=(), config: Config | None = None,
+                 ctx: DistContext | None = None, generator: torch.Generator | None = None, checkpoint=None,
+                 **options):
         t = train_options(options, config.train if config is not None else None, config)
-        self.data = data if isinstance(data, TrainingData) else TrainingData.from_tensor(data, labels)
+        check_trainable(model)
+        objective = objective_of(objective, t)
+        self.data = training_data(data, labels, model)
         self.cfg = config if config is not None else describe_config(model, objective, self.data, t)
         if config is not None:  # a described config keeps the objective's name and options
             self.cfg.train = t
         self.ctx = ctx if ctx is not None else DistContext(device=resolve_device(t.device))
         self.out = Path(out) if out is not None else None
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(t.seed)
+        self.overwrite, self.resumed = bool(overwrite), bool(resume) or checkpoint is not None
+        if (resume or overwrite) and self.out is None:
+            raise DDPMLabError(f"{'resume' if resume else 'overwrite'}=True is about the run in out=DIR; pass out")
+        if overwrite and self.resumed:
+            raise DDPMLabError("resume=True continues the run in out and overwrite=True replaces it; pass one")
+        self._written: set[str] = set()  # the directories this trainer has written (its own runs)
+        self.generator = check_generator(generator) or torch.Generator().manual_seed(t.seed)
         self.shard = shard(self.data, self.ctx)  # this rank's examples (all of them with one process)
         self.batch_size = local_batch_size(t.batch_size, self.data, self.ctx)
         self.model = model.to(self.ctx.device)
@@ -128,13 +202,13 @@ class Trainer(CheckpointState):
         self.train_seconds = 0.0
         self.signal_received: int | None = None  # set by ``stop_on_signals``' handler
         self.stop_signal: int | None = None  # a signal some rank received, agreed by all ranks each step
-        if resume and checkpoint is None:
-            if self.out is None:
-                raise DDPMLabError("resume=True continues the run in out=DIR; pass out")
-            checkpoint, skipped = resumable_checkpoint(self.out)  # the newest intact one
-            for path, why in skipped:
-                warnings.warn(f"{path.name} unreadable ({why}); resuming from {checkpoint.path.name}",
-                              DDPMLabWarning, stacklevel=2)
+        if self.out is not None:
+            with self._claim(self.out, write=False):  # refused now rather than after training
+                if resume and checkpoint is None:
+                    checkpoint, skipped = resumable_checkpoint(self.out)  # the newest intact one
+                    for path, why in skipped:
+                        warnings.warn(f"{path.name} unreadable ({why}); resuming from {checkpoint.path.name}",
+                                      DDPMLabWarning, stacklevel=2)
         if checkpoint is not None:
             self.load_state(checkpoint)
         loss = ObjectiveLoss(self.model, self.objective)
@@ -145,9 +219,10 @@ class Trainer(CheckpointState):
 
     @classmethod
     def from_config(cls, cfg: Config, ctx: DistContext | None = None, checkpoint=None, out=None, net=None,
-                    trust_code: bool = True, callbacks=()) -> "Trainer":
+                    trust_code: bool = False, callbacks=()) -> "Trainer":
         """The data, generator, model, objective and Trainer of ``cfg`` for this process, continued from
-        ``checkpoint``. ``net`` replaces the config's network with your own module."""
+        ``checkpoint``. ``net`` replaces the config's network with your own module; a config naming your
+        class (``package.module:Class``) imports it only with ``trust_code=True``."""
         ctx = ctx if ctx is not None else DistContext(device=resolve_device(cfg.train.device))
         t = cfg.train
         if t.objective == "custom":
@@ -159,10 +234,47 @@ class Trainer(CheckpointState):
             generator = torch.Generator().manual_seed(rank_seed(t.seed, ctx.rank))
         torch.manual_seed(t.seed)
         model = build_model(cfg, data.data_shape, trust_code=trust_code, net=net)
-        objective = make_objective(t.objective, t.hybrid_weight, t.importance_sampling, t.time_sampling, t.flow_target,
-                                   t.reference_batch)
+        objective = objective_of(t.objective, t)
         return cls(model, objective, data, out=out, config=cfg, ctx=ctx, generator=generator, checkpoint=checkpoint,
                    callbacks=callbacks)
+
+    @contextlib.contextmanager
+    def _claim(self, out: Path, write: bool = True):
+        """Own ``out`` as ``ddpmlab train`` does (``DirectoryClaim``, kind "train"; on the main rank) while
+        the trainer reads or writes it, refusing a run it may not write over (``_refuse_to_replace``).
+        Before the trainer's first write there, with ``overwrite``, the old run's files are deleted."""
+        if not self.ctx.is_main:
+            yield
+            return
+        with DirectoryClaim(out, "train", accept=(None, "train"), command="dl.Trainer", reentrant=True):
+            key = os.path.realpath(out)
+            if key not in self._written:
+                self._refuse_to_replace(out)
+                if write:
+                    if self.overwrite:
+                        remove_run(out)
+                    self._written.add(key)
+            yield
+
+    def _refuse_to_replace(self, out: Path) -> None:
+        """Refuse a run in ``out`` that this trainer did not write and does not continue: a finished or
+        interrupted run without ``overwrite``; with it, a directory holding more than a trainer's files."""
+        if self.resumed and os.path.realpath(out) == os.path.realpath(self.out):
+            return
+        held = set(os.listdir(out)) - {LOCK_FILE, MARKER_FILE}
+        where = repr(str(out))
+        if self.overwrite:
+            others = sorted(held - set(TRAINER_FILES))
+            if others:
+                raise DDPMLabError(f"{where} holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''} "
+                                   f"besides a run's files; overwrite=True deletes only what a trainer wrote: move "
+                                   f"them away or choose another directory")
+        elif RUN_FILE in held:
+            raise DDPMLabError(f"{where} holds a finished run; pass overwrite=True to replace it (or resume=True to "
+                               f"train it further), or choose another directory")
+        elif checkpoint_dirs(out):
+            raise DDPMLabError(f"{where} holds checkpoints of an unfinished run; pass resume=True to continue it "
+                               f"(or overwrite=True to replace it), or choose another directory")
 
     @property
     def sampling_model(self):
@@ -194,7 +306,8 @@ class Trainer(CheckpointState):
         x0 = x0.to(self.ctx.device)
         cond = drop_labels(cond, t.label_dropout, num_classes_of(self.model), self.generator)  # classifier-free
         cond = cond.to(self.ctx.device) if cond is not None else None
-        loss = self.loss_fn(x0, self.generator, cond).mean()
+        with diagnosed(self.model, x0, cond):  # a network that cannot take the batch: one line
+            loss = self.loss_fn(x0, self.generator, cond).mean()
         for h in hooks:
             loss = h.on_loss(self, loss)
         # every rank learns the mean loss and whether any rank got a stop signal, so all act alike
@@ -222,25 +335,28 @@ class Trainer(CheckpointState):
     def run(self, steps: int | None = None, progress: bool = True, writer: RunWriter | None = None) -> None:
         """Train until ``steps`` steps in total (default: ``train.iters``). Writing to ``out`` (or a given
         ``writer``): a metrics row per step, a checkpoint every ``checkpoint_every`` steps and at the end,
-        and after SIGINT / SIGTERM a checkpoint, then ``TrainingInterrupted``."""
-        steps = self.cfg.train.iters if steps is None else int(steps)
+        and after SIGINT / SIGTERM a checkpoint, then ``TrainingInterrupted``. ``out`` is locked meanwhile."""
+        steps = self.cfg.train.iters if steps is None else check_count(steps, "steps", minimum=0)
+        if steps < self.step:
+            raise DDPMLabError(f"run(steps) trains until step {steps} in all, but this trainer is already at step "
+                               f"{self.step}")
         own = writer is None and self.out is not None
-        if own:
-            self.out.mkdir(parents=True, exist_ok=True)
-            writer = RunWriter(self.out, self.cfg.train.keep_checkpoints, self.ctx.is_main, start_step=self.step)
-        try:
-            if writer is None:
-                self._loop(steps, progress, None)
-            else:
-                with stop_on_signals(self):
-                    self._loop(steps, progress, writer)
-        except NonFiniteLoss as exc:
-            last = latest_checkpoint(writer.run_dir) if writer is not None else None
-            raise NonFiniteLoss(exc.step, exc.value, last) from None
-        finally:
-            self.release_parameters()
+        with self._claim(self.out) if own else contextlib.nullcontext():
             if own:
-                writer.close()
+                writer = RunWriter(self.out, self.cfg.train.keep_checkpoints, self.ctx.is_main, start_step=self.step)
+            try:
+                if writer is None:
+                    self._loop(steps, progress, None)
+                else:
+                    with stop_on_signals(self):
+                        self._loop(steps, progress, writer)
+            except NonFiniteLoss as exc:
+                last = latest_checkpoint(writer.run_dir) if writer is not None else None
+                raise NonFiniteLoss(exc.step, exc.value, last, writer.run_dir if writer is not None else None) from None
+            finally:
+                self.release_parameters()
+                if own:
+                    writer.close()
 
     def release_parameters(self) -> None:
         """Give each parameter its own storage again (``FlatAdamW.detach``; the next step re-attaches)."""
@@ -283,16 +399,16 @@ class Trainer(CheckpointState):
 
     def save(self, out=None, extra: dict | None = None) -> dict:
         """Write the finished run into ``out`` (default: the trainer's): run.json, model.safetensors (the
-        trained and EMA weights), config.toml and metrics.json. Only the main rank writes. Returns the
-        summary."""
+        trained and EMA weights), config.toml and metrics.json. Only the main rank writes, holding ``out``
+        as ``run`` does (a directory of another run or of your own files is refused). Returns the summary."""
         out = Path(out) if out is not None else self.out
         if out is None:
             raise DDPMLabError("Trainer.save needs a directory: Trainer(..., out=DIR) or save(out=DIR)")
         summary = {**self.summary(), **(extra or {})}
         self.release_parameters()
         if self.ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_run(out, self.cfg, self.data.describe(), self.model,
-                     self.ema.shadow if self.ema is not None else None, extra={"summary": summary})
-            atomic_write_json(out / "metrics.json", summary)
+            with self._claim(out):
+                save_run(out, self.cfg, self.data.describe(), self.model,
+                         self.ema.shadow if self.ema is not None else None, extra={"summary": summary})
+                atomic_write_json(out / SUMMARY_FILE, summary)
         return summary

@@ -62,7 +62,7 @@ def evaluate_run_classes(run: Run, classes: list[int], weights: list[float], n: 
         raise DDPMLabError("per-class evaluation needs labelled Gaussian-mixture data or digits (data.labels = true)")
     kept = {w: {} for w in weights}
     report = {w: evaluate_classes(run.model, run.dist, classes, w, n, generator, sampler or s.sampler,
-                                  s.steps if steps is None else steps, s.eta, s.ode_solver, keep=kept[w])
+                                  s.steps if steps is None else steps, s.eta, s.ode_solver, keep=kept[w], grid=s.grid)
               for w in weights}
     if figure is not None and run.dist.dim <= 2:
         class_panels(kept, run.dist, figure, title="per class: model, exact guided oracle, true conditional")
@@ -78,7 +78,7 @@ def _digit_classes(run: Run, classes, weights, n, generator, sampler, steps, fig
     report, images = {}, {}
     for w in weights:
         x = draw_samples(Guided(run.model, w), cond.numel(), sampler, steps, run.cfg.sample.eta, generator,
-                         ode_solver=run.cfg.sample.ode_solver, cond=cond)
+                         ode_solver=run.cfg.sample.ode_solver, cond=cond, grid=run.cfg.sample.grid)
         images[w] = {c: x[cond == c] for c in classes}
         report[w] = digit_classes(images[w], classifier)
     if figure is not None:

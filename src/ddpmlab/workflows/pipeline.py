@@ -22,22 +22,24 @@ from ddpmlab.workflows.threads import model_threads
 from ddpmlab.workflows.conditional import class_labels, guided_model, resolve_classes
 
 
-def train_run(cfg: Config, out, progress: bool = True, resume: bool = False) -> dict:
+def train_run(cfg: Config, out, progress: bool = True, resume: bool = False, trust_code: bool = False) -> dict:
     """Train ``cfg`` into the run directory ``out``: ``metrics.csv`` and checkpoints while training, the
     finished run (run.json, model.safetensors, config.toml, metrics.json) at the end. ``resume``
     continues from ``out``'s latest checkpoint (``cfg`` may differ from its config only in
-    ``checkpoint.RESUMABLE_KEYS``). Under torchrun every rank calls this and rank 0 writes.
+    ``checkpoint.RESUMABLE_KEYS``). A config naming your network class imports it only with
+    ``trust_code``. Under torchrun every rank calls this and rank 0 writes.
 
     Raises ``TrainingInterrupted`` after SIGINT / SIGTERM (checkpoint written) and ``NonFiniteLoss``
     (nothing written, earlier checkpoints intact)."""
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train_run(cfg, Path(out), progress, resume, ctx)
+        return _train_run(cfg, Path(out), progress, resume, ctx, trust_code)
     finally:
         distributed.teardown(ctx)
 
 
-def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distributed.DistContext) -> dict:
+def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distributed.DistContext,
+               trust_code: bool) -> dict:
     checkpoint = None
     if resume:
         checkpoint = _resumable(out, ctx)
@@ -52,7 +54,7 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
                            f"--resume {out}, or choose another --out")
     if ctx.is_main:
         ensure_writable_dir(out)
-    trainer = Trainer.from_config(cfg, ctx, checkpoint, out=out)
+    trainer = Trainer.from_config(cfg, ctx, checkpoint, out=out, trust_code=trust_code)
     if ctx.is_main:
         _warn_prior_mismatch(cfg, trainer)
     with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)) as threads:
@@ -93,10 +95,11 @@ def _refuse_non_finite(x: torch.Tensor, sampler: str) -> None:
                              f"schedule are broken)")
 
 
-def fit(cfg: Config, progress: bool = True) -> Trainer:
+def fit(cfg: Config, progress: bool = True, trust_code: bool = False) -> Trainer:
     """Build the data and trainer of ``cfg`` and train it in this process (nothing is written), with the
-    thread policy's intra-op thread count (``cfg.train.threads``; restored after)."""
-    trainer = Trainer.from_config(cfg)
+    thread policy's intra-op thread count (``cfg.train.threads``; restored after). A config naming your
+    network class imports it only with ``trust_code``."""
+    trainer = Trainer.from_config(cfg, trust_code=trust_code)
     with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)):
         trainer.run(progress=progress)
     return trainer
@@ -111,7 +114,7 @@ def training_rows(cfg: Config, trainer: Trainer) -> int:
 
 def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, eta=None, seed: int = 0,
                    ode_solver=None, trust_code: bool = False, threads: int = 0, classes: str | None = None,
-                   guidance: float = 0.0, time_shift=None):
+                   guidance: float = 0.0, time_shift=None, grid=None):
     """Sample a finished run into ``out`` (.npy, data units), with ``threads`` intra-op threads (0: the
     thread policy's choice). Returns the array's shape. With ``classes`` (``"0,2"`` or the run's label
     values) ``n`` samples per class, in that order, guided at weight ``guidance`` (classifier-free
@@ -126,7 +129,7 @@ def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, e
     with model_threads(threads, run.model, n):
         x = draw_samples(model, n * len(wanted or [0]), sampler or s.sampler, s.steps if steps is None else steps,
                          s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver, cond=cond,
-                         time_shift=s.time_shift if time_shift is None else time_shift)
+                         time_shift=s.time_shift if time_shift is None else time_shift, grid=grid or s.grid)
     _refuse_non_finite(x, sampler or s.sampler)
     arr = run.to_data_units(x).numpy()
     buf = io.BytesIO()

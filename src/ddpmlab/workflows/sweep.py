@@ -7,12 +7,19 @@ commands' stdout and stderr; outside the run directory, which only ``ddpmlab tra
 summary tables (``ddpmlab.workflows.sweep_summary``). A job whose directory already holds a finished run
 is not run again, and one with checkpoints of an interrupted run is continued (``train --resume``), so a
 sweep can be started again after an interruption or a failure.
+
+The seeds are the sweep's own axis: ``--seeds``, or the values of ``--grid train.seed=...`` (or ``--set
+train.seed=S``), never two of them; each job trains with the seed its directory ``seed_S`` names. A sweep
+plans at most ``MAX_JOBS`` jobs (configs x grid points x seeds), refused in one line before any config is
+checked. Every file the sweep writes is created under a new name and renamed into place (the job logs
+too: a link planted in place of a log is refused, never written through).
 """
 from __future__ import annotations
 
 import csv
 import io
 import itertools
+import os
 import re
 import shlex
 import signal
@@ -24,12 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ddpmlab.config import load_config
-from ddpmlab.core.fileio import atomic_write_bytes
+from ddpmlab.core.fileio import atomic_write_bytes, new_file_for_append, os_error
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.registry import check_trust
 from ddpmlab.runs.checkpoint import checkpoint_dirs
+from ddpmlab.runs.ownership import LOCK_FILE
 
 POLL_SECONDS = 0.05
 JOB_THREADS = 1  # N workers of one thread each use N cores without fighting (ddpmlab.core.threads)
+MAX_JOBS = 10_000  # the most jobs one sweep plans (a typo such as --seeds 0-99999999 is refused at once)
+SEED_KEY, JOBS_FILE = "train.seed", "jobs.csv"
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class Job:
     sets: tuple[str, ...]
     out: Path
     evaluate: bool = False
+    trust_code: bool = False  # the sweep's --trust-code, passed on to each command of the job
 
     @property
     def name(self) -> str:
@@ -56,14 +68,18 @@ class Job:
     def train_argv(self, resume: bool = False) -> list[str]:
         """``ddpmlab train`` of this job; ``resume``: continue its checkpoint (the same overrides, which
         ``--resume`` refuses in one line if they changed anything but ``train.iters`` and the like)."""
-        sets = [*self.sets, *self.point, f"train.seed={self.seed}"]
+        sets = [*self.sets, *self.point, f"{SEED_KEY}={self.seed}"]
         where = ["--resume", str(self.out)] if resume else ["--config", self.config, "--out", str(self.out)]
         return [sys.executable, "-m", "ddpmlab", "train", *where,
                 *itertools.chain.from_iterable(("--set", s) for s in sets),
-                "--threads", str(JOB_THREADS), "--no-progress"]
+                "--threads", str(JOB_THREADS), "--no-progress", *self._trust()]
 
     def evaluate_argv(self) -> list[str]:
-        return [sys.executable, "-m", "ddpmlab", "evaluate", str(self.out), "--threads", str(JOB_THREADS)]
+        return [sys.executable, "-m", "ddpmlab", "evaluate", str(self.out), "--threads", str(JOB_THREADS),
+                *self._trust()]
+
+    def _trust(self) -> list[str]:
+        return ["--trust-code"] if self.trust_code else []
 
     def commands(self) -> list[list[str]]:
         """The job's commands, in order (what ``--print-commands`` shows)."""
@@ -101,36 +117,78 @@ def point_label(point) -> str:
     return re.sub(r"[^A-Za-z0-9._=+,-]", "_", ",".join(point))
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-4', '1,3,5' or a mix ('0-2,7'): the seeds in order, without repeats."""
-    seeds: list[int] = []
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """'0-4', '1,3,5' or a mix ('0-2,7'): the seeds in order, without repeats; more than ``MAX_JOBS`` is
+    refused in one line before any list is built."""
+    seeds: dict[int, None] = {}
+    count = 0
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-            raise DDPMLabError(f"--seeds expects seeds like 0-4 or 0,2,7, got {text!r}")
-        hi = int(m.group(2)) if m.group(2) is not None else int(m.group(1))
-        seeds += [s for s in range(int(m.group(1)), hi + 1) if s not in seeds]
-    return seeds
+            raise DDPMLabError(f"{option} expects seeds like 0-4 or 0,2,7, got {text!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        count += hi - lo + 1
+        if count > MAX_JOBS:
+            raise DDPMLabError(f"{option} {text} names more than {MAX_JOBS} seeds; a sweep runs at most {MAX_JOBS} "
+                               f"jobs")
+        seeds.update(dict.fromkeys(range(lo, hi + 1)))
+    return list(seeds)
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].strip()
+
+
+def seed_axis(seeds, grid_texts, sets) -> tuple[list[int], list[str], list[str]]:
+    """(seeds, the other ``--grid`` options, the other ``--set`` values): the seeds come from ``seeds``
+    (``--seeds``, parsed; ``None`` when not given), or from ``--grid train.seed=...`` or ``--set
+    train.seed=S``, so each job trains with the seed its label names; two of them are refused in one line."""
+    grid_seeds = [t for t in grid_texts if _key(t) == SEED_KEY]
+    set_seeds = [s for s in sets if _key(s) == SEED_KEY]
+    given = ["--seeds"] * (seeds is not None) + [f"--grid {t}" for t in grid_seeds] + [f"--set {s}" for s in set_seeds]
+    if len(given) > 1:
+        raise DDPMLabError(f"{SEED_KEY} is given more than once ({', '.join(given)}); give the sweep's seeds once, "
+                           f"e.g. --seeds 1,2")
+    if grid_seeds or set_seeds:
+        option = given[0]
+        seeds = parse_seeds(option.partition("=")[2], option.partition("=")[0])
+    rest = [t for t in grid_texts if _key(t) != SEED_KEY], [s for s in sets if _key(s) != SEED_KEY]
+    return (seeds if seeds is not None else [0]), *rest
 
 
 def parse_grid(texts) -> list[tuple[str, ...]]:
     """``--grid section.key=v1,v2`` options -> the grid's points (their Cartesian product), each a tuple
-    of ``section.key=value`` overrides. Values are split at commas."""
-    axes = []
+    of ``section.key=value`` overrides. Values are split at commas; an empty value, a key given twice or
+    more than ``MAX_JOBS`` points is refused in one line."""
+    axes, size = {}, 1
     for text in texts:
         key, sep, values = text.partition("=")
-        if not sep or "." not in key or not values.strip():
-            raise DDPMLabError(f"--grid expects section.key=value1,value2,..., got {text!r}")
-        axes.append([f"{key.strip()}={v.strip()}" for v in values.split(",") if v.strip()])
-    return list(itertools.product(*axes))
+        key, values = key.strip(), [v.strip() for v in values.split(",")]
+        if not sep or "." not in key or not all(values):
+            raise DDPMLabError(f"--grid expects section.key=value1,value2,... (no empty value), got {text!r}")
+        if key in axes:
+            raise DDPMLabError(f"--grid {key} is given twice; give all its values in one --grid {key}=v1,v2,...")
+        axes[key] = [f"{key}={v}" for v in values]
+        size *= len(values)
+        if size > MAX_JOBS:
+            raise DDPMLabError(f"--grid gives more than {MAX_JOBS} grid points; a sweep runs at most {MAX_JOBS} jobs")
+    return list(itertools.product(*axes.values()))
 
 
-def plan_sweep(configs, grid_texts, seeds, sets, out, evaluate: bool = False) -> list[Job]:
+def plan_sweep(configs, grid_texts, seeds, sets, out, evaluate: bool = False, trust_code: bool = False) -> list[Job]:
     """Every job of the sweep, each config validated with its overrides first (a bad config, key or
-    value is a one-line error before anything runs)."""
+    value is a one-line error before anything runs; so is a config naming your network class without
+    ``trust_code``, which each job's commands then get as ``--trust-code``). ``seeds``: a list, or ``None``
+    when ``--seeds`` is not given (``seed_axis``). More than ``MAX_JOBS`` jobs is refused first."""
     if not configs:
         configs = ["default"]
+    seeds, grid_texts, sets = seed_axis(seeds, grid_texts, sets)
     points = parse_grid(grid_texts)
+    n_jobs = len(dict.fromkeys(configs)) * len(points) * len(seeds)
+    if n_jobs > MAX_JOBS:
+        raise DDPMLabError(f"the sweep has {n_jobs} jobs (configs x grid points x seeds); a sweep runs at most "
+                           f"{MAX_JOBS}")
     labels: dict[str, str] = {}
     for config in configs:
         label, i = re.sub(r"[^A-Za-z0-9._+-]", "_", Path(config).stem), 2
@@ -140,13 +198,39 @@ def plan_sweep(configs, grid_texts, seeds, sets, out, evaluate: bool = False) ->
     jobs = []
     for config in dict.fromkeys(configs):
         for point in points:
+            cfg = load_config(config, [*sets, *point, f"{SEED_KEY}={max(seeds)}"])  # each seed is in 0..max
+            check_trust(cfg.model.arch, trust_code, f"config {config!r}")
             for seed in seeds:
-                load_config(config, [*sets, *point, f"train.seed={seed}"])
                 sub = Path(out, labels[config], *([point_label(point)] if point else []), f"seed_{seed}")
-                jobs.append(Job(config, labels[config], tuple(point), seed, tuple(sets), sub, evaluate))
+                jobs.append(Job(config, labels[config], tuple(point), seed, tuple(sets), sub, evaluate, trust_code))
     if len({j.out for j in jobs}) != len(jobs):
         raise DDPMLabError("two grid points map to the same directory; give the --grid values distinct names")
     return jobs
+
+
+def only_planned_runs(out, jobs: list[Job]) -> bool:
+    """Whether the directory ``out`` holds nothing but the planned jobs' run directories and the
+    directories above them, no file of its own: what the commands of ``--print-commands`` leave when run
+    elsewhere. The sweep may then take ``out`` over to continue and summarise them."""
+    out = Path(out)
+    runs = {j.out.relative_to(out) for j in jobs}
+    above = {p for r in runs for p in r.parents if p != Path(".")}
+    todo = [Path(".")]
+    try:
+        while todo:
+            rel = todo.pop()
+            for name in os.listdir(out / rel):
+                child, path = rel / name, out / rel / name
+                if rel == Path(".") and name == LOCK_FILE:
+                    continue  # held by this sweep
+                if child in runs and path.is_dir():
+                    continue  # a run directory: ``ddpmlab train`` judges what it holds
+                if child not in above or path.is_symlink() or not path.is_dir():
+                    return False
+                todo.append(child)
+    except OSError:
+        return False
+    return True
 
 
 def _last_line(path: Path) -> str:
@@ -166,14 +250,19 @@ class _Running:
     def __init__(self, job: Job, commands: list[list[str]]):
         self.job, self.todo, self.start = job, deque(commands), time.perf_counter()
         self.result = JobResult(job, "ok")
-        job.out.mkdir(parents=True, exist_ok=True)
-        self.log = open(job.log, "wb")
+        try:
+            job.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(job.out, exc, "create") from None
+        self.log = new_file_for_append(job.log)  # a new file: a link planted there is refused, not followed
         self.proc = None
         self.next()
 
     def next(self) -> None:
+        # PYTHONSAFEPATH: ``python -m`` must not put the working directory first on sys.path, where a file
+        # named like a dependency (numpy.py, tqdm.py) would run in every job, trusted or not
         self.proc = subprocess.Popen(self.todo.popleft(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONSAFEPATH": "1"})
         self.result.commands.append(shlex.join(self.proc.args))
 
     def finish(self, status: str, code: int | None) -> JobResult:
@@ -204,7 +293,14 @@ def run_jobs(jobs: list[Job], workers: int, progress: bool = True, report=None) 
     try:
         while pending or active:
             while pending and len(active) < workers:
-                active.append(_Running(*pending.popleft()))
+                job, todo = pending.popleft()
+                try:
+                    active.append(_Running(job, todo))
+                except DDPMLabError as exc:  # its directory or log cannot be written: the others go on
+                    results[job] = JobResult(job, "failed")
+                    failed += 1
+                    report(f"sweep: job {job.name} failed: {exc}")
+                    bar.update(1)
             time.sleep(POLL_SECONDS)
             for run in list(active):
                 code = run.proc.poll()
@@ -253,4 +349,4 @@ def jobs_csv(results: list[JobResult]) -> str:
 
 
 def write_jobs_csv(out: Path, results: list[JobResult]) -> None:
-    atomic_write_bytes(Path(out) / "jobs.csv", jobs_csv(results).encode())
+    atomic_write_bytes(Path(out) / JOBS_FILE, jobs_csv(results).encode())

@@ -16,6 +16,7 @@ from ddpmlab.core.fileio import atomic_write_bytes
 from ddpmlab.core.utils import DDPMLabError
 
 NOT_METRICS = ("seed", "world_size", "resumed_from_step")  # describe the job, not its result
+SUMMARY_FILES = ("summary.md", "summary.csv")
 
 
 def run_metrics(run_dir: Path) -> dict:
@@ -119,6 +120,7 @@ def write_summary(out: Path, results, report=print) -> tuple[str, int]:
     jobs without a readable result."""
     names, rows = summarise(results, report)
     md = to_markdown(names, rows)
-    atomic_write_bytes(Path(out) / "summary.md", md.encode())
-    atomic_write_bytes(Path(out) / "summary.csv", to_csv(names, rows).encode())
+    md_file, csv_file = SUMMARY_FILES
+    atomic_write_bytes(Path(out) / md_file, md.encode())
+    atomic_write_bytes(Path(out) / csv_file, to_csv(names, rows).encode())
     return md, sum(row["failed"] for row in rows)

@@ -102,7 +102,7 @@ def recommended_recipe(out: Path, overrides=(), progress: bool = True) -> dict:
     with model_threads(cfg.train.threads, model, s.n):
         start = time.perf_counter()
         rev = draw_samples(model, s.n, s.sampler, s.steps, s.eta, gen, keep_trajectory=True,
-                           ode_solver=s.ode_solver)  # (K + 1, n, *dims)
+                           ode_solver=s.ode_solver, time_shift=s.time_shift, grid=s.grid)  # (K + 1, n, *dims)
         sample_seconds = time.perf_counter() - start
         samples = rev[0]
         part = sample_metrics(dist, samples, gen)

@@ -87,12 +87,14 @@ def _per_class(args, run, out) -> int:
     from ddpmlab.core.fileio import atomic_write_json
     from ddpmlab.core.utils import DDPMLabError
     from ddpmlab.evaluation.guidance import format_classes
+    from ddpmlab.models.guidance import check_guidance_weight
     from ddpmlab.workflows.conditional import evaluate_run_classes, resolve_classes
 
     try:
         weights = [float(w) for w in str(args.guidance).split(",")]
     except ValueError:
         raise DDPMLabError(f"--guidance expects weights like 0,1,3, got {args.guidance!r}") from None
+    weights = [check_guidance_weight(w) for w in weights]  # all of them, before any is evaluated
     classes = resolve_classes(args.classes, run)
     ev = evaluate_run_classes(run, classes, weights, args.samples, torch.Generator().manual_seed(args.seed),
                               figure=Path(out) / "classes.png")

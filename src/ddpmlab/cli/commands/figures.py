@@ -24,13 +24,13 @@ def add_arguments(p) -> None:
 
 def training_data(run, n: int, generator):
     """(data in data units, the true distribution or None) of a finished run."""
-    from ddpmlab.data.files import load_data_file
+    from ddpmlab.data.base import load_file_rows
     from ddpmlab.data.named import NAMED
     from ddpmlab.core.utils import DDPMLabError
 
     d = run.cfg.data
     if d.name == "file":
-        return load_data_file(d.path), None
+        return load_file_rows(d)[0], None  # the features, without a label column
     if d.name not in NAMED:
         raise DDPMLabError(f"unknown dataset {d.name!r} in the run's config")
     dist = NAMED[d.name]()
@@ -68,7 +68,7 @@ def run(args) -> int:
         g = torch.Generator().manual_seed(args.seed)
         data, dist = training_data(run_, args.n, g)
         traj = draw_samples(run_.model, n, s.sampler, s.steps, s.eta, g, keep_trajectory=True,
-                            ode_solver=s.ode_solver, time_shift=s.time_shift)
+                            ode_solver=s.ode_solver, time_shift=s.time_shift, grid=s.grid)
         title = "".join(c if c.isprintable() else repr(c)[1:-1] for c in run_.info["data"]["name"])  # a path's tab
         names = write_figures(out, data, run_.to_data_units(traj), dist=dist, title=title)
     print(f"wrote {', '.join(names)} to {Path(out)}")

@@ -1,5 +1,5 @@
-"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--ode-solver S] [--time-shift K] [--class C[,C...]
-[--guidance W]] --out FILE.npy``.
+"""``ddpmlab sample DIR -n N [--sampler ancestral|ddim|ode] [--steps K] [--grid G] [--ode-solver S] [--time-shift K]
+[--class C[,C...] [--guidance W]] --out FILE.npy``.
 
 The flags go through the run's config validation (``--eta nan`` is refused with the config's message),
 the memory the draw needs is checked first, an existing ``--out`` is replaced only with ``--force``, and
@@ -17,23 +17,28 @@ def add_arguments(p) -> None:
     from ddpmlab.cli.commands import add_trust_code
 
     from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
+    from ddpmlab.sampling.grids import TIME_GRIDS
 
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train / tutorial)")
     p.add_argument("-n", type=count(1), default=1000, help="number of samples")
     p.add_argument("--sampler", choices=SAMPLERS.names(), default=None,
                    help="default: the run's sample.sampler")
     p.add_argument("--steps", type=count(0), default=None, help="sampling steps (default: the run's, 0 = all T)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta >= 0 (default: the run's)")
+    p.add_argument("--grid", choices=TIME_GRIDS.names(), default=None,
+                   help="time grid of the steps (default: the run's sample.grid, uniform)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the run's)")
     p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
                    help="solver of --sampler ode (default: the run's sample.ode_solver)")
     p.add_argument("--time-shift", type=float, default=None,
-                   help="flow runs: shift of the ODE's time grid (default: the run's sample.time_shift)")
+                   help="flow runs: shift of the ODE's time grid, 0.01 to 100 (default: the run's "
+                   "sample.time_shift)")
     p.add_argument("--seed", type=SEED, default=0, help="random seed of the sampler")
     p.add_argument("--class", dest="classes", default=None, metavar="C[,C...]",
                    help="class-conditional run: -n samples of each class, in this order (indices or the "
                    "label values the run recorded)")
     p.add_argument("--guidance", type=float, default=0.0, metavar="W",
-                   help="classifier-free guidance weight w >= 0 with --class (0: the plain conditional model)")
+                   help="classifier-free guidance weight w in [0, 100] with --class (0: the plain conditional "
+                   "model)")
     p.add_argument("--out", required=True, help="output .npy file")
     add_trust_code(p)
     p.add_argument("--threads", type=count(0), default=0,
@@ -43,38 +48,41 @@ def add_arguments(p) -> None:
 
 # (attribute, option, [sample] key)
 FLAGS = (("n", "-n", "n"), ("sampler", "--sampler", "sampler"), ("steps", "--steps", "steps"), ("eta", "--eta", "eta"),
-         ("ode_solver", "--ode-solver", "ode_solver"))
+         ("ode_solver", "--ode-solver", "ode_solver"), ("time_shift", "--time-shift", "time_shift"),
+         ("grid", "--grid", "grid"))
 
 
 def sample_config(run_cfg, args):
-    """The run's ``[sample]`` section with the flags given, each validated as the config validates it."""
+    """The run's ``[sample]`` section with the flags given, validated together as the config validates it
+    (``--grid karras --time-shift 1`` on a run with a shift); a refusal names the first flag that the run's
+    config refuses alone, else every flag given."""
     from ddpmlab.config import from_dict
     from ddpmlab.core.utils import DDPMLabError
 
+    given = [(option, key, getattr(args, flag)) for flag, option, key in FLAGS if getattr(args, flag) is not None]
     d = run_cfg.to_dict()
-    for flag, option, key in FLAGS:
-        value = getattr(args, flag)
-        if value is None:
-            continue
+    for _, key, value in given:
         d["sample"][key] = value
-        try:
-            from_dict(d)
-        except DDPMLabError as exc:
-            raise DDPMLabError(f"{option} {value}: {exc}") from None
-    return from_dict(d)
+    try:
+        return from_dict(d)
+    except DDPMLabError as exc:
+        for option, key, value in given:
+            alone = run_cfg.to_dict()
+            alone["sample"][key] = value
+            try:
+                from_dict(alone)
+            except DDPMLabError as own:
+                raise DDPMLabError(f"{option} {value}: {own}") from None
+        raise DDPMLabError(f"{' '.join(f'{o} {v}' for o, _, v in given)}: {exc}") from None
 
 
 def check_out(out, force: bool) -> None:
+    from ddpmlab.core.fileio import check_output_file
     from ddpmlab.core.utils import DDPMLabError
 
     if not out.name.endswith(".npy"):
         raise DDPMLabError(f"--out must name a .npy file, got {str(out)!r}")
-    if out.is_dir():
-        raise DDPMLabError(f"--out {str(out)!r} is a directory; name a .npy file")
-    if out.exists() and not force:
-        raise DDPMLabError(f"--out {str(out)!r} exists; pass --force to replace it")
-    if out.exists() and not out.is_file():
-        raise DDPMLabError(f"--out {str(out)!r} is not a regular file")
+    check_output_file(out, force)
 
 
 def run(args) -> int:
@@ -102,7 +110,7 @@ def run(args) -> int:
         shape = sample_to_file(run_dir, args.n, out, sampler=args.sampler, steps=args.steps, eta=args.eta,
                                seed=args.seed, ode_solver=args.ode_solver, trust_code=args.trust_code,
                                threads=args.threads, classes=args.classes, guidance=args.guidance,
-                               time_shift=args.time_shift)
+                               time_shift=args.time_shift, grid=args.grid)
     except BaseException:
         remove_dirs(created)
         raise

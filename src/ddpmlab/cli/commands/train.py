@@ -4,6 +4,9 @@
 Exit codes: 0 done; 2 a user-facing error (one line); 3 a non-finite loss (one line, the last good
 checkpoint kept); 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint.
 
+A config naming your own network class (``package.module:Class``) imports its module only with
+``--trust-code``, for a new run and ``--resume`` alike (a run directory may come from someone else).
+
 The run directory is owned for the whole command (``ddpmlab.runs.ownership``): a second command writing
 into it is refused, and a new run goes only into a new or empty directory (or one where an earlier
 ``train`` failed before its first checkpoint).
@@ -21,6 +24,8 @@ EXIT_NON_FINITE = 3
 
 
 def add_arguments(p) -> None:
+    from ddpmlab.cli.commands import add_trust_code
+
     p.add_argument("--config", default=None, help="TOML file or packaged config name (default: default)")
     p.add_argument("--out", help="run directory (created if missing; must be new or empty)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -42,6 +47,7 @@ def add_arguments(p) -> None:
                    "0 = chosen from the work's size and the usable cores)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_trust_code(p)
 
 
 def _new_run_config(args, overrides):
@@ -108,7 +114,8 @@ def run(args) -> int:
         if args.resume:
             cfg = resume_config(out, overrides, resumable_checkpoint(out)[0])
         try:
-            summary = train_run(cfg, out, progress=not args.no_progress, resume=bool(args.resume))
+            summary = train_run(cfg, out, progress=not args.no_progress, resume=bool(args.resume),
+                                trust_code=args.trust_code)
         except TrainingInterrupted as exc:
             if main:
                 print(f"ddpmlab train: {exc}", file=sys.stderr)

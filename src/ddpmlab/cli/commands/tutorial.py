@@ -33,14 +33,19 @@ BOTH = ("seed", "iters", "samples", "threads")  # flags that set the recommended
 
 def run(args) -> int:
     from ddpmlab.config import load_config
+    from ddpmlab.core.utils import DDPMLabError
     from ddpmlab.evaluation.report import format_table
+    from ddpmlab.models.registry import is_target
     from ddpmlab.runs.ownership import DirectoryClaim
     from ddpmlab.workflows.tutorial import pointer_lines, run_tutorial, summary_lines, verdict_lines
 
     given = {flag: key for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     overrides = [f"{key}={getattr(args, flag)!r}" for flag, key in given.items()] + args.set
     recommended = [f"{key}={getattr(args, flag)!r}" for flag, key in given.items() if flag in BOTH]
-    load_config("tutorial", overrides)  # a bad value is refused before the directory is touched
+    cfg = load_config("tutorial", overrides)  # a bad value is refused before the directory is touched
+    if is_target(cfg.model.arch):  # the tutorial imports no module of yours (it has no --trust-code)
+        raise DDPMLabError(f"model.arch = {cfg.model.arch!r} names a network class of your own; the tutorial "
+                           "trains ddpmlab's networks only (train yours with ddpmlab train --trust-code)")
     load_config("default", recommended)
     with DirectoryClaim(args.out, "tutorial", accept=(None, "tutorial")):
         r = run_tutorial(args.out, overrides, progress=not args.no_progress, recipe=args.recipe,
