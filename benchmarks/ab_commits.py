@@ -6,8 +6,11 @@ tutorial config) and the recommended default recipe, trained through each commit
 
 Each measurement is a fresh subprocess with PYTHONPATH on that commit's ``src`` (exported with
 ``git archive``), one intra-op thread, alternating base / current so that a change in the host's speed
-hits both; the best of the rounds is compared. Prints ms per step for each side and the ratio
-current / base (< 1.05 is "within 5%"), with the load average.
+hits both; the best of the rounds is compared. "current" is this working tree's ``src``, committed or
+not. Prints ms per step for each side and the ratio current / base (< 1.05 is "within 5%"), with the
+load average; beside the wall time, the child's CPU time per step (``time.process_time``), which a
+busy host inflates less (time spent waiting for a core is not counted): on a shared machine, read
+the CPU ratio for direction only, and quote wall times measured alone.
 """
 from __future__ import annotations
 
@@ -30,13 +33,14 @@ try:
     from ddpmlab.workflows.pipeline import fit
 except ImportError:
     from ddpmlab.pipeline import fit
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config  # in every commit since the A/B benchmark
 name, iters, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 cfg = load_config(name, extra + [f"train.iters={iters}"])
 fit(load_config(name, extra + ["train.iters=20"]), progress=False)  # warm-up: first-call costs
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 fit(cfg, progress=False)
-print(json.dumps({"ms_per_step": 1000 * (time.perf_counter() - start) / iters}))
+print(json.dumps({"ms_per_step": 1000 * (time.perf_counter() - start) / iters,
+                  "cpu_ms_per_step": 1000 * (time.process_time() - cpu) / iters}))
 """
 
 
@@ -47,11 +51,14 @@ def export_src(commit: str, dest: Path) -> Path:
     return dest / "src"
 
 
-def measure(src: Path, config: str, iters: int, overrides=()) -> float:
+def measure(src: Path, config: str, iters: int, overrides=()) -> dict:
+    """{"ms_per_step": wall, "cpu_ms_per_step": CPU} of one fresh child process."""
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", CHILD, config, str(iters), *overrides], env=env, capture_output=True, text=True,
-                         check=True, cwd=tempfile.gettempdir())
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
+                         cwd=tempfile.gettempdir())
+    if out.returncode:
+        sys.exit(f"ab_commits: the {config} run on {src} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -69,15 +76,22 @@ def main() -> None:
         results = {}
         for config, iters, extra in (("tutorial", args.tutorial_iters, []),
                                      ("default", args.default_iters, args.default_set)):
-            times = {side: [] for side in sides}
+            runs = {side: [] for side in sides}
             for _ in range(args.rounds):
                 for side, src in sides.items():
-                    times[side].append(measure(src, config, iters, extra))
+                    runs[side].append(measure(src, config, iters, extra))
+            times = {side: [r["ms_per_step"] for r in v] for side, v in runs.items()}
+            cpu = {side: [r["cpu_ms_per_step"] for r in v] for side, v in runs.items()}
             best = {side: min(v) for side, v in times.items()}
+            best_cpu = {side: min(v) for side, v in cpu.items()}
             results[config] = {"ms_per_step": best, "all": times, "ratio_current_over_base":
-                               round(best["current"] / best["base"], 4)}
+                               round(best["current"] / best["base"], 4), "cpu_ms_per_step": best_cpu,
+                               "all_cpu": cpu, "cpu_ratio_current_over_base":
+                               round(best_cpu["current"] / best_cpu["base"], 4)}
             print(f"{config}: base {best['base']:.3f} ms/step, current {best['current']:.3f} ms/step, "
-                  f"ratio {best['current'] / best['base']:.3f} (best of {args.rounds}, 1 thread)")
+                  f"ratio {best['current'] / best['base']:.3f}; CPU {best_cpu['base']:.3f} vs "
+                  f"{best_cpu['current']:.3f} ms/step, ratio {best_cpu['current'] / best_cpu['base']:.3f} "
+                  f"(best of {args.rounds}, 1 thread)", flush=True)
     print("load average after:", os.getloadavg())
     print(json.dumps({"base": args.base, **results}))
 

@@ -13,19 +13,18 @@ to ``--out``. Exit code 0 when every set passes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
 
-from ddpmlab.config import load_config
-from ddpmlab.evaluation.metrics_nd import against_distribution
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
-from ddpmlab.workflows.pipeline import fit
+from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.figures.plots2d import write_figures
-from ddpmlab.sampling import draw_samples
+from ddpmlab.sampling.api import draw_samples
+from ddpmlab.workflows.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
+from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.data.digits import digits_split
 from ddpmlab.evaluation.digit_classifier import load_classifier
 from ddpmlab.evaluation.fid import evaluate_digit_samples
 from ddpmlab.evaluation.metrics_nd import against_heldout
-from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
-from ddpmlab.workflows.pipeline import fit
 from ddpmlab.figures.plots2d import image_grid, reverse_gif
 from ddpmlab.runs.format import save_run
-from ddpmlab.sampling import draw_samples
+from ddpmlab.sampling.api import draw_samples
+from ddpmlab.workflows.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_SECONDS = 15 * 60

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 import ddpmlab as dl
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ddpmlab.data.named import NAMED
-from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
 from ddpmlab.evaluation.metrics import w1_to_mixture_1d
+from ddpmlab.models.flow_oracle import FlowMixtureOracle
 from ddpmlab.workflows.pipeline import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

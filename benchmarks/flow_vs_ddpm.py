@@ -57,14 +57,14 @@ from pathlib import Path
 import torch
 
 import ddpmlab as dl
-from ddpmlab.config import load_config
 from ddpmlab.config.build import build_schedule
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.data.named import NAMED
-from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
 from ddpmlab.evaluation.metrics import mixture_entropy_1d, w1_to_mixture_1d
 from ddpmlab.evaluation.metrics_nd import random_directions, sliced_w1
 from ddpmlab.evaluation.ode import ode_log_likelihood
+from ddpmlab.models.flow_oracle import FlowMixtureOracle
 from ddpmlab.workflows.pipeline import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

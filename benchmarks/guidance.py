@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.evaluation.guidance import evaluate_classes
 from ddpmlab.workflows.pipeline import fit
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.evaluation.digit_classifier import load_classifier
 from ddpmlab.evaluation.guidance import digit_classes
 from ddpmlab.figures.guidance import class_image_rows
 from ddpmlab.models.guidance import Guided
-from ddpmlab.sampling import draw_samples
+from ddpmlab.sampling.api import draw_samples
 from ddpmlab.workflows.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[1]

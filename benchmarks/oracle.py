@@ -28,16 +28,16 @@ import numpy as np
 import torch
 from scipy.integrate import quad
 
-from ddpmlab.config import load_config
 from ddpmlab.config.build import build_model
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.core.fileio import atomic_write_json
+from ddpmlab.core.schedule import make_schedule
 from ddpmlab.evaluation.likelihood import evaluate_bound
 from ddpmlab.evaluation.metrics import component_fractions, mixture_entropy_1d, w1, w1_to_mixture_1d
 from ddpmlab.evaluation.ode import ode_log_likelihood
-from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.sampling import sample
-from ddpmlab.core.schedule import make_schedule
+from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.sampling.api import sample
 
 
 def right_fraction_exact_reverse(oracle: MixtureOracle) -> float:

@@ -40,12 +40,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpmlab.config import load_config
 from ddpmlab.config.build import build_model
+from ddpmlab.config.schema import load_config
 from ddpmlab.data.base import make_training_data
 from ddpmlab.evaluation.metrics import w1_against
 from ddpmlab.models import fast_path
-from ddpmlab.sampling import sample
+from ddpmlab.sampling.api import sample
 from ddpmlab.training.trainer import Trainer
 
 try:

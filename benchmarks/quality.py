@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.evaluation.likelihood import evaluate_bound
 from ddpmlab.evaluation.metrics import component_fractions, w1_against
+from ddpmlab.sampling.api import draw_samples
 from ddpmlab.workflows.pipeline import fit
-from ddpmlab.sampling import draw_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_SCRIPT = ROOT.parent / "shared" / "reference" / "seed_tutorial.py"

@@ -54,7 +54,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, read_bytes
 from ddpmlab.core.threads import using_threads
 from ddpmlab.core.utils import DDPMLabError

@@ -21,7 +21,6 @@ startup.md into ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.workflows.pipeline import fit
 
 ROOT = Path(__file__).resolve().parents[1]

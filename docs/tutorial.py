@@ -258,7 +258,7 @@ plt.show()
 # likelihood is shown as "diverged (median X)" rather than as an absurd mean.
 
 # %%
-from ddpmlab.evaluation.report import format_table  # noqa: E402
+from ddpmlab.evaluation.exact import format_table  # noqa: E402
 
 evaluation = dl.evaluate(seed_model, mixture, generator=gen)
 print(format_table(evaluation))

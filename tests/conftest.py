@@ -1,23 +1,12 @@
 import math
 from pathlib import Path
 
-import faults
 import pytest
 import torch
 
 from ddpmlab.core.distributions import GaussianMixture
 
 FAULT_RUNNER = str(Path(__file__).with_name("fault_runner.py"))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _fault_injection():
-    """Every in-process Trainer runs the tests' fault-injection callback (inert unless DDPMLAB_TEST_* is set)."""
-    from ddpmlab.training.callbacks import CALLBACKS
-
-    hooks = faults.install()
-    yield
-    CALLBACKS.remove(hooks)
 
 
 @pytest.fixture(autouse=True, scope="session")

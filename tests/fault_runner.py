@@ -1,5 +1,5 @@
-"""``python tests/fault_runner.py ARGS``: the ``ddpmlab`` command with the tests' fault injection installed
-(``faults.EnvFaults``); also a torchrun script."""
+"""``python tests/fault_runner.py ARGS``: the ``ddpmlab`` command with the faults its environment names
+(``faults.from_env``) passed to its trainer (``faults.injected``); also a torchrun script."""
 import sys
 
 import faults
@@ -7,5 +7,6 @@ import faults
 from ddpmlab.cli import main
 
 if __name__ == "__main__":
-    faults.install()
-    sys.exit(main(sys.argv[1:]))
+    with faults.injected(**faults.from_env()):
+        code = main(sys.argv[1:])
+    sys.exit(code)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpmlab.cli import main
+from faults import injected
 
 TINY = ["--no-progress", "--set", "train.iters=5", "--set", "train.batch_size=64", "--set", "schedule.steps=20",
         "--set", "model.width=16"]
@@ -51,7 +52,7 @@ def _entry(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
-def build_runs(root: Path, monkeypatch) -> dict:
+def build_runs(root: Path) -> dict:
     """The runs and files the cases start from (each case works on copies)."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -59,11 +60,9 @@ def build_runs(root: Path, monkeypatch) -> dict:
     np.save(root / "big.npy", rng.normal(5.0, 1000.0, (300, 2)))
     runs = {}
 
-    def train(name, *args, signal_at=None, expect=0):
-        if signal_at is not None:
-            monkeypatch.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", str(signal_at))
-        code, _, err = run_main("train", "--out", root / name, *TINY, *args)
-        monkeypatch.delenv("DDPMLAB_TEST_SIGNAL_AT_STEP", raising=False)
+    def train(name, *args, signal_at=0, expect=0):
+        with injected(signal_at=signal_at):
+            code, _, err = run_main("train", "--out", root / name, *TINY, *args)
         assert code == expect, err
         runs[name] = root / name
 

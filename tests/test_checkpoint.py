@@ -11,14 +11,16 @@ from safetensors.torch import save as st_save
 
 import ddpmlab.runs.checkpoint as checkpoint_module
 import ddpmlab.training.trainer as training_module
-from ddpmlab.runs.checkpoint import (META_FILE, TENSORS_FILE, _json_checksum, checkpoint_dirs, read_checkpoint,
-                                read_metrics)
-from ddpmlab.runs.resume import resume_config
 from ddpmlab.cli import main
-from ddpmlab.config import load_config
-from ddpmlab.workflows.pipeline import train_run
-from ddpmlab.runs.format import load_run
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.runs.checkpoint import META_FILE, TENSORS_FILE, _json_checksum, checkpoint_dirs, read_checkpoint
+from ddpmlab.runs.format import load_run
+from ddpmlab.runs.metrics_log import read_metrics
+from ddpmlab.runs.resume import resume_config
+from ddpmlab.training.signals import TrainingInterrupted
+from ddpmlab.workflows.pipeline import train_run
+from faults import Faults
 
 TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
         "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=0", "train.iters=10",
@@ -41,9 +43,8 @@ def snapshot(root):
 def interrupted(tmp_path_factory):
     """A run stopped by SIGTERM after step 6 (checkpoints at 4 and 6), to copy and damage."""
     root = tmp_path_factory.mktemp("interrupted") / "run"
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(training_module.TrainingInterrupted):
-        mp.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", "6")
-        train_run(tiny_cfg("train.checkpoint_every=4"), root, progress=False)
+    with pytest.raises(TrainingInterrupted):
+        train_run(tiny_cfg("train.checkpoint_every=4"), root, progress=False, callbacks=[Faults(signal_at=6)])
     return root
 
 

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from ddpmlab.config import CONFIG_DIR, load_config, to_toml
+from ddpmlab.config.schema import CONFIG_DIR, load_config
+from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.utils import DDPMLabError
 
 

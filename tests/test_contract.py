@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import ddpmlab as dl
-from ddpmlab.config import load_config
 from ddpmlab.config.build import build_model
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.runs.format import load_run
@@ -80,7 +80,7 @@ class _TimeMLP(nn.Module):
 def test_preconditioning_takes_the_mean_type_and_needs_moments():
     sched = dl.make_schedule("linear", 20)
     model = dl.DiffusionModel(_TimeMLP(1, 1), sched, "v", data_shape=(1,), precondition=True)
-    assert model.precond.mean_type == "v"
+    assert model.precond.mean_kind is dl.MEAN_TYPES.get("v")
     with pytest.raises(DDPMLabError, match="mean and standard deviation"):
         model.p_mean_variance(torch.zeros(3, 1), torch.full((3,), 4))
     model.set_data_moments(1.0, 2.0)

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from ddpmlab.cli import main
-from ddpmlab.config import DataConfig
-from ddpmlab.data import files, make_training_data
+from ddpmlab.config.schema import DataConfig
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data import files
+from ddpmlab.data.base import make_training_data
 from ddpmlab.data.base import split_heldout
 from ddpmlab.data.files import load_data_file
 from ddpmlab.runs.format import load_run
-from ddpmlab.core.utils import DDPMLabError
 
 TINY = ["--set", "schedule.steps=10", "--set", "model.width=8", "--set", "model.depth=1",
         "--set", "train.iters=3", "--set", "train.batch_size=16", "--no-progress"]

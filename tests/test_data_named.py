@@ -9,10 +9,10 @@ import torch
 
 from conftest import gen
 from ddpmlab.cli import main
-from ddpmlab.config import DataConfig
-from ddpmlab.data import make_training_data
-from ddpmlab.data.named import NAMED
+from ddpmlab.config.schema import DataConfig
 from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.data.base import make_training_data
+from ddpmlab.data.named import NAMED
 from ddpmlab.runs.format import load_run
 
 TINY = ["--set", "schedule.steps=10", "--set", "model.width=8", "--set", "model.depth=1", "--set",

@@ -11,13 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from ddpmlab.config.build import build_model
-from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
-from ddpmlab.config import load_config, to_toml
-from ddpmlab.data import make_training_data
+from ddpmlab.config.schema import load_config
+from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.diffusion import q_sample
-from ddpmlab.training.distributed import DistContext, local_batch_size, rank_seed, shard
-from ddpmlab.objectives.losses import make_objective
 from ddpmlab.core.utils import DDPMLabError, mean_flat
+from ddpmlab.data.base import make_training_data
+from ddpmlab.objectives.losses import make_objective
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint
+from ddpmlab.runs.metrics_log import read_metrics
+from ddpmlab.training.distributed import DistContext, local_batch_size, rank_seed, shard
 
 CFG = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
        "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=64", "train.iters=6",

@@ -11,15 +11,15 @@ import torch
 
 from _report_runs import QUICK_EVAL, build, cli, user_table
 from conftest import gen, oracle_ode_nll_nats
-from ddpmlab.config import DataConfig, load_config
 from ddpmlab.config.build import build_model
+from ddpmlab.config.schema import DataConfig, load_config
 from ddpmlab.core.distributions import seed_mixture
-from ddpmlab.data import make_training_data
+from ddpmlab.data.base import make_training_data
 from ddpmlab.data.base import HELDOUT_FRACTION, split_heldout
 from ddpmlab.data.named import gaussian_1d
-from ddpmlab.evaluation.likelihood import evaluate_bound, vlb_terms
-from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step, vlb_terms_by_step
+from ddpmlab.evaluation.likelihood import evaluate_bound, vlb_terms, vlb_terms_by_step
+from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step
+from ddpmlab.models.oracle import MixtureOracle
 from ddpmlab.runs.format import load_run
 
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from conftest import gen
-from ddpmlab.config import load_config
 from ddpmlab.config.build import build_model
+from ddpmlab.config.schema import load_config
 from ddpmlab.models import fast_path
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.models.unet import UNet
-from ddpmlab.sampling import sample
+from ddpmlab.sampling.api import sample
 from ddpmlab.training.trainer import Trainer
 
 

@@ -5,12 +5,15 @@ import signal
 import pytest
 import torch
 
-from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
 from ddpmlab.cli import main
-from ddpmlab.config import load_config, to_toml
-from ddpmlab.workflows.pipeline import train_run
+from ddpmlab.config.schema import load_config
+from ddpmlab.config.toml_writer import to_toml
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint
+from ddpmlab.runs.metrics_log import read_metrics
 from ddpmlab.training.signals import NonFiniteLoss, TrainingInterrupted
 from ddpmlab.training.trainer import Trainer
+from ddpmlab.workflows.pipeline import train_run
+from faults import Faults, injected
 
 TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
         "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=0", "train.iters=10",
@@ -43,10 +46,10 @@ def train_cli(tmp_path, capsys, run_dir, *args):
     return code, capsys.readouterr().err
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    monkeypatch.setenv("DDPMLAB_TEST_NAN_AT_STEP", "7")
-    code, err = train_cli(tmp_path, capsys, run, "--checkpoint-every", "3")
+    with injected(nan_at=7):
+        code, err = train_cli(tmp_path, capsys, run, "--checkpoint-every", "3")
     assert code == 3
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -58,31 +61,28 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, ca
     assert [row["step"] for row in read_metrics(run / "metrics.csv")] == list(range(1, 7))
 
 
-def test_nan_after_resume_leaves_the_checkpoints_untouched(tmp_path, monkeypatch):
+def test_nan_after_resume_leaves_the_checkpoints_untouched(tmp_path):
     run = tmp_path / "run"
-    monkeypatch.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", "4")
     with pytest.raises(TrainingInterrupted):
-        train_run(tiny_cfg("train.checkpoint_every=2"), run, progress=False)
-    monkeypatch.delenv("DDPMLAB_TEST_SIGNAL_AT_STEP")
+        train_run(tiny_cfg("train.checkpoint_every=2"), run, progress=False, callbacks=[Faults(signal_at=4)])
     checkpoints = snapshot(run / "checkpoints")
-    monkeypatch.setenv("DDPMLAB_TEST_NAN_AT_STEP", "5")
     with pytest.raises(NonFiniteLoss, match="at step 5.*step_000004"):
-        train_run(tiny_cfg("train.checkpoint_every=2"), run, progress=False, resume=True)
+        train_run(tiny_cfg("train.checkpoint_every=2"), run, progress=False, resume=True,
+                  callbacks=[Faults(nan_at=5)])
     assert snapshot(run / "checkpoints") == checkpoints
     assert not (run / "run.json").exists()
 
 
-def test_nan_before_any_checkpoint_writes_no_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("DDPMLAB_TEST_NAN_AT_STEP", "1")
+def test_nan_before_any_checkpoint_writes_no_run(tmp_path):
     with pytest.raises(NonFiniteLoss, match="at step 1; .*no checkpoint had been written"):
-        train_run(tiny_cfg(), tmp_path, progress=False)
+        train_run(tiny_cfg(), tmp_path, progress=False, callbacks=[Faults(nan_at=1)])
     assert not list(tmp_path.iterdir())  # no checkpoint, no run files, no metrics.csv
 
 
-def test_sigint_checkpoints_and_exits_130(tmp_path, capsys, monkeypatch):
+def test_sigint_checkpoints_and_exits_130(tmp_path, capsys):
     run = tmp_path / "run"
-    monkeypatch.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", "4:INT")  # a real SIGINT to this process during step 4
-    code, err = train_cli(tmp_path, capsys, run)
+    with injected(signal_at=4, sigint=True):  # a real SIGINT to this process during step 4
+        code, err = train_cli(tmp_path, capsys, run)
     assert code == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted by SIGINT after step 4" in lines[0], err

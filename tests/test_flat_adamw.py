@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from conftest import gen
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.training.flat_adamw import FlatAdamW
 from ddpmlab.training.trainer import Trainer

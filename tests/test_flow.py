@@ -13,17 +13,17 @@ import torch
 
 import ddpmlab as dl
 from conftest import gen, mixture_2d
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.continuous import ContinuousSchedule
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.core.paths import VPPath, shifted_grid, velocity_field
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
 from ddpmlab.evaluation.metrics import mixture_entropy_1d
 from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.models.flow_model import FlowModel
+from ddpmlab.models.flow_oracle import FlowMixtureOracle
 from ddpmlab.models.mlp import MLPDenoiser
-from ddpmlab.objectives import FlowMatching
+from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.training.trainer import Trainer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

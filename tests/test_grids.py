@@ -9,11 +9,11 @@ import torch
 import ddpmlab as dl
 from conftest import gen, mixture_2d
 from ddpmlab.cli import main
-from ddpmlab.config import from_dict, load_config
+from ddpmlab.config.schema import from_dict, load_config
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.evaluation.metrics import w1_to_mixture_1d
-from ddpmlab.sampling import ODE_SOLVERS
 from ddpmlab.sampling.grids import EDM_SIGMA_RANGE, ESSER_SHIFT, TIME_GRIDS, build_grid
+from ddpmlab.sampling.registry import ODE_SOLVERS
 
 T = 100
 DDPM_GRIDS = ("uniform", "karras", "log_snr")  # the shifted grid is a flow's

@@ -10,7 +10,7 @@ import torch
 import ddpmlab as dl
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.evaluation.conditional_oracle import LabelledMixtureOracle, class_posterior
+from ddpmlab.models.conditional_oracle import LabelledMixtureOracle, class_posterior
 from ddpmlab.models.guidance import Guided, drop_labels
 from ddpmlab.models.mlp import MLPDenoiser
 from conftest import gen

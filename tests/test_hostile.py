@@ -18,6 +18,7 @@ from typing import Callable
 
 import pytest
 
+from faults import injected
 from hostile_support import (EACCES, EIO, ENOSPC, TINY, Workspace, build_runs, lying_npy, run_main,
                              spoil_weights_with_nan, tree)
 
@@ -69,10 +70,9 @@ def _data_changed(ws):
     import numpy as np
 
     data = ws.copy("data.npy")
-    ws.env(DDPMLAB_TEST_SIGNAL_AT_STEP="3")
-    code, _, err = run_main("train", "--out", ws.path("run"), "--data", data, *TINY, "--checkpoint-every", "2")
+    with injected(signal_at=3):
+        code, _, err = run_main("train", "--out", ws.path("run"), "--data", data, *TINY, "--checkpoint-every", "2")
     assert code == 143, err
-    ws.mp.delenv("DDPMLAB_TEST_SIGNAL_AT_STEP")
     np.save(data, np.load(data) + 1.0)
     return ["train", "--resume", ws.path("run"), "--no-progress"]
 
@@ -234,14 +234,15 @@ CASES = [
     Case("checkpoint-data-changed", 2, "training data differ", _data_changed),
     Case("metrics-row-unreadable", 2, "line 3 cannot be read", _metrics_bad_byte),
     Case("every-checkpoint-damaged", 2, "sha256", _all_checkpoints_truncated),
+    Case("logprob-data-of-other-shape", 2, "examples of shape (2,), but the run's data have shape (1,)",
+         lambda ws: ["logprob", ws.copy("train"), "--data", ws.copy("data.npy"), "--out", ws.path("lp.npy")]),
 ]
 
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        return build_runs(tmp_path_factory.mktemp("hostile") / "runs", mp)
+    return build_runs(tmp_path_factory.mktemp("hostile") / "runs")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -17,6 +17,7 @@ from typing import Callable
 
 import pytest
 
+from faults import injected
 from hostile_support import TINY, Workspace, run_main, tree
 
 QUICK_EVALUATE = ["--n-bound", "200", "--n-ode", "0", "--samples", "200"]
@@ -204,15 +205,15 @@ SPECIAL_CASES = [
 def runs(tmp_path_factory):
     """A finished run (with checkpoints), an interrupted one, and a finished 2-D run for the figures."""
     root = tmp_path_factory.mktemp("hostile_files") / "runs"
-    with pytest.MonkeyPatch.context() as mp:
-        def train(name, *args, expect=0):
-            code, _, err = run_main("train", "--out", root / name, *TINY, *args)
-            assert code == expect, err
-        train("train", "--set", "train.iters=4", "--checkpoint-every", "2")
-        mp.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", "3")
+
+    def train(name, *args, expect=0):
+        code, _, err = run_main("train", "--out", root / name, *TINY, *args)
+        assert code == expect, err
+
+    train("train", "--set", "train.iters=4", "--checkpoint-every", "2")
+    with injected(signal_at=3):
         train("unfinished", "--set", "train.iters=6", "--checkpoint-every", "2", expect=143)
-        mp.delenv("DDPMLAB_TEST_SIGNAL_AT_STEP")
-        train("moons", "--config", "moons", "--set", "model.depth=1")
+    train("moons", "--config", "moons", "--set", "model.depth=1")
     return {"root": root}
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch
 
 import ddpmlab as dl
 from hostile_support import TINY, run_main, tree

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint
 from ddpmlab.runs.format import load_run
+from ddpmlab.runs.metrics_log import read_metrics
 from hostile_support import TINY
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -97,7 +98,7 @@ DRIVER = textwrap.dedent('''
     report["after"] = tree()
     os.unlink(os.path.join(mnt, "filler"))
     run("resume_room", "train", "--resume", run_dir, "--no-progress", "--set", "train.iters=8")
-    from ddpmlab.runs.checkpoint import read_metrics
+    from ddpmlab.runs.metrics_log import read_metrics
     report["rows"] = [r["step"] for r in read_metrics(os.path.join(run_dir, "metrics.csv"))]
     print(json.dumps(report))
 ''')

@@ -11,28 +11,30 @@ import tomllib
 import numpy as np
 import pytest
 
-from ddpmlab.config import load_config, to_toml
 from ddpmlab.config.checks import log_alpha_bar_T, prior_mismatch
-from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
+from ddpmlab.config.schema import load_config
+from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint
 from ddpmlab.runs.format import load_run
+from ddpmlab.runs.metrics_log import read_metrics
 from ddpmlab.runs.ownership import LOCK_FILE, MARKER_FILE, DirectoryClaim
+from faults import injected
 from hostile_support import ENOSPC, TINY, Workspace, run_main, tree
 
 RUN = TINY + ["--set", "train.iters=8", "--checkpoint-every", "2"]
 
 
-def interrupted(tmp_path, monkeypatch, at=5, name="run", *extra):
+def interrupted(tmp_path, at=5, name="run", *extra):
     """A run stopped by SIGTERM during step ``at``: checkpoints every 2 steps and at step ``at``."""
-    monkeypatch.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", str(at))
-    code, _, err = run_main("train", "--out", tmp_path / name, *RUN, *extra)
-    monkeypatch.delenv("DDPMLAB_TEST_SIGNAL_AT_STEP")
+    with injected(signal_at=at):
+        code, _, err = run_main("train", "--out", tmp_path / name, *RUN, *extra)
     assert code == 143, err
     return tmp_path / name
 
 
-def test_damaged_newest_checkpoint_falls_back_with_one_line(tmp_path, monkeypatch):
-    run = interrupted(tmp_path, monkeypatch)  # checkpoints 2, 4, 5
+def test_damaged_newest_checkpoint_falls_back_with_one_line(tmp_path):
+    run = interrupted(tmp_path)  # checkpoints 2, 4, 5
     reference = tmp_path / "reference"
     assert run_main("train", "--out", reference, *RUN)[0] == 0  # the same run, never interrupted
     damaged = run / "checkpoints" / "step_000005" / "state.safetensors"
@@ -53,8 +55,8 @@ def test_damaged_newest_checkpoint_falls_back_with_one_line(tmp_path, monkeypatc
     assert load_run(run).info["summary"]["resumed_from_step"] == 4
 
 
-def test_a_row_cut_short_after_the_checkpoint_is_recomputed(tmp_path, monkeypatch):
-    run = interrupted(tmp_path, monkeypatch, at=5)  # checkpoints 2, 4, 5; rows 1..5
+def test_a_row_cut_short_after_the_checkpoint_is_recomputed(tmp_path):
+    run = interrupted(tmp_path, at=5)  # checkpoints 2, 4, 5; rows 1..5
     with open(run / "metrics.csv", "ab") as f:
         f.write(b"6,0.12\xff")  # a crash during the next row
     assert run_main("train", "--resume", run, "--no-progress")[0] == 0
@@ -62,8 +64,8 @@ def test_a_row_cut_short_after_the_checkpoint_is_recomputed(tmp_path, monkeypatc
     assert [r["step"] for r in rows] == list(range(1, 9))
 
 
-def test_metrics_rows_before_the_checkpoint_are_never_dropped(tmp_path, monkeypatch):
-    run = interrupted(tmp_path, monkeypatch)
+def test_metrics_rows_before_the_checkpoint_are_never_dropped(tmp_path):
+    run = interrupted(tmp_path)
     text = (run / "metrics.csv").read_text().splitlines()
     text[3] = "3,zero,0.002,0.1"  # an edit in the row of step 3 (before checkpoint 5)
     (run / "metrics.csv").write_text("\n".join(text) + "\n")
@@ -121,7 +123,7 @@ def _in_checkpoints(fd, *args) -> bool:
 def test_enospc_in_a_checkpoint_leaves_whole_files_only(tmp_path, monkeypatch):
     """A full disk while a checkpoint is written: one line, exit 2, no temporary or partial checkpoint;
     the earlier checkpoint and rows are intact and the run resumes once there is room."""
-    run = interrupted(tmp_path, monkeypatch, at=3)  # checkpoints 2, 3
+    run = interrupted(tmp_path, at=3)  # checkpoints 2, 3
     before = tree(run)
     ws = Workspace(tmp_path, {"root": tmp_path}, monkeypatch)
     ws.fail_os(os, "fsync", ENOSPC, when=_in_checkpoints)  # checkpoint 4's first file cannot be written

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ddpmlab.cli import build_parser
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.runs.ownership import LOCK_FILE, MARKER_FILE
 from ddpmlab.workflows.sweep import MAX_JOBS
 from hostile_support import Workspace, run_main, tree

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import ddpmlab as dl
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.runs.checkpoint import META_FILE, _json_checksum, checkpoint_dirs
+from faults import injected
 from hostile_support import TINY, Workspace, run_main, tree
 
 SENTINEL = """\
@@ -45,14 +46,13 @@ TINY_SETS = [a for a in TINY if a != "--no-progress"]
 def runs(tmp_path_factory):
     """A finished tiny run (checkpoints 2, 4, 6) and an interrupted one (checkpoints 2, 4, 5 of 8)."""
     root = tmp_path_factory.mktemp("trust") / "runs"
-    with pytest.MonkeyPatch.context() as mp:
-        code, _, err = run_main("train", "--out", root / "train", *TINY, "--set", "train.iters=6",
-                                "--checkpoint-every", "2")
-        assert code == 0, err
-        mp.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", "5")
+    code, _, err = run_main("train", "--out", root / "train", *TINY, "--set", "train.iters=6",
+                            "--checkpoint-every", "2")
+    assert code == 0, err
+    with injected(signal_at=5):
         code, _, err = run_main("train", "--out", root / "unfinished", *TINY, "--set", "train.iters=8",
                                 "--checkpoint-every", "2")
-        assert code == 143, err
+    assert code == 143, err
     return {"root": root, "train": root / "train", "unfinished": root / "unfinished"}
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.base import make_training_data
 from ddpmlab.data.labels import load_labelled_file

@@ -6,12 +6,12 @@ import torch
 
 from ddpmlab.core.diffusion import q_posterior_mean_variance, q_sample
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
-from ddpmlab.evaluation.likelihood import (evaluate_bound, gaussian_log_likelihood, nats_to_bpd, normal_kl,
-                                           vlb_terms)
-from ddpmlab.evaluation.oracle import MixtureOracle
+from ddpmlab.core.gaussian import gaussian_log_likelihood, nats_to_bpd, normal_kl
+from ddpmlab.core.schedule import make_schedule
+from ddpmlab.evaluation.likelihood import evaluate_bound, vlb_terms
+from ddpmlab.models.oracle import MixtureOracle
 from ddpmlab.models.seed import SeedReverse
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
-from ddpmlab.core.schedule import make_schedule
 from conftest import gen
 
 

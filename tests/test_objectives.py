@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from ddpmlab.config import load_config
 from ddpmlab.config.build import build_model
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.objectives.losses import Hybrid, VLB
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound

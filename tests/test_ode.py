@@ -9,12 +9,13 @@ from ddpmlab.models.diffusion_model import DiffusionModel
 import torch
 from scipy.integrate import quad
 
+from ddpmlab.core.continuous import ContinuousSchedule, score_function
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
-from ddpmlab.evaluation.ode import ContinuousSchedule, score_function, ode_log_likelihood
-from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.models.seed import SeedReverse
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.evaluation.ode import ode_log_likelihood
+from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.models.seed import SeedReverse
 from conftest import gen
 
 

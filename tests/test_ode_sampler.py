@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
-from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.sampling import draw_samples, sample
-from ddpmlab.sampling.ode import dpm_solver_2m
-from ddpmlab.sampling.samplers import ddim_step
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.sampling.api import draw_samples, sample
+from ddpmlab.sampling.ode import dpm_solver_2m
+from ddpmlab.sampling.samplers import ddim_step
 from conftest import gen
 
 M, S = 2.0, 0.5

@@ -8,11 +8,11 @@ import torch
 from scipy.integrate import quad
 
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
-from ddpmlab.evaluation.metrics import component_fractions, w1
-from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.sampling import sample
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.evaluation.metrics import component_fractions, w1
+from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.sampling.api import sample
 from conftest import gen
 
 

@@ -10,9 +10,9 @@ import torch
 from conftest import gen
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.data.named import gaussian_1d
-from ddpmlab.evaluation.oracle import MixtureOracle
+from ddpmlab.models.oracle import MixtureOracle
 from ddpmlab.objectives.timesteps import ImportanceTimesteps
-from ddpmlab.sampling import sample
+from ddpmlab.sampling.api import sample
 from ddpmlab.sampling.samplers import ddim_step
 
 DATA_MEAN, DATA_VAR = 1.0, 0.25  # gaussian_1d: N(1, 0.5^2)

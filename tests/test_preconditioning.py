@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ddpmlab.config.build import build_model
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import GaussianMixture
-from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.oracle import MixtureOracle
 from conftest import gen
 
 M, S = 1.5, 2.5  # scalar mean and standard deviation of the Gaussian data

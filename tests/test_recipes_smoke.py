@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
+from ddpmlab.sampling.api import draw_samples
+from ddpmlab.sampling.registry import SAMPLERS
 from ddpmlab.workflows.pipeline import fit
-from ddpmlab.sampling import SAMPLERS, draw_samples
 
 TINY = ["schedule.steps=12", "schedule.kind='linear'", "schedule.beta_start=0.01", "schedule.beta_end=0.3",
         "model.width=16", "model.depth=1", "train.iters=3", "train.batch_size=64", "data.n_train=0"]

@@ -1,5 +1,5 @@
 """A probability-flow likelihood that diverged reads "diverged (median X)" in the evaluation's JSON and
-table, never as 1e+50 (``ddpmlab.evaluation.report``).
+table, never as 1e+50 (``ddpmlab.evaluation.exact``).
 
 ``RunsAway`` is a flow with a closed form: the score -x of N(0, 1), whose probability-flow drift is zero
 (every point stays, its log-density is the standard normal's), except below x = -2, where the score
@@ -12,8 +12,8 @@ import torch
 
 import ddpmlab as dl
 from ddpmlab.core.contract import ReverseProcess
-from ddpmlab.evaluation.report import DIVERGED_NATS_PER_DIM, evaluate_run, format_table
-from ddpmlab.evaluation.report import ode_nll as _ode
+from ddpmlab.evaluation.exact import DIVERGED_NATS_PER_DIM, evaluate_run, format_table
+from ddpmlab.evaluation.exact import ode_nll as _ode
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 

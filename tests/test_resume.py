@@ -14,11 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint, read_metrics
 from ddpmlab.cli import main
-from ddpmlab.config import load_config, to_toml
+from ddpmlab.config.schema import load_config
+from ddpmlab.config.toml_writer import to_toml
+from ddpmlab.runs.checkpoint import checkpoint_dirs, read_checkpoint
+from ddpmlab.runs.metrics_log import read_metrics
+from ddpmlab.training.signals import TrainingInterrupted
 from ddpmlab.workflows.pipeline import fit, train_run
-from ddpmlab.training.trainer import TrainingInterrupted
+from faults import Faults
 
 TINY = ["schedule.kind='linear'", "schedule.steps=10", "schedule.beta_start=1e-3", "schedule.beta_end=0.2",
         "model.width=16", "model.depth=1", "model.time_dim=8", "data.n_train=0", "train.iters=12",
@@ -59,17 +62,15 @@ def assert_same_tensors(a: dict, b: dict):
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_resume_is_bit_identical(tmp_path, monkeypatch, name):
+def test_resume_is_bit_identical(tmp_path, name):
     cfg = tiny_cfg(name, "train.checkpoint_every=4")
     full = train_run(cfg, tmp_path / "full", progress=False)
 
-    monkeypatch.setenv("DDPMLAB_TEST_SIGNAL_AT_STEP", "6")  # SIGTERM to ourselves during step 6
-    with pytest.raises(TrainingInterrupted) as info:
-        train_run(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(TrainingInterrupted) as info:  # SIGTERM to ourselves during step 6
+        train_run(cfg, tmp_path / "cut", progress=False, callbacks=[Faults(signal_at=6)])
     assert info.value.step == 6 and info.value.exit_code == 143
     assert [s for s, _ in checkpoint_dirs(tmp_path / "cut")] == [4, 6]
     assert not (tmp_path / "cut" / "run.json").exists()
-    monkeypatch.delenv("DDPMLAB_TEST_SIGNAL_AT_STEP")
     resumed = train_run(cfg, tmp_path / "cut", progress=False, resume=True)
 
     assert_same_tensors(weights(tmp_path / "full"), weights(tmp_path / "cut"))  # model.* and ema.*

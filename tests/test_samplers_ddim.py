@@ -1,8 +1,8 @@
 """DDIM against the ancestral step, and respaced ancestral sampling."""
 import torch
 
-from ddpmlab.config import load_config
 from ddpmlab.config.build import build_model
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.diffusion import q_posterior_mean_variance
 from ddpmlab.sampling.samplers import ddim_step
 from conftest import gen

@@ -1,10 +1,10 @@
 import torch
 
-from ddpmlab.models.seed import SeedReverse
 from ddpmlab.core.contract import ReverseProcess
 from ddpmlab.core.parameterisation import from_mean_variance
-from ddpmlab.sampling import sample
 from ddpmlab.core.schedule import make_schedule
+from ddpmlab.models.seed import SeedReverse
+from ddpmlab.sampling.api import sample
 from conftest import gen
 
 

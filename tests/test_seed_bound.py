@@ -6,10 +6,10 @@ import torch
 
 from ddpmlab.core.diffusion import forward_trajectory
 from ddpmlab.core.distributions import GaussianMixture, seed_mixture
-from ddpmlab.evaluation.oracle import MixtureOracle
+from ddpmlab.core.schedule import make_schedule
+from ddpmlab.models.oracle import MixtureOracle
 from ddpmlab.models.seed import SeedReverse
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
-from ddpmlab.core.schedule import make_schedule
 from conftest import gen
 
 

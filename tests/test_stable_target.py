@@ -1,21 +1,20 @@
 """The stable target field of flow matching (Xu et al. 2023; ``flow_target = "stable"``): the batched
 computation against a plain per-row loop, its limits (the conditional target near the data, the batch
 mean at the prior), class labels, the exact velocity as the reference batch grows, and the config."""
-import math
 
 import pytest
 import torch
 
 import ddpmlab as dl
 from conftest import gen, mixture_2d
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
 from ddpmlab.models.flow_model import FlowModel
+from ddpmlab.models.flow_oracle import FlowMixtureOracle
 from ddpmlab.models.mlp import MLPDenoiser
-from ddpmlab.objectives import FlowMatching
+from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.objectives.flow_matching import stable_target
 from ddpmlab.training.trainer import Trainer
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from ddpmlab.cli import COMMANDS
+
 HEAVY = ("torch", "scipy", "plotly", "matplotlib")
 
 # Runs STATEMENT in a fresh interpreter and prints, for every heavy package imported, the ddpmlab module
@@ -50,6 +52,23 @@ def heavy_imports(statement: str, packages) -> dict:
 def test_no_heavy_imports(statement, packages):
     found = heavy_imports(statement, packages)
     assert not found, f"`{statement}` imports " + "; ".join(f"{p} (from {m})" for p, m in found.items())
+
+
+def _help(command: str) -> str:
+    argv = ["--help"] if not command else [command, "--help"]
+    return ("from ddpmlab.cli import main\n"
+            "try:\n"
+            f"    main({argv!r})\n"
+            "except SystemExit:\n"
+            "    pass")
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_parses_before_torch(command):
+    """``ddpmlab [CMD] --help`` imports none of torch, scipy, plotly, matplotlib: the CLI parses first, so
+    --help and a mistyped flag answer at once (issue 28: at most 1.0 s)."""
+    found = heavy_imports(_help(command), HEAVY)
+    assert not found, f"`ddpmlab {command} --help` imports " + "; ".join(f"{p} (from {m})" for p, m in found.items())
 
 
 def test_the_guard_names_the_importer():

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ddpmlab.cli import build_parser, main
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.workflows.sweep import parse_grid, parse_seeds
 
 TINY = ["schedule.steps=10", "model.width=16", "model.depth=1", "train.iters=3", "train.batch_size=32"]

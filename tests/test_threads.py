@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ddpmlab.cli import main
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core import threads as policy
 from ddpmlab.core.threads import MACS_PER_THREAD, choose_threads, cores_from, count_macs, env_thread_limit
 from ddpmlab.workflows import pipeline, threads as wthreads
@@ -84,6 +84,18 @@ def test_using_threads_restores():
     before = torch.get_num_threads()
     with policy.using_threads(3) as n:
         assert n == 3 and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+
+
+def test_intra_op_threads_sets_restores_and_none_leaves_alone():
+    before = torch.get_num_threads()
+    with policy.intra_op_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        with policy.intra_op_threads(None):
+            assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), policy.intra_op_threads(before + 2):
+        raise RuntimeError("the count is restored on the way out of an error too")
     assert torch.get_num_threads() == before
 
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from ddpmlab.workflows.tutorial import (COMPARISON, FIGURES, RECOMMENDED_DIR, RECOMMENDED_FIGURES, REPORT,
-                                       run_tutorial)
+from ddpmlab.workflows.tutorial import COMPARISON, RECOMMENDED_DIR, RECOMMENDED_FIGURES, REPORT, run_tutorial
+from ddpmlab.workflows.tutorial_recipes import SEED_FIGURES
 
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?[eE][-+]?\d+")  # a number written with an exponent
 
@@ -36,7 +36,7 @@ def test_tutorial_end_to_end(tmp_path):
     r = run_cli("tutorial", "--out", str(out), "--iters", "20", "--seed", "3", "--samples", "2000", "--no-progress")
     assert r.returncode == 0, r.stderr
     rec = out / RECOMMENDED_DIR
-    for path in [out / n for n in FIGURES + ("metrics.json", "evaluation.json", "diagnosis.json", "run.json",
+    for path in [out / n for n in SEED_FIGURES + ("metrics.json", "evaluation.json", "diagnosis.json", "run.json",
                                              "model.safetensors", COMPARISON)] + \
                 [rec / n for n in RECOMMENDED_FIGURES + ("metrics.json", "run.json", "model.safetensors")]:
         assert path.is_file() and path.stat().st_size > 0, path

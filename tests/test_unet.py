@@ -5,9 +5,9 @@ import torch
 
 from conftest import gen
 from ddpmlab.config.build import build_model
-from ddpmlab.config import load_config
-from ddpmlab.models.unet import UNet
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.unet import UNet
 
 
 def _perturbed(net):

@@ -9,7 +9,7 @@ import importlib
 import sys
 import warnings
 
-COMMANDS = ("tutorial", "train", "sample", "evaluate", "figures", "report", "sweep")
+COMMANDS = ("tutorial", "train", "sample", "evaluate", "logprob", "figures", "report", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

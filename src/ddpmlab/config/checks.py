@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from ddpmlab.core.parameterisation import MEAN_TYPES
 from ddpmlab.core.resources import check_memory, format_bytes
 from ddpmlab.core.schedule import make_betas
 from ddpmlab.core.utils import DDPMLabError
@@ -53,10 +54,11 @@ def check_schedule_precision(cfg) -> None:
     1 - alpha-bar, which the samplers and the bound divide by, is lost (0 below 1.1e-16).
 
     Below float32's smallest normal number (1.2e-38) alpha-bar_T flushes to 0 and every parameterisation
-    divides by it or takes its log. An epsilon-predicting model also recovers x_0 as
-    (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): once 1 / sqrt(abar_T) exceeds 1 / float32 epsilon
-    (abar_T < 1.4e-14), the x_0 implied by a float32 epsilon has no significant digit, and ancestral
-    sampling multiplies that error by the same factor. (The cosine schedule ends near 1e-8 to 1e-9.)
+    divides by it or takes its log. An epsilon-predicting model (any mean type with
+    ``x0_divides_by_sqrt_abar``) also recovers x_0 as (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): once
+    1 / sqrt(abar_T) exceeds 1 / float32 epsilon (abar_T < 1.4e-14), the x_0 implied by a float32 epsilon
+    has no significant digit, and ancestral sampling multiplies that error by the same factor. (The cosine
+    schedule ends near 1e-8 to 1e-9.)
     """
     low = smallest_beta(cfg)
     if not low >= MIN_BETA:
@@ -68,9 +70,9 @@ def check_schedule_precision(cfg) -> None:
         raise DDPMLabError(f"{_schedule_name(cfg)} gives alpha-bar_T = {abar}, which underflows float32 "
                            f"(below {FLOAT32_TINY:.2g}): the model would compute NaN; use fewer steps or "
                            f"smaller betas")
-    if cfg.model.mean_type == "epsilon" and log_abar < 2 * math.log(FLOAT32_EPS):
-        raise DDPMLabError(f"{_schedule_name(cfg)} gives alpha-bar_T = {abar}: an epsilon prediction then "
-                           f"recovers x_0 with an error of 1 / sqrt(alpha-bar_T) = {math.exp(-log_abar / 2):.2g} "
+    if MEAN_TYPES.get(cfg.model.mean_type).x0_divides_by_sqrt_abar and log_abar < 2 * math.log(FLOAT32_EPS):
+        raise DDPMLabError(f"{_schedule_name(cfg)} gives alpha-bar_T = {abar}: mean type {cfg.model.mean_type!r} "
+                           f"then recovers x_0 with an error of 1 / sqrt(alpha-bar_T) = {math.exp(-log_abar / 2):.2g} "
                            f"float32 epsilons (no significant digit); use fewer steps or smaller betas")
 
 

@@ -15,9 +15,10 @@ def validate_family(cfg) -> None:
         if t.objective not in ("flow_matching", "custom"):
             raise DDPMLabError(f"train.objective = {t.objective!r} trains a DDPM; a flow (model.family = 'flow') "
                                "trains with train.objective = 'flow_matching'")
-        if m.mean_type != "epsilon" or m.var_type != "fixed_small":
+        default = type(m)()
+        if (m.mean_type, m.var_type) != (default.mean_type, default.var_type):
             raise DDPMLabError("a flow predicts its velocity only: leave model.mean_type and model.var_type at "
-                               "their defaults (epsilon, fixed_small)")
+                               f"their defaults ({default.mean_type}, {default.var_type})")
         if s.sampler != "ode":
             raise DDPMLabError(f"sample.sampler = {s.sampler!r} needs a DDPM's reverse chain; a flow samples with "
                                "sample.sampler = 'ode' (ode_solver euler, heun, midpoint or rk45)")

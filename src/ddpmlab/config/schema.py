@@ -14,19 +14,19 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ddpmlab.core.parameterisation import LEARNED_VAR_TYPES, MEAN_TYPES, VAR_TYPES
-from ddpmlab.core.paths import FAMILIES
-from ddpmlab.core.schedule import SCHEDULES
 from ddpmlab.config.checks import check_config_memory, check_schedule_precision
 from ddpmlab.config.families import validate_family
+from ddpmlab.core.parameterisation import MEAN_TYPES, VAR_TYPES, mean_types_with
+from ddpmlab.core.paths import FAMILIES
+from ddpmlab.core.schedule import SCHEDULES
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.named import NAMED
-from ddpmlab.models.registry import ARCHITECTURES, is_target
+from ddpmlab.models.registry import ARCHITECTURES, SEED_TYPES, is_target
 from ddpmlab.objectives.flow_matching import TARGETS, TIME_SAMPLINGS
 from ddpmlab.objectives.losses import OBJECTIVES
-from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
 from ddpmlab.sampling.grids import TIME_GRIDS, axis_of, make_grid, shift_option
 from ddpmlab.sampling.options import ETA_RANGE, TIME_SHIFT_RANGE
+from ddpmlab.sampling.registry import ODE_SOLVERS, SAMPLERS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -58,8 +58,8 @@ class ModelConfig:
     # linear path x_t = (1 - t) x_0 + t eps, trained by flow_matching, sampled by the ode sampler)
     arch: str = "mlp"  # seed (the tutorial's two small networks) | mlp | unet (images) | your own network
     # class as "package.module:Class", built with `net_kwargs` (loading such a run needs --trust-code)
-    mean_type: str = "epsilon"  # previous_x | x0 | epsilon | v
-    var_type: str = "fixed_small"  # fixed_small | fixed_large | learned | learned_range
+    mean_type: str = "epsilon"  # registered (dl.MEAN_TYPES): previous_x | x0 | epsilon | v
+    var_type: str = "fixed_small"  # registered (dl.VAR_TYPES): fixed_small | fixed_large | learned | learned_range
     hidden: int = 4  # seed networks' hidden width
     width: int = 128  # mlp width / unet base channels
     depth: int = 3  # mlp residual blocks
@@ -73,7 +73,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    objective: str = "simple"  # trajectory_bound (seed) | vlb | simple | hybrid
+    objective: str = "simple"  # registered (dl.OBJECTIVES): trajectory_bound (seed) | vlb | simple | hybrid |
+    # flow_matching (the flow family's)
     hybrid_weight: float = 0.001  # weight of the bound in the hybrid loss (Nichol & Dhariwal)
     importance_sampling: bool = False  # sample t by the bound terms' second moment (vlb / hybrid)
     time_sampling: str = "uniform"  # flow_matching's density of t: uniform | logit_normal
@@ -228,13 +229,14 @@ def validate(cfg: Config) -> None:
             raise DDPMLabError(f"{section}.{key} must be {'<' if strict else '<='} {high}, got {v}")
     m, t = cfg.model, cfg.train
     validate_family(cfg)
-    if m.arch == "seed" and (m.mean_type, m.var_type) != ("previous_x", "learned"):
+    if m.arch == "seed" and (m.mean_type, m.var_type) != SEED_TYPES:
         raise DDPMLabError("model.arch = 'seed' predicts the previous x with a learned std: set "
-                           "model.mean_type = 'previous_x' and model.var_type = 'learned'")
-    if m.precondition and (m.arch == "seed" or m.mean_type == "previous_x"):
-        raise DDPMLabError(f"model.precondition = true needs model.mean_type = 'epsilon', 'x0' or 'v' and an mlp "
-                           f"or unet (got {m.mean_type!r}, {m.arch!r}); set model.precondition = false")
-    if t.objective == "simple" and m.var_type in LEARNED_VAR_TYPES:
+                           f"model.mean_type = {SEED_TYPES[0]!r} and model.var_type = {SEED_TYPES[1]!r}")
+    if m.precondition and (m.arch == "seed" or not MEAN_TYPES.get(m.mean_type).supports_precondition):
+        raise DDPMLabError(f"model.precondition = true needs model.mean_type = "
+                           f"{' | '.join(mean_types_with('supports_precondition'))} and an mlp or unet (got "
+                           f"{m.mean_type!r}, {m.arch!r}); set model.precondition = false")
+    if t.objective == "simple" and VAR_TYPES.get(m.var_type).learned:
         raise DDPMLabError("train.objective = 'simple' cannot train a learned variance; use 'hybrid' or 'vlb'")
     if t.batch_size == 0 and cfg.data.n_train == 0 and cfg.data.name not in ("file", "tensor"):
         raise DDPMLabError("train.batch_size = 0 (the whole training set) needs a training set: "

@@ -5,29 +5,10 @@ exactly q(x_t), and beta(s) = -d log abar / ds. Used by the ODE samplers and the
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import numpy as np
 import torch
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int | None):
-    """Run the block with ``n`` torch intra-op threads (None: unchanged), restoring the setting after.
-
-    Evaluation works on small tensors (a few thousand numbers per operation): extra threads only add
-    synchronisation, which on a busy 2-core machine was measured to cost 10 to 40 times the work itself.
-    """
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class ContinuousSchedule:
@@ -44,20 +25,12 @@ class ContinuousSchedule:
 
         self._log_alpha_bar = PchipInterpolator(grid, schedule.alphas_cumprod.log().numpy())
         self._beta = self._log_alpha_bar.derivative()
-        self.alphas = schedule.alphas.numpy()
-        self.betas = schedule.betas.numpy()
 
     def alpha_bar(self, s: float) -> float:
         return float(np.exp(self._log_alpha_bar(s)))
 
     def beta(self, s: float) -> float:
         return float(-self._beta(s))
-
-    def step_alpha_beta(self, s: float) -> tuple[float, float]:
-        """alpha_t and beta_t at continuous step s T, linear in t between steps (held at step 1 below it)."""
-        tc = min(max(s * self.T, 1.0), float(self.T))
-        grid = np.arange(self.T + 1)
-        return float(np.interp(tc, grid, self.alphas)), float(np.interp(tc, grid, self.betas))
 
 
 def score_function(model, cont: ContinuousSchedule):

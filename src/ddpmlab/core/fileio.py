@@ -8,6 +8,7 @@ be written is refused in one line (``check_replaceable``; ``check_output_file`` 
 last component of a path is checked: a run directory that is itself a link to a directory is fine."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -140,12 +141,20 @@ def _temporary_beside(path: Path, data: bytes) -> tuple[int, str]:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise os_error(path, exc) from None
-    try:
+    with _discarded_on_failure(fd, tmp, path):
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file respects the umask
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def _discarded_on_failure(fd: int, tmp: str, path: Path):
+    """On any failure inside, ``fd`` is closed and ``tmp`` removed; an ``OSError`` becomes one line."""
+    try:
+        yield
     except OSError as exc:
         os.close(fd)
         _unlink_quietly(tmp)
@@ -154,22 +163,13 @@ def _temporary_beside(path: Path, data: bytes) -> tuple[int, str]:
         os.close(fd)
         _unlink_quietly(tmp)
         raise
-    return fd, tmp
 
 
 def _rename_into_place(fd: int, tmp: str, path: Path) -> None:
     """Rename ``tmp`` over ``path`` (a rename replaces the name, it never writes through a link); on
     failure ``fd`` is closed, ``tmp`` removed and the failure is one line."""
-    try:
+    with _discarded_on_failure(fd, tmp, path):
         os.replace(tmp, path)
-    except OSError as exc:
-        os.close(fd)
-        _unlink_quietly(tmp)
-        raise os_error(path, exc) from None
-    except BaseException:
-        os.close(fd)
-        _unlink_quietly(tmp)
-        raise
     fsync_dir(path.parent)  # make the rename itself durable
 
 
@@ -214,6 +214,17 @@ def strict_json(obj, **kwargs) -> str:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, (strict_json(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_write_npy(path, array) -> None:
+    """Write a NumPy array as a ``.npy`` file atomically (``atomic_write_bytes``)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_savefig(fig, path, **kwargs) -> None:

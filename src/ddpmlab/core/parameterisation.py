@@ -1,16 +1,27 @@
 """A network's output turned into the reverse step p(x_{t-1} | x_t), on two axes (improved-diffusion's
-ModelMeanType x ModelVarType):
+ModelMeanType x ModelVarType), each a registry of objects that hold their own formulas:
 
-mean type (what the mean head predicts)      variance type
+mean type (``MEAN_TYPES``: the mean head predicts)  variance type (``VAR_TYPES``)
 - ``previous_x``: mu directly (the seed)        - ``fixed_small``: beta-tilde_t (Ho et al. sec. 3.2)
 - ``x0``: x_0, mu from the posterior (eq. 7)    - ``fixed_large``: beta_t
 - ``epsilon``: the noise (eq. 11)               - ``learned``: log sigma^2 from a second head
 - ``v``: sqrt(abar) eps - sqrt(1-abar) x_0      - ``learned_range``: log sigma^2 = f log beta_t
   (Salimans & Ho 2022)                            + (1 - f) log beta-tilde_t (Nichol & Dhariwal eq. 15)
 
-Learned variances double the output along dimension 1: (B, 2D) for flat data, (B, 2C, H, W) for images.
+A ``MeanType`` answers everything that depends on what the head predicts: the x_0 and eps it implies,
+the reverse mean, the simple loss's target, the eps at any noise level (the probability-flow ODE's) and
+the head's coefficients under Gaussian-fit preconditioning. A new mean type is one subclass and one
+``MEAN_TYPES.register``; one whose head is affine in x_t and the noise needs only that affine map
+(``AffineMeanType``). A ``VarType`` gives log sigma^2 and the network's output channels: learned
+variances double the output along dimension 1, (B, 2D) for flat data, (B, 2C, H, W) for images.
+
+Both are stateless registry objects, looked up once by name (``GaussianDiffusion``); the name is what a
+run records. Throughout, t are paper steps (B,), a = sqrt(abar_t) and s = sqrt(1 - abar_t), so that
+x_t = a x_0 + s eps (eq. 4).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -18,16 +29,10 @@ from ddpmlab.core.contract import PMeanVariance
 from ddpmlab.core.diffusion import q_posterior_mean_variance
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.schedule import NoiseSchedule
-from ddpmlab.core.utils import extract
+from ddpmlab.core.utils import DDPMLabError, extract
 
-MEAN_TYPES = Registry("mean type")  # name -> x_0 implied by the mean head: f(schedule, x_t, t, head)
-VAR_TYPES = Registry("variance type")  # name -> log sigma^2: f(diffusion, var_head, x_t, t)
-LEARNED_VAR_TYPES = ("learned", "learned_range")  # those with a variance head: twice the output channels
-
-
-def output_channels(var_type: str, channels: int) -> int:
-    """Network output channels (dimension 1) for data with ``channels`` channels under ``var_type``."""
-    return 2 * channels if var_type in LEARNED_VAR_TYPES else channels
+MEAN_TYPES = Registry("mean type")  # name -> MeanType
+VAR_TYPES = Registry("variance type")  # name -> VarType
 
 
 def predict_x0_from_eps(schedule: NoiseSchedule, x_t, t, eps):
@@ -60,28 +65,252 @@ def predict_x0_from_posterior_mean(schedule: NoiseSchedule, x_t, t, mean):
         schedule.posterior_mean_coef1, t, x_t)
 
 
-MEAN_TYPES.register("previous_x", predict_x0_from_posterior_mean)
-MEAN_TYPES.register("x0", lambda schedule, x_t, t, head: head)
-MEAN_TYPES.register("epsilon", predict_x0_from_eps)
-MEAN_TYPES.register("v", predict_x0_from_v)
+class _Shared:
+    """A registry object is stateless and shared: a copied model (the EMA's) keeps the same one."""
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
 
-def _fixed_log_variance(diffusion, var_head, x_t, t):
-    return extract(diffusion._fixed[diffusion.var_type], t, x_t).expand_as(x_t)
+# -- mean types ---------------------------------------------------------------------------------------
+class MeanType(_Shared):
+    """What a model's mean head predicts, and every formula that depends on it. Subclass it, fill in the
+    methods your flags promise, and register one instance: ``MEAN_TYPES.register("name", MyType())``."""
+
+    # the head means the same at every noise level, not only at the grid's steps: a noise prediction
+    # between steps (``eps_continuous``: the probability-flow ODE, the score) and respaced grids
+    continuous_time = False
+    supports_precondition = False  # ``precondition`` gives the head's affine map (``models.preconditioning``)
+    x0_divides_by_sqrt_abar = False  # x_0 is recovered as (...) / sqrt(abar): float32 loses it as abar_T -> 0
+
+    def pred_x0(self, schedule: NoiseSchedule, x_t, t, head):
+        """The x_0 that the head implies at steps t."""
+        raise NotImplementedError
+
+    def pred_eps(self, schedule: NoiseSchedule, x_t, t, head, x0=None):
+        """The noise that the head implies; ``x0`` is its ``pred_x0`` when already computed."""
+        return predict_eps_from_x0(schedule, x_t, t, self.pred_x0(schedule, x_t, t, head) if x0 is None else x0)
+
+    def p_mean(self, schedule: NoiseSchedule, x_t, t, head, x0):
+        """The mean of p(x_{t-1} | x_t): q's posterior mean at the implied x_0 ``x0`` (eq. 7)."""
+        return q_posterior_mean_variance(schedule, x0, x_t, t)[0]
+
+    def target(self, schedule: NoiseSchedule, x0, x_t, t, eps):
+        """What the head should output for the simple loss (eq. 14's target), with x_t = a x_0 + s eps."""
+        raise NotImplementedError
+
+    def eps_continuous(self, x_t, head, alpha_bar: float):
+        """The noise the head implies at noise level ``alpha_bar`` (a float), between the grid's steps."""
+        raise NotImplementedError
+
+    def precondition(self, a, s, m, S, r_inv):
+        """(k_x, b_x, c_out) of the preconditioned head = k_x x_t + b_x + c_out F at a = sqrt(abar), s =
+        sqrt(1 - abar) (floats or tensors), for data of scalar mean m and standard deviation S, with
+        r^2 = a^2 S^2 + s^2: the head's Gaussian-fit answer and its residual scale."""
+        raise NotImplementedError
 
 
-def _learned_range_log_variance(diffusion, var_head, x_t, t):
-    """log sigma^2 = f log beta_t + (1 - f) log beta-tilde_t with f = (v + 1) / 2 (Nichol & Dhariwal eq. 15)."""
-    s = diffusion.schedule
-    frac = (var_head + 1) / 2
-    return frac * extract(torch.log(s.betas.clamp_min(1e-300)), t, x_t) + (1 - frac) * extract(
-        s.posterior_log_variance_clipped, t, x_t)
+class AffineMeanType(MeanType):
+    """A head that is affine in x_t and the noise at each noise level: head = u x_t + w eps, with
+    (u, w) = ``head_coefficients(a, s)`` (floats or tensors). Every formula follows from u and w:
+    eps = (head - u x_t) / w, x_0 = (x_t - s eps) / a, the target u x_t + w eps, and, since under the
+    Gaussian fit E[eps | x_t] = s c / r^2 with c = x_t - a m and a residual spread a S / r, the
+    preconditioned head k_x = u + w s / r^2, b_x = -w s a m / r^2, c_out = |w| a S / r.
+    (epsilon is (0, 1), x0 (1 / a, -s / a), v (-s / a, 1 / a).)"""
+
+    continuous_time = supports_precondition = x0_divides_by_sqrt_abar = True
+
+    def head_coefficients(self, a, s):
+        """(u, w) with head = u x_t + w eps."""
+        raise NotImplementedError
+
+    def _at_steps(self, schedule: NoiseSchedule, t, x):
+        return self.head_coefficients(extract(schedule.sqrt_alphas_cumprod, t, x),
+                                      extract(schedule.sqrt_one_minus_alphas_cumprod, t, x))
+
+    def pred_eps(self, schedule, x_t, t, head, x0=None):
+        u, w = self._at_steps(schedule, t, x_t)
+        return (head - u * x_t) / w
+
+    def pred_x0(self, schedule, x_t, t, head):
+        return predict_x0_from_eps(schedule, x_t, t, self.pred_eps(schedule, x_t, t, head))
+
+    def target(self, schedule, x0, x_t, t, eps):
+        u, w = self._at_steps(schedule, t, x_t)
+        return u * x_t + w * eps
+
+    def eps_continuous(self, x_t, head, alpha_bar: float):
+        u, w = self.head_coefficients(math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar))
+        return (head - u * x_t) / w
+
+    def precondition(self, a, s, m, S, r_inv):
+        u, w = self.head_coefficients(a, s)
+        k_eps = w * s * r_inv * r_inv
+        return u + k_eps, -k_eps * (a * m), abs(w) * a * S * r_inv
 
 
-VAR_TYPES.register("fixed_small", _fixed_log_variance)
-VAR_TYPES.register("fixed_large", _fixed_log_variance)
-VAR_TYPES.register("learned", lambda diffusion, var_head, x_t, t: var_head)
-VAR_TYPES.register("learned_range", _learned_range_log_variance)
+class PreviousX(MeanType):
+    """The head is mu, the mean of p(x_{t-1} | x_t) itself (the seed's): it belongs to the step pair
+    (t - 1, t), so it means nothing between the grid's steps or on a respaced grid."""
+
+    def pred_x0(self, schedule, x_t, t, head):
+        return predict_x0_from_posterior_mean(schedule, x_t, t, head)
+
+    def p_mean(self, schedule, x_t, t, head, x0):
+        return head
+
+    def target(self, schedule, x0, x_t, t, eps):
+        return q_posterior_mean_variance(schedule, x0, x_t, t)[0]
+
+
+class X0(AffineMeanType):
+    """The head is x_0: head = (x_t - s eps) / a."""
+
+    x0_divides_by_sqrt_abar = False
+    pred_eps = MeanType.pred_eps  # from x_0 by the schedule's tables
+
+    def head_coefficients(self, a, s):
+        return 1 / a, -s / a
+
+    def pred_x0(self, schedule, x_t, t, head):
+        return head
+
+    def target(self, schedule, x0, x_t, t, eps):
+        return x0
+
+    def eps_continuous(self, x_t, head, alpha_bar: float):
+        return (x_t - math.sqrt(alpha_bar) * head) / math.sqrt(1.0 - alpha_bar)
+
+    def precondition(self, a, s, m, S, r_inv):
+        k_x = a * S * S * (r_inv * r_inv)
+        return k_x, m - k_x * (a * m), s * S * r_inv
+
+
+class Epsilon(AffineMeanType):
+    """The head is the noise eps (Ho et al. eq. 11)."""
+
+    def head_coefficients(self, a, s):
+        return 0.0, 1.0
+
+    def pred_eps(self, schedule, x_t, t, head, x0=None):
+        return head
+
+    def pred_x0(self, schedule, x_t, t, head):
+        return predict_x0_from_eps(schedule, x_t, t, head)
+
+    def target(self, schedule, x0, x_t, t, eps):
+        return eps
+
+    def eps_continuous(self, x_t, head, alpha_bar: float):
+        return head
+
+    def precondition(self, a, s, m, S, r_inv):
+        k_x = s * (r_inv * r_inv)
+        return k_x, -k_x * (a * m), a * S * r_inv
+
+
+class V(AffineMeanType):
+    """The head is v = a eps - s x_0 = (eps - s x_t) / a (Salimans & Ho 2022)."""
+
+    x0_divides_by_sqrt_abar = False
+    pred_eps = MeanType.pred_eps  # from the implied x_0 by the schedule's tables
+
+    def head_coefficients(self, a, s):
+        return -s / a, 1 / a
+
+    def pred_x0(self, schedule, x_t, t, head):
+        return predict_x0_from_v(schedule, x_t, t, head)
+
+    def target(self, schedule, x0, x_t, t, eps):
+        return v_target(schedule, x0, t, eps)
+
+    def eps_continuous(self, x_t, head, alpha_bar: float):
+        return math.sqrt(1.0 - alpha_bar) * x_t + math.sqrt(alpha_bar) * head  # eps = s x_t + a v
+
+    def precondition(self, a, s, m, S, r_inv):
+        k_x = a * s * (1 - S * S) * (r_inv * r_inv)
+        return k_x, -k_x * (a * m) - s * m, S * r_inv
+
+
+MEAN_TYPES.register("previous_x", PreviousX())
+MEAN_TYPES.register("x0", X0())
+MEAN_TYPES.register("epsilon", Epsilon())
+MEAN_TYPES.register("v", V())
+
+
+def mean_types_with(flag: str) -> tuple[str, ...]:
+    """The registered mean types whose ``flag`` (``supports_precondition``, ...) is set."""
+    return tuple(name for name in MEAN_TYPES if getattr(MEAN_TYPES.get(name), flag))
+
+
+# -- variance types -----------------------------------------------------------------------------------
+class VarType(_Shared):
+    """The variance of p(x_{t-1} | x_t): fixed per step, or from a second head (``learned``)."""
+
+    learned = False  # a variance head: the network outputs twice the data's channels
+
+    def output_channels(self, channels: int) -> int:
+        """Network output channels (dimension 1) for data with ``channels`` channels."""
+        return 2 * channels if self.learned else channels
+
+    def fixed_log_variance(self, schedule: NoiseSchedule):
+        """log sigma_t^2 at every step (T + 1,), or None for a learned variance."""
+        return None
+
+    def log_variance(self, schedule: NoiseSchedule, var_head, x_t, t, fixed=None):
+        """log sigma_t^2 of p(x_{t-1} | x_t), shaped like x_t; ``fixed`` is ``fixed_log_variance(schedule)``
+        when the caller keeps it."""
+        return extract(self.fixed_log_variance(schedule) if fixed is None else fixed, t, x_t).expand_as(x_t)
+
+
+class FixedSmall(VarType):
+    """beta-tilde_t, the posterior's variance (Ho et al. sec. 3.2), clipped at t = 1."""
+
+    def fixed_log_variance(self, schedule):
+        return schedule.posterior_log_variance_clipped
+
+
+class FixedLarge(VarType):
+    """beta_t, with beta-tilde_2 at t = 1 so that the decoder has a sane variance (improved-diffusion)."""
+
+    def fixed_log_variance(self, s):
+        large = torch.cat([s.betas[:1], s.posterior_variance[2:3] if s.T >= 2 else s.betas[1:2], s.betas[2:]])
+        return torch.log(large.clamp_min(1e-300))
+
+
+class Learned(VarType):
+    """log sigma^2 is the variance head itself."""
+
+    learned = True
+
+    def log_variance(self, schedule, var_head, x_t, t, fixed=None):
+        return var_head
+
+
+class LearnedRange(VarType):
+    """log sigma^2 = f log beta_t + (1 - f) log beta-tilde_t with f = (v + 1) / 2 for the variance head v
+    (Nichol & Dhariwal eq. 15)."""
+
+    learned = True
+
+    def log_variance(self, schedule, var_head, x_t, t, fixed=None):
+        frac = (var_head + 1) / 2
+        return frac * extract(torch.log(schedule.betas.clamp_min(1e-300)), t, x_t) + (1 - frac) * extract(
+            schedule.posterior_log_variance_clipped, t, x_t)
+
+
+VAR_TYPES.register("fixed_small", FixedSmall())
+VAR_TYPES.register("fixed_large", FixedLarge())
+VAR_TYPES.register("learned", Learned())
+VAR_TYPES.register("learned_range", LearnedRange())
+
+
+def output_channels(var_type: str, channels: int) -> int:
+    """Network output channels (dimension 1) for data with ``channels`` channels under ``var_type``."""
+    return VAR_TYPES.get(var_type).output_channels(channels)
 
 
 def from_mean_variance(schedule: NoiseSchedule, x_t, t, mean, variance) -> PMeanVariance:
@@ -91,55 +320,43 @@ def from_mean_variance(schedule: NoiseSchedule, x_t, t, mean, variance) -> PMean
 
 
 class GaussianDiffusion:
-    """Reverse-step parameterisation for one schedule, one mean type and one variance type."""
+    """Reverse-step parameterisation for one schedule, one mean type and one variance type, given by
+    their registered names (``mean_type``, ``var_type``, what a run records) and looked up once
+    (``mean_kind``, ``var_kind``, which hold the formulas)."""
 
     def __init__(self, schedule: NoiseSchedule, mean_type: str = "epsilon", var_type: str = "fixed_small"):
-        MEAN_TYPES.get(mean_type), VAR_TYPES.get(var_type)  # one-line errors for unknown names
+        self.mean_kind, self.var_kind = MEAN_TYPES.get(mean_type), VAR_TYPES.get(var_type)  # one-line errors
+        for name, kind, cls in ((mean_type, self.mean_kind, MeanType), (var_type, self.var_kind, VarType)):
+            if not isinstance(kind, cls):
+                raise DDPMLabError(f"{name!r} is registered as a {type(kind).__name__}, not a dl.{cls.__name__}; "
+                                   f"register an instance of a {cls.__name__} subclass")
         self.schedule, self.mean_type, self.var_type = schedule, mean_type, var_type
-        s = schedule
-        # fixed_large uses beta_t, with beta-tilde_2 at t = 1 so that the decoder has a sane variance
-        large = torch.cat([s.betas[:1], s.posterior_variance[2:3] if s.T >= 2 else s.betas[1:2], s.betas[2:]])
-        self._fixed = {"fixed_small": s.posterior_log_variance_clipped, "fixed_large": torch.log(large.clamp_min(1e-300))}
-
-    @property
-    def learned_variance(self) -> bool:
-        return self.var_type in LEARNED_VAR_TYPES
+        self._fixed_log_variance = self.var_kind.fixed_log_variance(schedule)
 
     def output_channels(self, channels: int) -> int:
         """Network output channels (dimension 1) for data with ``channels`` channels."""
-        return output_channels(self.var_type, channels)
+        return self.var_kind.output_channels(channels)
 
     def split_output(self, out: torch.Tensor):
         """(mean head, variance head or None)."""
-        if not self.learned_variance:
+        if not self.var_kind.learned:
             return out, None
         return torch.chunk(out, 2, dim=1)
 
     def log_variance(self, var_head, x_t, t):
         """log sigma_t^2 of p(x_{t-1} | x_t), shaped like x_t."""
-        return VAR_TYPES.get(self.var_type)(self, var_head, x_t, t)
-
-    def pred_x0(self, mean_head, x_t, t):
-        return MEAN_TYPES.get(self.mean_type)(self.schedule, x_t, t, mean_head)
+        return self.var_kind.log_variance(self.schedule, var_head, x_t, t, self._fixed_log_variance)
 
     def p_mean_variance(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> PMeanVariance:
         """Mean, variance, log-variance of p(x_{t-1} | x_t) and the implied x_0 and eps   (eq. 1, 7, 11)."""
         mean_head, var_head = self.split_output(out)
         log_var = self.log_variance(var_head, x_t, t)
-        pred_x0 = self.pred_x0(mean_head, x_t, t)
-        if self.mean_type == "previous_x":
-            mean = mean_head
-        else:
-            mean, _, _ = q_posterior_mean_variance(self.schedule, pred_x0, x_t, t)
-        eps = mean_head if self.mean_type == "epsilon" else predict_eps_from_x0(self.schedule, x_t, t, pred_x0)
+        kind, s = self.mean_kind, self.schedule
+        pred_x0 = kind.pred_x0(s, x_t, t, mean_head)
+        mean = kind.p_mean(s, x_t, t, mean_head, pred_x0)
+        eps = kind.pred_eps(s, x_t, t, mean_head, pred_x0)
         return PMeanVariance(mean, log_var.exp(), log_var, pred_x0, eps)
 
     def mean_target(self, x0, x_t, t, eps):
         """What the mean head should output for the simple loss."""
-        if self.mean_type == "epsilon":
-            return eps
-        if self.mean_type == "x0":
-            return x0
-        if self.mean_type == "v":
-            return v_target(self.schedule, x0, t, eps)
-        return q_posterior_mean_variance(self.schedule, x0, x_t, t)[0]
+        return self.mean_kind.target(self.schedule, x0, x_t, t, eps)

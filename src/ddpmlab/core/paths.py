@@ -15,7 +15,8 @@ so one ODE sampler and one likelihood routine serve every path:
   sigma = sqrt(1 - abar(t)) on ``ContinuousSchedule``; its velocity is the probability-flow ODE's drift
   -1/2 beta(t) (x + grad log q_t(x)) (Song et al. 2021, eq. 13).
 
-``velocity_field(model)`` is the one place that reads a model's ``family`` ("ddpm" or "flow").
+``family_of(model)`` reads a model's process family ("ddpm" or "flow"); ``velocity_field(model)`` is
+either family's velocity on its path.
 """
 from __future__ import annotations
 

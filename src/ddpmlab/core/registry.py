@@ -4,7 +4,7 @@ adding a sampler (say) is one function and one ``@SAMPLERS.register("name")`` li
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ddpmlab.core.utils import DDPMLabError
 
@@ -50,8 +50,3 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self._items)})"
-
-
-def choices(registry: Registry) -> Callable[[], tuple[str, ...]]:
-    """A zero-argument callable returning the registry's current names (for late-bound validation)."""
-    return registry.names

@@ -56,8 +56,8 @@ class NoiseSchedule:
 
     Attributes are tensors of length T + 1 indexed by paper step t (see the module docstring):
     ``betas``, ``alphas``, ``alphas_cumprod`` (alpha-bar_t), ``alphas_cumprod_prev`` (alpha-bar_{t-1}),
-    ``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod``, ``log_one_minus_alphas_cumprod``,
-    ``sqrt_recip_alphas_cumprod``, ``sqrt_recipm1_alphas_cumprod``, and the posterior
+    ``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod``, ``sqrt_recip_alphas_cumprod``,
+    ``sqrt_recipm1_alphas_cumprod``, and the posterior
     q(x_{t-1} | x_t, x_0) = N(coef1_t x_0 + coef2_t x_t, beta-tilde_t) (Ho et al. eq. 6-7):
     ``posterior_variance``, ``posterior_log_variance_clipped``, ``posterior_mean_coef1``,
     ``posterior_mean_coef2``. At t = 1 the posterior is a point mass at x_0 (beta-tilde_1 = 0);
@@ -88,8 +88,6 @@ class NoiseSchedule:
         abar, abar_prev = self.alphas_cumprod, self.alphas_cumprod_prev
         self.sqrt_alphas_cumprod = abar.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - abar).sqrt()
-        self.log_one_minus_alphas_cumprod = torch.cat([torch.full((1,), -math.inf, dtype=torch.float64),
-                                                       torch.log1p(-abar[1:])])
         self.sqrt_recip_alphas_cumprod = abar.rsqrt()
         self.sqrt_recipm1_alphas_cumprod = (1.0 / abar - 1.0).sqrt()
 

@@ -1,6 +1,6 @@
 """``evaluate``: how good a model is, against the best possible where that is known.
 
-- A ``GaussianMixture``: the exact evaluation (``evaluation.report.evaluate_run``): the bound term by
+- A ``GaussianMixture``: the exact evaluation (``evaluation.exact.evaluate_run``): the bound term by
   term, the probability-flow ODE likelihood and sample metrics, each beside the exact oracle's.
 - Any other distribution with ``sample`` (and ``log_prob`` where known): sample metrics against a fresh
   reference sample, beside the floor of a true sample of the same size.
@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 
 from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.validate import check_count, check_examples, check_generator
+from ddpmlab.evaluation.exact import evaluate_run
+from ddpmlab.evaluation.exact_flow import evaluate_flow_run
 from ddpmlab.evaluation.metrics_nd import against_distribution, against_heldout
-from ddpmlab.core.paths import family_of
-from ddpmlab.evaluation.report import evaluate_run
-from ddpmlab.evaluation.report_flow import evaluate_flow_run
-from ddpmlab.sampling import sample
+from ddpmlab.sampling.api import sample
 
 
 def evaluate(model, dist=None, reference=None, train=None, n_samples: int = 10_000, sampler: str = "ancestral",

@@ -23,7 +23,7 @@ import torch
 
 from ddpmlab.core.diffusion import q_sample_steps
 from ddpmlab.core.utils import sum_flat
-from ddpmlab.evaluation.oracle import MixtureOracle
+from ddpmlab.models.oracle import MixtureOracle
 
 
 def _moments(model, x_t: torch.Tensor, t: torch.Tensor):

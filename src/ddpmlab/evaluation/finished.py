@@ -5,7 +5,7 @@ A run here is anything with ``model``, ``cfg`` (the resolved ``Config``), ``info
 
 | data                                   | kind           | evaluation                                   |
 |----------------------------------------|----------------|----------------------------------------------|
-| a Gaussian mixture (1-D, eight_gaussians) | ``mixture``  | ``report.evaluate_run``: bound, oracle, ODE  |
+| a Gaussian mixture (1-D, eight_gaussians) | ``mixture``  | ``exact.evaluate_run``: bound, oracle, ODE   |
 | moons, swiss_roll, checkerboard        | ``distribution`` | ``nd.evaluate_distribution``               |
 | digits                                 | ``digits``     | ``nd.evaluate_digits``                       |
 | the user's file                        | ``heldout``    | ``nd.evaluate_heldout``                      |
@@ -15,14 +15,14 @@ from __future__ import annotations
 import torch
 
 from ddpmlab.core.distributions import GaussianMixture
+from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.base import file_split
 from ddpmlab.data.digits import digits_split
 from ddpmlab.data.named import NAMED
+from ddpmlab.evaluation.exact import evaluate_run
 from ddpmlab.evaluation.nd import evaluate_digits, evaluate_distribution, evaluate_heldout
-from ddpmlab.evaluation.ode import intra_op_threads
-from ddpmlab.evaluation.report import evaluate_run
-from ddpmlab.sampling import draw_samples
+from ddpmlab.sampling.api import draw_samples
 
 KINDS = ("mixture", "distribution", "digits", "heldout")
 
@@ -58,6 +58,13 @@ def to_model_space(run, x: torch.Tensor) -> torch.Tensor:
         return x
     shape = (1,) + tuple(d["data_shape"])
     return (x - torch.tensor(d["shift"]).reshape(shape)) / torch.tensor(d["scale"]).reshape(shape)
+
+
+def data_log_scale(run) -> float:
+    """log |det| of ``run.to_data_units``: the sum of the log standardisation scales (0 when unscaled), so
+    that log p_data(x) = log p_model(z) - ``data_log_scale(run)`` for x = z * scale + shift."""
+    d = run.info["data"]
+    return float(torch.tensor(d["scale"], dtype=torch.float64).log().sum()) if "scale" in d else 0.0
 
 
 def heldout_split(run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,10 +116,9 @@ def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000
                 ev = evaluate_digits(samples, generator)
             else:
                 train, held = heldout_split(run)
-                d = run.info["data"]
-                log_scale = float(torch.tensor(d["scale"]).log().sum()) if "scale" in d else 0.0
                 ev = evaluate_heldout(run.model, samples, to_model_space(run, train), to_model_space(run, held),
-                                      generator, n_ode=n_ode, log_scale=log_scale, heldout_desc=d.get("heldout"))
+                                      generator, n_ode=n_ode, log_scale=data_log_scale(run),
+                                      heldout_desc=run.info["data"].get("heldout"))
             ev["settings"]["sampler"] = run.cfg.sample.sampler
             ev["settings"]["sampling_steps"] = run.cfg.sample.steps or run.model.schedule.T
     ev["data"]["name"] = run.info["data"]["name"]

@@ -14,11 +14,11 @@ import torch
 
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.evaluation.conditional_oracle import LabelledMixtureOracle, class_posterior
 from ddpmlab.evaluation.metrics import w1
 from ddpmlab.evaluation.metrics_nd import sliced_w1
+from ddpmlab.models.conditional_oracle import LabelledMixtureOracle, class_posterior
 from ddpmlab.models.guidance import Guided
-from ddpmlab.sampling import draw_samples
+from ddpmlab.sampling.api import draw_samples
 
 
 def _distance(dist: GaussianMixture, x: torch.Tensor, ref: torch.Tensor, generator) -> float:

@@ -19,8 +19,7 @@ import math
 import torch
 
 from ddpmlab.core.diffusion import q_sample, q_sample_steps
-from ddpmlab.core.gaussian import (gaussian_log_likelihood, nats_to_bpd, normal_kl, prior_kl_nats,  # noqa: F401
-                                   step_term_nats)
+from ddpmlab.core.gaussian import nats_to_bpd, prior_kl_nats, step_term_nats
 
 TERMS = ("prior_nats", "steps_nats", "decoder_nats")
 

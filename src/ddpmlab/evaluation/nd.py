@@ -19,11 +19,11 @@ import time
 
 import torch
 
+from ddpmlab.core.gaussian import nats_to_bpd
 from ddpmlab.data.digits import NUM_CLASSES, digits_split
+from ddpmlab.evaluation.exact import ode_nll
 from ddpmlab.evaluation.fid import evaluate_digit_samples
-from ddpmlab.evaluation.likelihood import nats_to_bpd
 from ddpmlab.evaluation.metrics_nd import against_distribution, against_heldout
-from ddpmlab.evaluation.report import ode_nll
 
 FLOOR_REPEATS = 5  # true samples averaged for a floor (one sliced W1 of 10,000 points varies by ~30 %)
 

@@ -8,14 +8,15 @@ q(x_t). The VP SDE with this beta has the probability-flow ODE (Song et al. eq. 
     dx/ds = f(x, s) = -1/2 beta(s) (x + grad_x log q_s(x)),
 
 and the instantaneous change of variables gives log p_0(x(0)) = log p_1(x(1)) + int_0^1 div f ds
-(Chen et al. 2018). The score comes from the oracle exactly (``score(x, alpha_bar)``) or from a model's
-predicted mean: mu = (x_t + beta_t grad log q(x_t)) / sqrt(alpha_t) (Tweedie; Ho et al. eq. 11 with
-eps = -sqrt(1 - abar_t) grad log q), so score = (sqrt(alpha_t) mu - x_t) / beta_t, or from its noise
-prediction at continuous time (see ``score_function``). The divergence is exact by autograd (one backward
-pass per dimension; the default for d <= 2) or Hutchinson's estimate with one Rademacher probe per
-example, fixed along the path. A flow model (``ddpmlab.models.flow_model``) enters the same way: its
-velocity on the linear path replaces the drift (``ddpmlab.core.paths.velocity_field``). scipy's ``solve_ivp`` integrates in float64; a trained network is
-evaluated in a float64 copy.
+(Chen et al. 2018). The score is the model's contract method ``score(x, t_c, alpha_bar, cond)`` at the
+continuous step t_c = s T (``ddpmlab.core.continuous.score_function``): exact for an oracle, from a
+network's noise prediction at continuous time, or implied by a predicted mean: mu = (x_t + beta_t grad
+log q(x_t)) / sqrt(alpha_t) (Tweedie; Ho et al. eq. 11 with eps = -sqrt(1 - abar_t) grad log q), so
+score = (sqrt(alpha_t) mu - x_t) / beta_t. The divergence is exact by autograd (one backward pass per
+dimension; the default for d <= 2) or Hutchinson's estimate with one Rademacher probe per example, fixed
+along the path. A flow model (``ddpmlab.models.flow_model``) enters the same way: its velocity on the
+linear path replaces the drift (``ddpmlab.core.paths.velocity_field``). scipy's ``solve_ivp`` integrates
+in float64; a trained network is evaluated in a float64 copy.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ import math
 import numpy as np
 import torch
 
-from ddpmlab.core.continuous import ContinuousSchedule, intra_op_threads, score_function  # noqa: F401
+from ddpmlab.core.continuous import ContinuousSchedule
 from ddpmlab.core.gaussian import nats_to_bpd
 from ddpmlab.core.paths import family_of, velocity_field
+from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
 
 LOG_2PI = math.log(2 * math.pi)

@@ -5,11 +5,11 @@ step: where a model loses its nats.
     L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))      reverse step t = 2..T
     L_0     = -log p(x_0 | x_1)                                   reverse step t = 1 (the decoder)
 
-``vlb_terms_by_step`` draws exactly the random numbers ``likelihood.vlb_terms`` draws, in the same order,
+``likelihood.vlb_terms_by_step`` draws exactly the random numbers ``likelihood.vlb_terms`` draws, in order,
 so with the same generator its terms sum, example by example, to ``vlb_terms``' totals, and
 ``evaluate_bound_by_step`` returns ``likelihood.evaluate_bound``'s numbers plus the mean of each term.
 
-The model is reached through two functions only (``reverse_step`` and ``predict_eps``).
+The model is reached through two functions only (``likelihood.reverse_step`` and ``predict_eps``).
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import math
 import torch
 
 from ddpmlab.core.diffusion import q_sample
+from ddpmlab.core.gaussian import nats_to_bpd
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.core.gaussian import nats_to_bpd, prior_kl_nats, step_term_nats
-from ddpmlab.evaluation.likelihood import reverse_step, vlb_terms_by_step  # noqa: F401 (re-exported)
+from ddpmlab.evaluation.likelihood import vlb_terms_by_step
 
 
 def predict_eps(model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -1,2 +1,3 @@
-"""Networks and reverse-process models. Every model used for sampling or evaluation offers
-``p_mean_variance(x_t, t) -> (mean, variance)`` for p(x_{t-1} | x_t) and a ``schedule``."""
+"""Networks, the models of each process family (``diffusion_model``, ``flow_model``, ``guidance``) and,
+beside them, their exact oracles for Gaussian-mixture data (``oracle``, ``flow_oracle``,
+``conditional_oracle``), each a model of its family's contract, sampled and evaluated like a trained one."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ddpmlab.core.contract import AroundNetwork, PMeanVariance, ReverseProcess
-from ddpmlab.core.parameterisation import GaussianDiffusion
+from ddpmlab.core.parameterisation import GaussianDiffusion, mean_types_with
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError, extract
 from ddpmlab.models import fast_path
@@ -42,10 +42,11 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
             raise DDPMLabError(f"schedule must be a NoiseSchedule, e.g. dl.make_schedule('linear', 250), got "
                                f"{type(schedule).__name__}")
         self.diffusion = GaussianDiffusion(schedule, mean_type, var_type)
-        if precondition and mean_type == "previous_x":
-            raise DDPMLabError("precondition = true needs mean_type epsilon, x0 or v (previous_x predicts "
-                               "x_{t-1} itself)")
-        self.precond = GaussianPreconditioner(mean_type) if precondition else None
+        if precondition and not self.diffusion.mean_kind.supports_precondition:
+            names = " | ".join(mean_types_with("supports_precondition"))
+            raise DDPMLabError(f"precondition = true needs mean_type {names} (mean type {mean_type!r} has no "
+                               "Gaussian-fit preconditioner)")
+        self.precond = GaussianPreconditioner(self.diffusion.mean_kind) if precondition else None
         if data_moments is not None:
             self.set_data_moments(*data_moments)
         channels = self.data_shape[0]
@@ -138,21 +139,17 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
     def eps_continuous(self, x: torch.Tensor, t: float, alpha_bar: float, cond=None) -> torch.Tensor:
         """The network's noise prediction at continuous step t (a float in [0, T]) where the schedule's
         alpha-bar is ``alpha_bar``: what the probability-flow ODE needs between the grid's steps."""
-        if self.mean_type == "previous_x":
-            raise DDPMLabError("a model that predicts x_{t-1} has no noise prediction between steps")
+        if not self.diffusion.mean_kind.continuous_time:
+            raise DDPMLabError(f"a model of mean type {self.mean_type!r} has no noise prediction between steps")
         tau = self.schedule.model_time(torch.full((x.shape[0],), float(t), dtype=torch.float64))
         head, _ = self.diffusion.split_output(self.net_out(x, tau.to(x.device), alpha_bar, cond))
-        a, b = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-        if self.mean_type == "epsilon":
-            return head
-        if self.mean_type == "x0":
-            return (x - a * head) / b
-        return b * x + a * head  # v: eps = sqrt(1 - abar) x + sqrt(abar) v
+        return self.diffusion.mean_kind.eps_continuous(x, head, alpha_bar)
 
     def score(self, x: torch.Tensor, t_c: float, alpha_bar: float, cond=None) -> torch.Tensor:
         """grad log q(x) = -eps / sqrt(1 - abar) at continuous step t_c held in [1, T] (no step below 1 was
-        trained); a ``previous_x`` model's score is implied by its mean (``ReverseProcess.score``)."""
-        if self.mean_type == "previous_x":
+        trained); a model without a noise prediction between steps (``previous_x``) has the score its
+        mean implies (``ReverseProcess.score``)."""
+        if not self.diffusion.mean_kind.continuous_time:
             return super().score(x, t_c, alpha_bar, cond)
         T = self.schedule.T
         tc = min(max(float(t_c), 1.0), float(T))
@@ -165,8 +162,8 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
         sched = self.schedule.spaced(num_steps)
         if sched is self.schedule:
             return self
-        if self.mean_type == "previous_x":
-            raise DDPMLabError("a model that predicts x_{t-1} directly cannot be respaced; use ddim or ode")
+        if not self.diffusion.mean_kind.continuous_time:
+            raise DDPMLabError(f"a model of mean type {self.mean_type!r} cannot be respaced; use ddim or ode")
         clone = DiffusionModel(self.net, sched, self.mean_type, self.var_type, self.data_shape)
         clone.precond = self.precond  # the same network and moments on the kept steps
         return clone

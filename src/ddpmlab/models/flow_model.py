@@ -6,8 +6,9 @@ x_t = (1 - t) x_0 + t eps for t in [0, 1] (``ddpmlab.core.paths.LinearPath``); t
 v(x_t, t) = E[eps - x_0 | x_t], data-shaped; with ``precondition=True`` it sees unit-variance input and
 predicts the normalised residual around the data's Gaussian fit (``VelocityPreconditioner``); either way
 it trains on the plain flow-matching loss ||v - (eps - x_0)||^2. Samples come from the ODE dx/dt = v from
-t = 1 (N(0, I)) down to t = 0 (``ddpm sample --sampler ode``). A flow has no discrete reverse chain: asking it for
-``p_mean_variance``, a schedule or respacing is refused in one line naming what to use.
+t = 1 (N(0, I)) down to t = 0 (``ddpmlab sample --sampler ode``, a flow run's default). A flow has no
+discrete reverse chain: asking it for ``p_mean_variance``, a schedule or respacing is refused in one line
+naming what to use.
 """
 from __future__ import annotations
 

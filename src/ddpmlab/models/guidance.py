@@ -9,7 +9,7 @@ at weight w samples with
 or in scores, s_w(x_t | c) = s(x_t | c) + w (s(x_t | c) - s(x_t)), the score of q(x_t | c) q(c | x_t)^w up
 to normalisation. w = 0 is the plain conditional model. ``Guided(model, w)`` is that combination of any
 conditional model of the contract (a trained ``DiffusionModel``, or the exact
-``ddpmlab.evaluation.conditional_oracle.LabelledMixtureOracle``), itself a model of the contract:
+``ddpmlab.models.conditional_oracle.LabelledMixtureOracle``), itself a model of the contract:
 
     x = dl.sample(dl.Guided(model, w=3.0), 1000, sampler="ddim", steps=50, cond=labels)
 

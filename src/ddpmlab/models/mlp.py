@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ddpmlab.core.utils import DDPMLabError
@@ -57,56 +56,16 @@ def _features(net: nn.Module, tau: torch.Tensor) -> torch.Tensor:
     return emb
 
 
-def norm_silu(norm: nn.LayerNorm, u: torch.Tensor, kept: list | None = None) -> torch.Tensor:
-    """silu(norm(u)) for u (B, W), keeping [u, the rows' mean and 1 / std, norm(u)] in ``kept`` (what
-    the backward needs) when given."""
-    n, mean, rstd = torch.native_layer_norm(u, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    if kept is not None:
-        kept += [u, mean, rstd, n]
-    return F.silu(n)
-
-
-def norm_silu_backward(norm: nn.LayerNorm, g: torch.Tensor, kept, need: tuple[bool, bool, bool]):
-    """The gradients (u, norm.weight, norm.bias) of ``norm_silu`` from g, the gradient of its output;
-    ``need`` says which to compute (None for the others)."""
-    u, mean, rstd, n = kept
-    return torch.ops.aten.native_layer_norm_backward(torch.ops.aten.silu_backward(g, n), u, norm.normalized_shape,
-                                                     mean, rstd, norm.weight, norm.bias, need)
-
-
-def linear_backward(g: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, need: tuple[bool, bool, bool]):
-    """The gradients (input, weight, bias) of y = a weight^T + bias from g, the gradient of y (B, out)."""
-    return (g.mm(weight) if need[0] else None, g.t().mm(a) if need[1] else None, g.sum(0) if need[2] else None)
-
-
 class ResidualBlock(nn.Module):
-    """h + lin2(silu(lin1(silu(norm(h + temb))))), keeping what ``backward`` needs in ``kept`` when given."""
-
-    KEPT = 7  # tensors a block keeps: norm_silu's 4, then silu's input and both linear layers' inputs
-
     def __init__(self, width: int):
         super().__init__()
         self.norm = nn.LayerNorm(width)
         self.lin1 = nn.Linear(width, width)
         self.lin2 = nn.Linear(width, width)
+        self.act = nn.SiLU()
 
-    def forward(self, h, temb, kept: list | None = None):
-        a1 = norm_silu(self.norm, h + temb, kept)
-        z1 = self.lin1(a1)
-        a2 = F.silu(z1)
-        if kept is not None:
-            kept += [a1, z1, a2]
-        return self.lin2(a2).add_(h)  # (B, W)
-
-    def backward(self, g: torch.Tensor, kept, need: list[bool]):
-        """(gradient of h + temb, gradients of norm, lin1 and lin2's weight and bias) from g, the gradient
-        of the block's output; ``need`` says which parameter gradients to compute (6 flags)."""
-        a1, z1, a2 = kept[4:]
-        g_a2, g_w2, g_b2 = linear_backward(g, a2, self.lin2.weight, (True, need[4], need[5]))
-        g_a1, g_w1, g_b1 = linear_backward(torch.ops.aten.silu_backward(g_a2, z1), a1, self.lin1.weight,
-                                           (True, need[2], need[3]))
-        g_u, g_nw, g_nb = norm_silu_backward(self.norm, g_a1, kept[:4], (True, need[0], need[1]))
-        return g_u, [g_nw, g_nb, g_w1, g_b1, g_w2, g_b2]
+    def forward(self, h, temb):
+        return h + self.lin2(self.act(self.lin1(self.act(self.norm(h + temb)))))
 
 
 class ClassEmbedding(nn.Module):
@@ -156,72 +115,13 @@ class MLPDenoiser(nn.Module):
         return embed_time_and_class(self, tau, cond)
 
     def forward_embedded(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """The network on x (B, *dims) with embedded times temb (B, width), or (1, width) shared by all rows:
-        ``trunk``, through ``TrunkFunction`` (one autograd node) when gradients are recorded."""
+        """The network on x (B, *dims) with embedded times temb (B, width), or (1, width) shared by all rows."""
         shape = x.shape
-        x = x.reshape(shape[0], -1)
-        if torch.is_grad_enabled():
-            out = TrunkFunction.apply(self, x, temb, *self.trunk_parameters())
-        else:
-            out = self.trunk(x, temb)  # (B, out_dim)
-        return out.reshape((shape[0], self.out_dim // self.data_dim * shape[1]) + tuple(shape[2:]))
-
-    def trunk(self, x: torch.Tensor, temb: torch.Tensor, kept: list | None = None) -> torch.Tensor:
-        """x (B, data_dim) -> (B, out_dim): the input layer, the residual blocks, then the head
-        out = (LayerNorm, SiLU, Linear); ``kept`` collects what ``trunk_backward`` needs."""
-        h = self.inp(x)
+        h = self.inp(x.reshape(shape[0], -1))
         for block in self.blocks:
-            h = block(h, temb, kept)
-        a = norm_silu(self.out[0], h, kept)
-        if kept is not None:
-            kept.append(a)
-        return self.out[2](a)
-
-    def trunk_parameters(self) -> list[torch.Tensor]:
-        """The trunk's parameters in ``trunk_backward``'s order: inp, each block's (norm, lin1, lin2), the
-        head's norm and linear layer, weight then bias of each."""
-        layers = [self.inp] + [m for b in self.blocks for m in (b.norm, b.lin1, b.lin2)] + [self.out[0], self.out[2]]
-        return [p for m in layers for p in (m.weight, m.bias)]
-
-    def trunk_backward(self, g: torch.Tensor, x: torch.Tensor, temb: torch.Tensor, kept, need: list[bool]):
-        """The gradients of x, temb and ``trunk_parameters`` (None where ``need`` is False) from g (B, out_dim),
-        the gradient of ``trunk(x, temb, kept)``'s output."""
-        head = kept[-5:]
-        g_a, g_ow, g_ob = linear_backward(g, head[4], self.out[2].weight, (True, need[-2], need[-1]))
-        g_h, g_nw, g_nb = norm_silu_backward(self.out[0], g_a, head[:4], (True, need[-4], need[-3]))
-        grads, g_temb = [g_nw, g_nb, g_ow, g_ob], None
-        k = ResidualBlock.KEPT
-        for i in reversed(range(len(self.blocks))):
-            g_u, block_grads = self.blocks[i].backward(g_h, kept[k * i:k * (i + 1)], need[4 + 6 * i:10 + 6 * i])
-            grads = block_grads + grads
-            g_h = g_h + g_u  # the residual path and the block's
-            if need[1]:
-                g_temb = g_u if g_temb is None else g_temb + g_u
-        g_x, g_iw, g_ib = linear_backward(g_h, x, self.inp.weight, (need[0], need[2], need[3]))
-        if g_temb is not None and g_temb.shape != temb.shape:  # one time shared by every row
-            g_temb = g_temb.sum_to_size(temb.shape)
-        return [g_x, g_temb, g_iw, g_ib] + grads
+            h = block(h, temb)
+        out = self.out(h)  # (B, out_dim)
+        return out.reshape((shape[0], self.out_dim // self.data_dim * shape[1]) + tuple(shape[2:]))
 
     def forward(self, x: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_embedded(x, self.embed_time(tau, cond).to(x.dtype))
-
-
-class TrunkFunction(torch.autograd.Function):
-    """``MLPDenoiser.trunk`` as one autograd node: the forward keeps the activations the backward needs
-    and ``trunk_backward`` computes every gradient with a handful of matrix products, instead of the
-    autograd engine walking some 40 nodes (the step of a small network is mostly their overhead). The
-    gradients are autograd's to float rounding (``tests/test_fast_step.py``); first order only."""
-
-    @staticmethod
-    def forward(ctx, net, x, temb, *params):
-        kept = []
-        out = net.trunk(x, temb, kept)
-        ctx.net = net
-        ctx.save_for_backward(x, temb, *kept)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x, temb, *kept = ctx.saved_tensors
-        return (None, *ctx.net.trunk_backward(g, x, temb, kept, list(ctx.needs_input_grad[1:])))

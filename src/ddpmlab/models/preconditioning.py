@@ -13,7 +13,9 @@ target around that Gaussian answer:
     x_0 = m + sqrt(abar) S^2 c / r^2 + (sqrt(1 - abar) S / r) F
     v   = sqrt(abar) eps_G - sqrt(1 - abar) x0_G + (S / r) F
 
-(the scales are the residuals' standard deviations under the Gaussian fit). A zero network is then the
+(the scales are the residuals' standard deviations under the Gaussian fit). Each mean type holds its
+own line of this table (``MeanType.precondition``, in ``ddpmlab.core.parameterisation``); any head
+affine in x_t and eps has one (``AffineMeanType``). A zero network is then the
 exact reverse process of Gaussian data, and at high noise, where q(x_t) is nearly Gaussian, the eps a
 sampler integrates is right by construction instead of through a learned identity map: what makes
 the deterministic samplers (DDIM, the probability-flow ODE) accurate with few steps.
@@ -34,9 +36,8 @@ import math
 import torch
 from torch import nn
 
+from ddpmlab.core.parameterisation import MeanType
 from ddpmlab.core.utils import DDPMLabError
-
-PRECONDITIONED_MEAN_TYPES = ("epsilon", "x0", "v")
 
 
 class GaussianFit(nn.Module):
@@ -74,18 +75,16 @@ class GaussianFit(nn.Module):
 
 
 class GaussianPreconditioner(GaussianFit):
-    """The maps above on the variance-preserving process, for mean type eps, x_0 or v.
+    """The maps above on the variance-preserving process, for a mean type that supports them
+    (``mean_kind.supports_precondition``: eps, x_0, v or your own affine head).
 
     ``alpha_bar`` is a tensor broadcastable against x_t (per example) or a float (one step for all).
     ``coefficients`` are the maps' (k_in, b_in, k_x, b_x, c_out); the methods below take them too.
     """
 
-    def __init__(self, mean_type: str):
+    def __init__(self, mean_kind: MeanType):
         super().__init__()
-        if mean_type not in PRECONDITIONED_MEAN_TYPES:
-            raise ValueError(f"preconditioning needs mean type {' | '.join(PRECONDITIONED_MEAN_TYPES)}, "
-                             f"got {mean_type!r}")
-        self.mean_type = mean_type
+        self.mean_kind = mean_kind
         self._table = None  # (key, table) of the last ``step_table``
 
     def coefficients(self, alpha_bar, like: torch.Tensor | None = None):
@@ -93,7 +92,8 @@ class GaussianPreconditioner(GaussianFit):
         tensors shaped like it (in ``like``'s dtype and device).
 
         With a = sqrt(abar), s = sqrt(1 - abar), r^2 = abar S^2 + 1 - abar and c = x_t - a m:
-        input c / r; heads eps = s c / r^2 + (a S / r) F, x_0 = m + a S^2 c / r^2 + (s S / r) F,
+        input c / r; the head's (k_x, b_x, c_out) from the mean type (``MeanType.precondition``), e.g.
+        eps = s c / r^2 + (a S / r) F, x_0 = m + a S^2 c / r^2 + (s S / r) F,
         v = a s (1 - S^2) c / r^2 - s m + (S / r) F."""
         m, S = float(self.data_mean), float(self.data_std)
         if isinstance(alpha_bar, float):
@@ -104,15 +104,7 @@ class GaussianPreconditioner(GaussianFit):
                                  device=like.device if like is not None else None)
             a, s = ab.sqrt(), (1 - ab).sqrt()
             r_inv = (1 + ab * (S * S - 1)).rsqrt()
-        r2_inv = r_inv * r_inv
-        if self.mean_type == "epsilon":
-            k_x, b_x, c_out = s * r2_inv, -(s * r2_inv) * (a * m), a * S * r_inv
-        elif self.mean_type == "x0":
-            k_x = a * S * S * r2_inv
-            b_x, c_out = m - k_x * (a * m), s * S * r_inv
-        else:
-            k_x = a * s * (1 - S * S) * r2_inv
-            b_x, c_out = -k_x * (a * m) - s * m, S * r_inv
+        k_x, b_x, c_out = self.mean_kind.precondition(a, s, m, S, r_inv)
         return r_inv, -r_inv * (a * m), k_x, b_x, c_out
 
     def step_table(self, alphas_cumprod: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -134,12 +126,12 @@ class GaussianPreconditioner(GaussianFit):
 
     def residual_target(self, target: torch.Tensor, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
         """(target - k_x x_t - b_x) / c_out: the normalised residual F that makes the mean head equal
-        ``target`` (eps, x_0 or v). The simple loss is F's squared error against it."""
+        ``target`` (the mean type's). The simple loss is F's squared error against it."""
         _, _, k_x, b_x, c_out = self._coefficients(x_t, alpha_bar, coef)
         return (target - affine(x_t, k_x, b_x)) / c_out
 
     def mean_head(self, F: torch.Tensor, x_t: torch.Tensor, alpha_bar=None, coef=None) -> torch.Tensor:
-        """The mean head's prediction (eps, x_0 or v) from the network's normalised residual F."""
+        """The mean head's prediction (eps, x_0, v, ...) from the network's normalised residual F."""
         _, _, k_x, b_x, c_out = self._coefficients(x_t, alpha_bar, coef)
         if isinstance(c_out, torch.Tensor):
             return torch.addcmul(affine(x_t, k_x, b_x), F, c_out)

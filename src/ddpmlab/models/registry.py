@@ -139,6 +139,9 @@ def build_model(arch: str, schedule, data_shape, options, trust_code: bool = Fal
     return ARCHITECTURES.get(arch)(schedule, data_shape, options)
 
 
+SEED_TYPES = ("previous_x", "learned")  # (mean type, variance type) of the seed's networks: mu and sigma
+
+
 def describe_model(model) -> dict:
     """The ``[model]`` settings that rebuild ``model`` (``build_model``): a registered architecture's
     options, or your network's class as ``package.module:Class`` with its ``net_kwargs``."""
@@ -149,7 +152,7 @@ def describe_model(model) -> dict:
         cls = type(model.net)
         return {**d, "arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(model.net_kwargs)}
     if isinstance(model, SeedReverse):
-        return {"arch": "seed", "mean_type": "previous_x", "var_type": "learned", "hidden": model.net.hidden}
+        return {"arch": "seed", "mean_type": SEED_TYPES[0], "var_type": SEED_TYPES[1], "hidden": model.net.hidden}
     if not isinstance(model, DiffusionModel):
         raise DDPMLabError(f"a {type(model).__name__} cannot be saved as a run: wrap your network in "
                            "ddpmlab.DiffusionModel")

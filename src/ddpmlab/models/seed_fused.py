@@ -4,7 +4,8 @@ trajectory in one pass over a reused (T, 2, H, N) buffer, with a hand-written ba
 Computes per example sum_{t=1}^T [log sigma_t + (x_{t-1} - mu_t)^2 / (2 sigma_t^2)] (the step terms of
 Ho et al. eq. 3 without their constants). ReLU's homogeneity (h = 1[pre > 0] pre) lets the output-layer
 gradient come from sums the input-layer gradient needs anyway, so the backward touches the T x N x H
-hidden activations only three times. ``ddpmlab.objectives.seed_bound`` tests it against the plain path.
+hidden activations only three times. ``tests/test_seed_bound.py`` checks it against the plain path (the
+values and, in float32, the gradients autograd gives); ``ddpmlab.objectives.seed_bound`` uses it.
 """
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.mlp import ClassEmbedding, embed_time_and_class
 
 

@@ -1,6 +1,10 @@
 """Training objectives: small callables ``objective(model, x0, generator=None, cond=None)`` returning a
-per-example loss of shape (B,), registered by name in ``OBJECTIVES``."""
-from ddpmlab.objectives.flow_matching import FlowMatching
-from ddpmlab.objectives.losses import OBJECTIVES, Hybrid, Simple, TrajectoryBound, VLB, make_objective
+per-example loss of shape (B,), registered by name in ``ddpmlab.objectives.losses.OBJECTIVES``.
 
-__all__ = ["OBJECTIVES", "FlowMatching", "Hybrid", "Simple", "TrajectoryBound", "VLB", "make_objective"]
+This package is the public ``dl.objectives`` namespace (``dl.objectives.Simple()``), part of the ``ddpmlab``
+namespace: the one place besides ``ddpmlab`` itself that re-exports. Code inside ddpmlab imports each
+name from the module that defines it. Importing the package registers every built-in objective."""
+from ddpmlab.objectives.flow_matching import FlowMatching
+from ddpmlab.objectives.losses import Hybrid, Simple, TrajectoryBound, VLB
+
+__all__ = ["FlowMatching", "Hybrid", "Simple", "TrajectoryBound", "VLB"]

@@ -18,13 +18,14 @@ from ddpmlab.core.resources import check_memory
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.finished import (draw_run_samples, evaluate_finished_run, reference_data, run_data,
                                          to_model_space)
-from ddpmlab.evaluation.oracle import MixtureOracle
 from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step
 from ddpmlab.evaluation.summary import metric_rows
-from ddpmlab.runs.checkpoint import METRICS_FILE, read_metrics
+from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.runs.checkpoint import METRICS_FILE
 from ddpmlab.runs.fields import INT64_MAX, NUMBERS, read_field
 from ddpmlab.runs.format import load_run
-from ddpmlab.sampling import draw_samples
+from ddpmlab.runs.metrics_log import read_metrics
+from ddpmlab.sampling.api import draw_samples
 
 EVALUATION_FILE = "evaluation.json"
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import html
 import json
-import math
+
+from ddpmlab.core.fileio import finite_json
 
 _SCRIPT_JSON = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026", 0x2028: "\\u2028",
                 0x2029: "\\u2029"}
@@ -26,20 +27,9 @@ def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _json_ready(obj):
-    """``obj`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    return obj
-
-
 def script_json(obj) -> str:
     """``obj`` as JSON safe inside ``<script type="application/json">`` (read back by ``JSON.parse``)."""
-    text = json.dumps(_json_ready(obj), separators=(",", ":"), allow_nan=False)
+    text = json.dumps(finite_json(obj), separators=(",", ":"), allow_nan=False)
     return text.translate(_SCRIPT_JSON)
 
 

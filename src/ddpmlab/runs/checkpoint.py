@@ -29,15 +29,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ddpmlab.config import Config, from_dict
+from ddpmlab.config.schema import Config, from_dict
 from ddpmlab.core.fileio import atomic_write_bytes, file_kind, finite_json, fsync_dir, os_error, strict_json
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.runs.metrics_log import METRICS_HEADER, MetricsLog, read_metrics  # noqa: F401 (re-exported)
+from ddpmlab.runs.metrics_log import MetricsLog
 
 CHECKPOINT_DIR, TENSORS_FILE, META_FILE, METRICS_FILE = "checkpoints", "state.safetensors", "state.json", "metrics.csv"
 FORMAT, VERSION = "ddpmlab-checkpoint", 1

@@ -16,15 +16,16 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddpmlab.config.build import build_model
-from ddpmlab.config import Config, from_dict, to_toml
+from ddpmlab.config.schema import Config, from_dict
 from ddpmlab.config.schema import DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
-from ddpmlab.data.named import NAMED
-from ddpmlab.models.registry import describe_model
-from ddpmlab.objectives.losses import OBJECTIVES
+from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json
 from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data.named import NAMED
+from ddpmlab.models.registry import describe_model
+from ddpmlab.objectives.losses import OBJECTIVES
 from ddpmlab.runs.run_info import read_run_info
 
 RUN_FILE, WEIGHTS_FILE, CONFIG_FILE = "run.json", "model.safetensors", "config.toml"

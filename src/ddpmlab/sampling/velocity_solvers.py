@@ -68,9 +68,9 @@ def _heun(v, x, t, h):
     return x + 0.5 * h * (d1 + v(x + h * d1, t + h))
 
 
-euler_solve = ODE_SOLVERS.register("euler", _fixed_step("euler", _euler))
-heun_solve = ODE_SOLVERS.register("heun", _fixed_step("heun", _heun))
-midpoint_solve = ODE_SOLVERS.register("midpoint", _fixed_step("midpoint", _midpoint))
+ODE_SOLVERS.register("euler", _fixed_step("euler", _euler))
+ODE_SOLVERS.register("heun", _fixed_step("heun", _heun))
+ODE_SOLVERS.register("midpoint", _fixed_step("midpoint", _midpoint))
 
 
 @ODE_SOLVERS.register("rk45")

@@ -1,8 +1,8 @@
 """Callbacks: code that runs at fixed points of the training loop, without living in it.
 
-Subclass ``Callback`` and override what you need; pass instances as ``Trainer(..., callbacks=[...])``.
-``CALLBACKS`` holds callbacks every Trainer of this process runs too (how a test or a plug-in reaches a
-training started from the command line).
+Subclass ``Callback`` and override what you need; pass instances as ``Trainer(..., callbacks=[...])`` (or
+``ddpmlab.workflows.pipeline.train_run(..., callbacks=[...])``). A trainer runs the callbacks it was given,
+and only those.
 """
 from __future__ import annotations
 
@@ -27,6 +27,3 @@ class Callback:
 
     def on_finish(self, trainer) -> None:
         """After the last step of ``Trainer.run``."""
-
-
-CALLBACKS: list[Callback] = []

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ddpmlab.data import TrainingData
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data.base import TrainingData
 
 
 @dataclass(frozen=True)

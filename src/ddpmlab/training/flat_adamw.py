@@ -95,12 +95,27 @@ class FlatAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One AdamW step of the whole model. The first step is torch's own (it creates the moments);
+        later ones call the fused kernel that torch's step calls, with the same arguments, without its
+        per-call bookkeeping (about 0.06 ms of a 2 ms default step on our 2-core machine; bit for bit
+        torch's, ``tests/test_fast_step.py``)."""
         if closure is not None:
             raise ValueError("FlatAdamW takes no closure")
         if not self.attached:
             raise RuntimeError("FlatAdamW.step after detach: call zero_grad (or attach) before backward")
         self._relink()
-        return super().step()
+        state = self.state.get(self.flat)
+        if not state:
+            return super().step()
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
+        state["step"].add_(1)
+        torch._fused_adamw_([self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]],
+                            [state["max_exp_avg_sq"]] if group["amsgrad"] else [], [state["step"]],
+                            amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                            weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                            grad_scale=None, found_inf=None)
+        return None
 
     # -- torch.optim.AdamW's per-parameter format -----------------------------------------------------
     def state_dict(self) -> dict:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ddpmlab.config.build import build_model
 from ddpmlab.config.schema import Config, TrainConfig, validate
+from ddpmlab.core.fileio import atomic_write_json, os_error
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning
 from ddpmlab.core.validate import check_count, check_generator, check_trainable, diagnosed
 from ddpmlab.data.base import TrainingData, make_training_data
@@ -39,11 +40,9 @@ from ddpmlab.models.ema import EMA
 from ddpmlab.models.guidance import drop_labels, num_classes_of
 from ddpmlab.objectives.losses import OBJECTIVES, make_objective
 from ddpmlab.runs.checkpoint import CHECKPOINT_DIR, METRICS_FILE, RunWriter, checkpoint_dirs, latest_checkpoint
+from ddpmlab.runs.format import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, describe_config, save_run
 from ddpmlab.runs.ownership import LOCK_FILE, MARKER_FILE, DirectoryClaim
 from ddpmlab.runs.resume import resumable_checkpoint
-from ddpmlab.runs.format import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, describe_config, save_run
-from ddpmlab.core.fileio import atomic_write_json, os_error
-from ddpmlab.training.callbacks import CALLBACKS
 from ddpmlab.training.flat_adamw import FlatAdamW, flattenable
 from ddpmlab.training.distributed import (DistContext, local_batch_size, rank_seed, resolve_device, shard,
                                           sum_over_ranks)
@@ -151,7 +150,7 @@ class Trainer(CheckpointState):
     >>> trainer.run(2000)      # checkpoints and metrics.csv in out; SIGINT/SIGTERM stop after a checkpoint
     >>> trainer.save()         # the finished run: run.json, model.safetensors, config.toml, metrics.json
 
-    ``options`` are ``[train]`` config keys (see ``ddpmlab.config.TrainConfig``); ``objective`` may also be
+    ``options`` are ``[train]`` config keys (``ddpmlab.config.schema.TrainConfig``); ``objective`` may also be
     a registered name ("simple", ...). ``data`` is a tensor or NumPy array (N, *dims) (converted to the
     model's dtype) or a ``TrainingData``. What does not fit is one line: data of another example shape,
     labels outside the model's classes or a model with nothing to train when the trainer is built; a
@@ -282,7 +281,7 @@ class Trainer(CheckpointState):
         return self.ema.shadow if self.ema is not None else self.model
 
     def _hooks(self):
-        return CALLBACKS + self.callbacks
+        return self.callbacks
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up, then constant or cosine decay to 0 at ``train.iters``."""

@@ -9,7 +9,7 @@ from ddpmlab.evaluation.guidance import digit_classes, evaluate_classes
 from ddpmlab.figures.guidance import class_image_rows, class_panels
 from ddpmlab.models.guidance import Guided, num_classes_of
 from ddpmlab.runs.format import Run
-from ddpmlab.sampling import draw_samples
+from ddpmlab.sampling.api import draw_samples
 
 
 def resolve_classes(text: str, run: Run) -> list[int]:

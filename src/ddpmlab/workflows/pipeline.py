@@ -1,45 +1,45 @@
 """What the commands do, as functions: train a run from a config, sample from a finished run."""
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ddpmlab.training import distributed
-from ddpmlab.config import Config
 from ddpmlab.config.checks import log_alpha_bar_T, prior_check_applies, prior_mismatch
-from ddpmlab.core.fileio import atomic_write_bytes, ensure_writable_dir
+from ddpmlab.config.schema import Config
+from ddpmlab.core.fileio import atomic_write_npy, ensure_writable_dir
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning, NonFiniteError
 from ddpmlab.runs.checkpoint import checkpoint_dirs
 from ddpmlab.runs.format import RUN_FILE, load_run
 from ddpmlab.runs.resume import resumable_checkpoint
-from ddpmlab.sampling import draw_samples
+from ddpmlab.sampling.api import draw_samples
+from ddpmlab.training import distributed
 from ddpmlab.training.trainer import Trainer
-from ddpmlab.workflows.threads import model_threads
 from ddpmlab.workflows.conditional import class_labels, guided_model, resolve_classes
+from ddpmlab.workflows.threads import model_threads
 
 
-def train_run(cfg: Config, out, progress: bool = True, resume: bool = False, trust_code: bool = False) -> dict:
+def train_run(cfg: Config, out, progress: bool = True, resume: bool = False, trust_code: bool = False,
+              callbacks=()) -> dict:
     """Train ``cfg`` into the run directory ``out``: ``metrics.csv`` and checkpoints while training, the
     finished run (run.json, model.safetensors, config.toml, metrics.json) at the end. ``resume``
     continues from ``out``'s latest checkpoint (``cfg`` may differ from its config only in
     ``checkpoint.RESUMABLE_KEYS``). A config naming your network class imports it only with
-    ``trust_code``. Under torchrun every rank calls this and rank 0 writes.
+    ``trust_code``. The trainer runs ``callbacks`` (``ddpmlab.training.callbacks``). Under torchrun every
+    rank calls this and rank 0 writes.
 
     Raises ``TrainingInterrupted`` after SIGINT / SIGTERM (checkpoint written) and ``NonFiniteLoss``
     (nothing written, earlier checkpoints intact)."""
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train_run(cfg, Path(out), progress, resume, ctx, trust_code)
+        return _train_run(cfg, Path(out), progress, resume, ctx, trust_code, callbacks)
     finally:
         distributed.teardown(ctx)
 
 
 def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distributed.DistContext,
-               trust_code: bool) -> dict:
+               trust_code: bool, callbacks) -> dict:
     checkpoint = None
     if resume:
         checkpoint = _resumable(out, ctx)
@@ -54,7 +54,7 @@ def _train_run(cfg: Config, out: Path, progress: bool, resume: bool, ctx: distri
                            f"--resume {out}, or choose another --out")
     if ctx.is_main:
         ensure_writable_dir(out)
-    trainer = Trainer.from_config(cfg, ctx, checkpoint, out=out, trust_code=trust_code)
+    trainer = Trainer.from_config(cfg, ctx, checkpoint, out=out, trust_code=trust_code, callbacks=callbacks)
     if ctx.is_main:
         _warn_prior_mismatch(cfg, trainer)
     with model_threads(cfg.train.threads, trainer.model, training_rows(cfg, trainer)) as threads:
@@ -132,7 +132,5 @@ def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, e
                          time_shift=s.time_shift if time_shift is None else time_shift, grid=grid or s.grid)
     _refuse_non_finite(x, sampler or s.sampler)
     arr = run.to_data_units(x).numpy()
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_npy(out, arr)
     return arr.shape

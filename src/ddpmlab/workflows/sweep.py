@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.fileio import atomic_write_bytes, new_file_for_append, os_error
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.registry import check_trust

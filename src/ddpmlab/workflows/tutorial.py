@@ -18,13 +18,11 @@ from pathlib import Path
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.figures import plots
-from ddpmlab.report import build_report
+from ddpmlab.report.build import build_report
 from ddpmlab.workflows.tutorial_background import recommended_beside
-from ddpmlab.workflows.tutorial_recipes import SEED_FIGURES, recommended_recipe, seed_recipe
-from ddpmlab.workflows.tutorial_summary import summary_lines, verdict_lines  # noqa: F401  (re-exported)
+from ddpmlab.workflows.tutorial_recipes import recommended_recipe, seed_recipe
 
 RECIPES = ("seed", "recommended", "both")
-FIGURES = SEED_FIGURES  # the seed's five figures, in DIR
 RECOMMENDED_DIR = "recommended"
 RECOMMENDED_FIGURES = ("generated_hist.png", "reverse_trajectories.png")  # in DIR/recommended
 COMPARISON = "comparison.png"

@@ -16,22 +16,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpmlab.config import load_config
+from ddpmlab.config.schema import load_config
 from ddpmlab.core.diffusion import forward_trajectory
 from ddpmlab.core.fileio import atomic_write_json, ensure_writable_dir
 from ddpmlab.evaluation.diagnosis import diagnose
+from ddpmlab.evaluation.exact import evaluate_run
 from ddpmlab.evaluation.metrics import component_fractions_against, w1_against
-from ddpmlab.evaluation.oracle import MixtureOracle
-from ddpmlab.evaluation.report import evaluate_run
 from ddpmlab.figures import plots
+from ddpmlab.models.oracle import MixtureOracle
 from ddpmlab.objectives.seed_bound import estimate_trajectory_bound
 from ddpmlab.runs.format import save_run
-from ddpmlab.sampling import draw_samples, sample
+from ddpmlab.sampling.api import draw_samples, sample
 from ddpmlab.workflows.pipeline import fit, training_rows
 from ddpmlab.workflows.threads import model_threads, thread_count
 
 SEED_FIGURES = ("data_hist.png", "forward_trajectories.png", "loss.png", "reverse_trajectories.png",
-                "generated_hist.png")
+                "generated_hist.png")  # the seed's five figures, in the tutorial's DIR
 SAMPLE_KEYS = ("w1", "w1_noise_floor", "component_fractions", "true_component_fractions")
 
 

@@ -39,7 +39,7 @@ def run(args) -> int:
     from ddpmlab.core.fileio import atomic_write_json
     from ddpmlab.core.resources import check_memory
     from ddpmlab.evaluation.finished import evaluate_finished_run
-    from ddpmlab.evaluation.report import format_table
+    from ddpmlab.evaluation.exact import format_table
     from ddpmlab.evaluation.summary import format_rows
     from ddpmlab.runs.ownership import DirectoryClaim
     from ddpmlab.runs.format import load_run
@@ -110,7 +110,7 @@ def _evaluate_flow(args, run) -> tuple[str, dict]:
     import torch
 
     from ddpmlab.core.utils import DDPMLabError
-    from ddpmlab.evaluation.report_flow import evaluate_flow_run, format_flow_table
+    from ddpmlab.evaluation.exact_flow import evaluate_flow_run, format_flow_table
 
     if run.dist is None or "scale" in run.info.get("data", {}):
         raise DDPMLabError("a flow run is evaluated against its exact flow: it needs Gaussian-mixture data in "

@@ -49,7 +49,7 @@ def run(args) -> int:
     from ddpmlab.runs.ownership import DirectoryClaim
     from ddpmlab.figures.plots2d import write_figures
     from ddpmlab.runs.format import load_run
-    from ddpmlab.sampling import draw_samples
+    from ddpmlab.sampling.api import draw_samples
     from ddpmlab.core.utils import DDPMLabError
 
     run_ = load_run(args.run_dir, trust_code=args.trust_code)

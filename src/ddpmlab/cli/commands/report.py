@@ -28,7 +28,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ddpmlab.report import ReportSettings, build_report
+    from ddpmlab.report.build import build_report
+    from ddpmlab.report.collect import ReportSettings
 
     s = ReportSettings(seed=args.seed, n_bound=args.n_bound, n_ode=args.n_ode, n_samples=args.samples)
     r = build_report(args.runs, args.out, force=args.force, allow_mixed_data=args.allow_mixed_data, settings=s,

@@ -16,19 +16,18 @@ HELP = "draw samples from a trained run into a .npy file (in data units)"
 def add_arguments(p) -> None:
     from ddpmlab.cli.commands import add_trust_code
 
-    from ddpmlab.sampling import ODE_SOLVERS, SAMPLERS
-    from ddpmlab.sampling.grids import TIME_GRIDS
-
+    # Names are checked against the registries by the run's config validation after parsing (the message
+    # lists them): --help never waits for torch, and a sampler registered by your own code is accepted.
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train / tutorial)")
     p.add_argument("-n", type=count(1), default=1000, help="number of samples")
-    p.add_argument("--sampler", choices=SAMPLERS.names(), default=None,
-                   help="default: the run's sample.sampler")
+    p.add_argument("--sampler", metavar="NAME", default=None,
+                   help="a registered sampler, dl.SAMPLERS (default: the run's sample.sampler)")
     p.add_argument("--steps", type=count(0), default=None, help="sampling steps (default: the run's, 0 = all T)")
-    p.add_argument("--grid", choices=TIME_GRIDS.names(), default=None,
-                   help="time grid of the steps (default: the run's sample.grid, uniform)")
+    p.add_argument("--grid", metavar="NAME", default=None,
+                   help="a registered time grid of the steps, dl.TIME_GRIDS (default: the run's sample.grid)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the run's)")
-    p.add_argument("--ode-solver", choices=ODE_SOLVERS.names(), default=None,
-                   help="solver of --sampler ode (default: the run's sample.ode_solver)")
+    p.add_argument("--ode-solver", metavar="NAME", default=None,
+                   help="a registered solver of --sampler ode, dl.ODE_SOLVERS (default: the run's sample.ode_solver)")
     p.add_argument("--time-shift", type=float, default=None,
                    help="flow runs: shift of the ODE's time grid, 0.01 to 100 (default: the run's "
                    "sample.time_shift)")
@@ -56,7 +55,7 @@ def sample_config(run_cfg, args):
     """The run's ``[sample]`` section with the flags given, validated together as the config validates it
     (``--grid karras --time-shift 1`` on a run with a shift); a refusal names the first flag that the run's
     config refuses alone, else every flag given."""
-    from ddpmlab.config import from_dict
+    from ddpmlab.config.schema import from_dict
     from ddpmlab.core.utils import DDPMLabError
 
     given = [(option, key, getattr(args, flag)) for flag, option, key in FLAGS if getattr(args, flag) is not None]
@@ -89,7 +88,7 @@ def run(args) -> int:
     import math
     from pathlib import Path
 
-    from ddpmlab.config import from_dict
+    from ddpmlab.config.schema import from_dict
     from ddpmlab.config.checks import sampling_bytes
     from ddpmlab.core.resources import check_memory
     from ddpmlab.runs.ownership import make_dirs, remove_dirs

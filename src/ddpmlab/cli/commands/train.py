@@ -53,7 +53,7 @@ def add_arguments(p) -> None:
 def _new_run_config(args, overrides):
     """The config of a new run: --config and --set, then --data set on the dataclass itself (a path is
     never written into TOML text), and a file's path made absolute so the run works from anywhere."""
-    from ddpmlab.config import load_config, validate
+    from ddpmlab.config.schema import load_config, validate
     from ddpmlab.core.utils import DDPMLabError
 
     if args.data is not None and not args.data.strip():
@@ -72,12 +72,12 @@ def _new_run_config(args, overrides):
 
 
 def run(args) -> int:
-    from ddpmlab.config import to_toml
+    from ddpmlab.config.toml_writer import to_toml
     from ddpmlab.core.utils import DDPMLabError
     from ddpmlab.runs.ownership import DirectoryClaim
     from ddpmlab.runs.resume import resumable_checkpoint, resume_config
     from ddpmlab.training.distributed import torchrun_env
-    from ddpmlab.training.trainer import NonFiniteLoss, TrainingInterrupted
+    from ddpmlab.training.signals import NonFiniteLoss, TrainingInterrupted
     from ddpmlab.workflows.pipeline import train_run
 
     env = torchrun_env()  # a malformed torchrun launch is refused before anything is written

@@ -32,12 +32,13 @@ BOTH = ("seed", "iters", "samples", "threads")  # flags that set the recommended
 
 
 def run(args) -> int:
-    from ddpmlab.config import load_config
+    from ddpmlab.config.schema import load_config
     from ddpmlab.core.utils import DDPMLabError
-    from ddpmlab.evaluation.report import format_table
+    from ddpmlab.evaluation.exact import format_table
     from ddpmlab.models.registry import is_target
     from ddpmlab.runs.ownership import DirectoryClaim
-    from ddpmlab.workflows.tutorial import pointer_lines, run_tutorial, summary_lines, verdict_lines
+    from ddpmlab.workflows.tutorial import pointer_lines, run_tutorial
+    from ddpmlab.workflows.tutorial_summary import summary_lines, verdict_lines
 
     given = {flag: key for flag, key in FLAGS.items() if getattr(args, flag) is not None}
     overrides = [f"{key}={getattr(args, flag)!r}" for flag, key in given.items()] + args.set

@@ -12,14 +12,15 @@ import time
 import torch
 
 from ddpmlab.core.distributions import GaussianMixture
-from ddpmlab.evaluation.likelihood import nats_to_bpd
+from ddpmlab.core.gaussian import nats_to_bpd
+from ddpmlab.core.threads import intra_op_threads
+from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
 from ddpmlab.evaluation.metrics_nd import against_distribution
-from ddpmlab.evaluation.ode import intra_op_threads, ode_log_likelihood
-from ddpmlab.evaluation.oracle import MixtureOracle
+from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.evaluation.per_step import evaluate_bound_by_step
-from ddpmlab.sampling import sample
-from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.sampling.api import sample
 
 
 def data_entropy(dist: GaussianMixture, n: int, generator: torch.Generator) -> dict:

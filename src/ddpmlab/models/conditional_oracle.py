@@ -18,7 +18,7 @@ from ddpmlab.core.contract import PMeanVariance, ReverseProcess
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.evaluation.oracle import MixtureOracle
+from ddpmlab.models.oracle import MixtureOracle
 
 
 class LabelledMixtureOracle(ReverseProcess):

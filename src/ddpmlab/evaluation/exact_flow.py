@@ -11,13 +11,13 @@ import time
 
 import torch
 
-from ddpmlab.core.continuous import intra_op_threads
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.gaussian import nats_to_bpd
+from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.evaluation.flow_oracle import FlowMixtureOracle
-from ddpmlab.evaluation.report import _num, _pm, _sample_metrics, data_entropy, ode_nll
-from ddpmlab.sampling import sample
+from ddpmlab.evaluation.exact import _num, _pm, _sample_metrics, data_entropy, ode_nll
+from ddpmlab.models.flow_oracle import FlowMixtureOracle
+from ddpmlab.sampling.api import sample
 
 
 def _one(model, dist, x_ode, x_T, generator, steps: int, solver: str) -> dict:

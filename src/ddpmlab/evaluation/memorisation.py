@@ -1,0 +1,156 @@
+"""Memorisation: are a model's samples copies of its training set, and which optimum does it follow?
+
+On a finite training set the denoising loss has two exact optima: the population optimum (the true
+distribution's, ``MixtureOracle`` / ``FlowMixtureOracle``) and the empirical optimum (the training set
+smoothed by the forward kernel, ``EmpiricalOracle`` / ``FlowEmpiricalOracle``), whose samples are the
+training points themselves. Two measures tell which one a trained model is near:
+
+- near-copies: ``copy_fraction(samples, train, threshold)`` is the fraction of samples whose nearest
+  training point (Euclidean, over the flattened example) is no farther than ``threshold``; the documented
+  threshold is ``copy_threshold(train)``, the 5th percentile (``COPY_QUANTILE``) of the training points'
+  own nearest-neighbour distances, each point left out of its own search (a sample nearer a training
+  point than 95 % of the training points are to each other is a copy of it). The same fraction for true
+  samples is the floor, and for the empirical optimum's samples it is the ceiling (1.0);
+- ``optimum_distances``: per step t, the mean squared distance per dimension between the model's x_0
+  prediction and each optimum's, on x_t drawn from the forward process of held-out (or true) data, and
+  ``crossover_t``, the first t, going up from the data, at which the model is nearer the population
+  optimum than the empirical one. (The eps predictions' distances are the x_0 ones times alpha^2 /
+  sigma^2 at each t: the same comparison.)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ddpmlab.core.contract import step_tensor
+from ddpmlab.core.diffusion import q_sample
+from ddpmlab.core.paths import family_of
+from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.core.validate import check_examples, check_generator
+from ddpmlab.models.empirical_oracle import nearest_neighbours
+
+COPY_QUANTILE = 0.05  # the copy threshold: this quantile of the training points' own NN distances
+
+
+def _rows(x, name: str) -> torch.Tensor:
+    x = check_examples(x, name, dtype=torch.float64)
+    return x.reshape(x.shape[0], -1).cpu()
+
+
+def copy_threshold(train, quantile: float = COPY_QUANTILE) -> float:
+    """The ``quantile`` (default the 5th percentile) of the training points' leave-one-out nearest-neighbour
+    distances (linear interpolation between order statistics, NumPy's default): the near-copy radius."""
+    if not 0.0 <= float(quantile) <= 1.0:
+        raise DDPMLabError(f"the copy quantile must lie in [0, 1], got {quantile}")
+    train = check_examples(train, "the training set", dtype=torch.float64, min_rows=2)
+    dist, _ = nearest_neighbours(train, train, exclude_self=True)
+    return float(torch.quantile(dist, float(quantile)))
+
+
+def copy_fraction(samples, train, threshold: float | None = None) -> float:
+    """The fraction of ``samples`` (n, *dims) whose nearest point of ``train`` (N, *dims) is at most
+    ``threshold`` away (default ``copy_threshold(train)``)."""
+    x, y = _rows(samples, "the samples"), _rows(train, "the training set")
+    if x.shape[1] != y.shape[1]:
+        raise DDPMLabError(f"samples of {x.shape[1]} numbers cannot be compared with training points of "
+                           f"{y.shape[1]}")
+    threshold = copy_threshold(train) if threshold is None else float(threshold)
+    if not threshold >= 0:
+        raise DDPMLabError(f"the copy threshold must be a distance >= 0, got {threshold}")
+    dist, _ = nearest_neighbours(x, y)
+    return float((dist <= threshold).double().mean())
+
+
+# -- the x_0 each model predicts, per family ---------------------------------------------------------
+def _ddpm_noised(model, x0: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    """x_t ~ q(x_t | x_0) at paper step t (Ho et al. eq. 4)."""
+    return q_sample(model.schedule, x0, torch.full((x0.shape[0],), int(t)), eps)
+
+
+def _ddpm_x0(model, x_t: torch.Tensor, t) -> torch.Tensor:
+    """The model's x_0 prediction at paper step t (the contract's ``pred_x0``), float64 on the CPU."""
+    step = step_tensor(model, x_t.shape[0], int(t))
+    return model.p_mean_variance(x_t.to(model.device, model.dtype), step).pred_x0.double().cpu()
+
+
+def _path_coefficients(model, t) -> tuple[float, float, float, float]:
+    p, t = model.path, float(t)
+    return float(p.alpha(t)), float(p.sigma(t)), float(p.d_alpha(t)), float(p.d_sigma(t))
+
+
+def _flow_noised(model, x0: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    """x_t = alpha(t) x_0 + sigma(t) eps on the model's path."""
+    a, s, _, _ = _path_coefficients(model, t)
+    return a * x0 + s * eps
+
+
+def _flow_x0(model, x_t: torch.Tensor, t) -> torch.Tensor:
+    """The x_0 a velocity implies: from x = alpha x_0 + sigma eps and v = alpha' x_0 + sigma' eps,
+    x_0 = (sigma v - sigma' x) / (sigma alpha' - sigma' alpha) (x - t v on the linear path)."""
+    a, s, da, ds = _path_coefficients(model, t)
+    v = model.velocity(x_t.to(model.device, model.dtype), float(t)).double().cpu()
+    return (s * v - ds * x_t) / (s * da - ds * a)
+
+
+def _ddpm_times(model, ts: list) -> list:
+    T = model.schedule.T
+    if not all(float(t) == int(t) and 1 <= int(t) <= T for t in ts):
+        raise DDPMLabError(f"a DDPM's steps are whole numbers in 1..{T}, got {ts}")
+    return [int(t) for t in ts]
+
+
+def _flow_times(model, ts: list) -> list:
+    if not all(0.0 < float(t) <= 1.0 for t in ts):
+        raise DDPMLabError(f"a flow's times lie in (0, 1], got {ts}")
+    return [float(t) for t in ts]
+
+
+# per family: its times (checked), x_t from x_0 and noise, a model's x_0 prediction
+_FAMILIES = {"ddpm": (_ddpm_times, _ddpm_noised, _ddpm_x0), "flow": (_flow_times, _flow_noised, _flow_x0)}
+
+
+@torch.no_grad()
+def optimum_distances(model, population_oracle, empirical_oracle, x0_ref, ts,
+                      generator: torch.Generator | None = None) -> dict:
+    """Per time t of ``ts`` (a DDPM's paper steps, a flow's times), on x_t drawn from the forward process
+    of ``x0_ref`` (n, *dims: held-out or true data, not the training set), one draw per example and t
+    (the same draw for the three models), the mean over examples of ||a - b||^2 / D between x_0
+    predictions: ``model_vs_population``, ``model_vs_empirical`` and ``population_vs_empirical`` (how far
+    apart the optima are: where it is small, the comparison says nothing), each with its standard error
+    (``*_se``), and ``difference_se``, the standard error of the paired difference model_vs_population -
+    model_vs_empirical. Lists indexed like ``t``."""
+    times, noised, predict = _FAMILIES[family_of(model)]
+    try:
+        ts = torch.as_tensor(ts, dtype=torch.float64).reshape(-1).tolist()
+    except (TypeError, ValueError, RuntimeError):
+        raise DDPMLabError(f"the times must be numbers, got {ts!r}") from None
+    if not ts:
+        raise DDPMLabError("optimum distances need at least one time")
+    ts = times(model, ts)
+    x0 = check_examples(x0_ref, "the reference data", tuple(model.data_shape), dtype=torch.float64,
+                        min_rows=2).cpu()
+    generator = check_generator(generator)
+    n, dims = x0.shape[0], math.prod(x0.shape[1:])
+    pairs = ("model_vs_population", "model_vs_empirical", "population_vs_empirical")
+    out = {"t": ts, **{k: [] for k in pairs}, **{f"{k}_se": [] for k in pairs}, "difference_se": []}
+    for t in ts:
+        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+        x_t = noised(model, x0, t, eps)
+        m, p, e = (predict(net, x_t, t) for net in (model, population_oracle, empirical_oracle))
+        per = {k: (a - b).square().reshape(n, -1).sum(1) / dims for k, (a, b) in zip(pairs, ((m, p), (m, e), (p, e)))}
+        for k, v in per.items():
+            out[k].append(float(v.mean()))
+            out[f"{k}_se"].append(float(v.std() / math.sqrt(n)))
+        out["difference_se"].append(float((per[pairs[0]] - per[pairs[1]]).std() / math.sqrt(n)))
+    out["n"] = n
+    return out
+
+
+def crossover_t(distances: dict):
+    """The smallest t of an ``optimum_distances`` result at which the model is nearer the population
+    optimum than the empirical one (below it, it follows its training set), or None when it never is."""
+    for t, pop, emp in zip(distances["t"], distances["model_vs_population"], distances["model_vs_empirical"]):
+        if pop < emp:
+            return t
+    return None
