@@ -61,3 +61,34 @@ def test_bad_schedules_are_refused(kwargs):
 def test_betas_outside_unit_interval_refused():
     with pytest.raises(DDPMLabError):
         NoiseSchedule(torch.tensor([0.1, 1.0]))
+
+
+def _abar_T(T: int, scale: float) -> str:
+    """alpha-bar_T of Ho et al.'s linear betas times ``scale`` at T steps, as the docs quote it."""
+    abar = float(make_schedule("linear", T, beta_start=1e-4 * scale, beta_end=0.02 * scale).alphas_cumprod[-1])
+    return f"{abar:.2f}" if abar > 0.1 else f"{abar:.3f}" if abar > 0.01 else f"{abar:.1e}".replace("e-0", "e-")
+
+
+def test_linear_betas_are_used_as_given_and_the_configs_scale_them():
+    """``make_schedule("linear", T)`` is Ho et al.'s 1e-4..0.02 at every T (never rescaled); every packaged
+    linear config stores those betas times 1000 / T; the docstring, docs/api.md and the README quote the
+    alpha-bar_T of each way as computed here."""
+    from pathlib import Path
+
+    from ddpmlab.config.schema import CONFIG_DIR, load_config
+    from ddpmlab.core import schedule as module
+
+    ho = torch.linspace(1e-4, 0.02, 100, dtype=torch.float64)
+    assert torch.equal(make_schedule("linear", 100).betas[1:], ho)
+    linear = [c.schedule for c in map(load_config, sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+              if c.schedule.kind == "linear"]
+    assert linear
+    for s in linear:
+        assert math.isclose(s.beta_start, 1e-4 * 1000 / s.steps) and math.isclose(s.beta_end, 0.02 * 1000 / s.steps)
+    root = Path(__file__).resolve().parents[1]
+    quoted = {"docstring": (module.linear_betas.__doc__, [(100, 1), (1000, 1), (250, 4), (100, 10)]),
+              "docs/api.md": ((root / "docs/api.md").read_text(), [(100, 1), (1000, 1), (250, 4), (100, 10)]),
+              "README.md": ((root / "README.md").read_text(), [(250, 1), (250, 4)])}
+    for where, (text, cases) in quoted.items():
+        for T, scale in cases:
+            assert f"alpha-bar_T = {_abar_T(T, scale)}" in " ".join(text.split()), (where, T, scale)

@@ -23,7 +23,7 @@ from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.named import NAMED
 from ddpmlab.models.registry import ARCHITECTURES, SEED_TYPES, is_target
 from ddpmlab.objectives.flow_matching import TARGETS, TIME_SAMPLINGS
-from ddpmlab.objectives.losses import OBJECTIVES
+from ddpmlab.objectives.losses import OBJECTIVES, make_objective, objective_options
 from ddpmlab.sampling.grids import TIME_GRIDS, axis_of, make_grid, shift_option
 from ddpmlab.sampling.options import ETA_RANGE, TIME_SHIFT_RANGE
 from ddpmlab.sampling.registry import ODE_SOLVERS, SAMPLERS
@@ -80,6 +80,8 @@ class TrainConfig:
     time_sampling: str = "uniform"  # flow_matching's density of t: uniform | logit_normal
     flow_target: str = "conditional"  # flow_matching's target: conditional | stable (Xu et al. 2023)
     reference_batch: int = 0  # the stable target's reference examples (the batch's first N); 0 = all
+    objective_options: dict = field(default_factory=dict)  # [train.objective_options]: the objective's
+    # other keyword arguments (flow_matching: loc, scale of logit_normal; your registered objective's own)
     iters: int = 2000  # optimisation steps
     batch_size: int = 512  # examples per step; 0 = the whole training set
     lr: float = 2e-3  # AdamW learning rate
@@ -158,6 +160,50 @@ UPPER = {("schedule", "beta"): (1, True), ("schedule", "beta_start"): (1, True),
          ("sample", "eta"): (ETA_RANGE[1], False), ("sample", "time_shift"): (TIME_SHIFT_RANGE[1], False)}
 
 
+# the flat [train] keys that set an objective's keyword argument (what runs record): key -> argument. A key
+# the objective does not take must keep its default; [train.objective_options] sets the other arguments.
+OBJECTIVE_KEYS = {"hybrid_weight": "weight", "importance_sampling": "importance_sampling",
+                  "time_sampling": "time_sampling", "flow_target": "target", "reference_batch": "reference_batch"}
+FLAT_KEY = {arg: key for key, arg in OBJECTIVE_KEYS.items()}  # argument -> its flat key
+
+
+def objective_kwargs(name: str, t: TrainConfig) -> dict:
+    """The keyword arguments of the registered objective ``name`` from ``t``: the flat keys it takes and
+    ``objective_options``. A flat key it does not take at a value other than its default, or an option
+    in ``objective_options`` that it does not take or that a flat key sets, is a one-line error."""
+    declared, default = objective_options(OBJECTIVES.get(name)), TrainConfig()
+    kwargs = {}
+    for key, arg in OBJECTIVE_KEYS.items():
+        if arg in declared:
+            kwargs[arg] = getattr(t, key)
+        elif getattr(t, key) != getattr(default, key):
+            value = str(getattr(t, key)).lower() if isinstance(getattr(t, key), bool) else repr(getattr(t, key))
+            raise DDPMLabError(f"train.{key} = {value} does not apply to train.objective = {name!r} "
+                               f"(its options: {', '.join(_option_keys(declared)) or 'none'})")
+    for arg in t.objective_options:
+        if arg in FLAT_KEY and arg in declared:
+            raise DDPMLabError(f"train.objective_options.{arg}: set train.{FLAT_KEY[arg]} instead")
+    return {**kwargs, **t.objective_options}
+
+
+def _option_keys(declared: dict) -> list[str]:
+    """How a config sets each of an objective's options: a flat key or objective_options.ARG."""
+    return [f"train.{FLAT_KEY[a]}" if a in FLAT_KEY else f"train.objective_options.{a}" for a in declared]
+
+
+def objective_fields(name: str, options: dict) -> dict:
+    """The ``[train]`` fields that record the objective ``name`` with ``options`` (``describe_objective``):
+    its flat keys, and its other options where they differ from their defaults in ``objective_options``."""
+    declared = objective_options(OBJECTIVES.get(name))
+    fields_ = {"objective": name, "objective_options": {}}
+    for arg, value in options.items():
+        if arg in FLAT_KEY:
+            fields_[FLAT_KEY[arg]] = value
+        elif value != declared.get(arg):
+            fields_["objective_options"][arg] = value
+    return fields_
+
+
 def _coerce(section: str, key: str, value, typ):
     name = f"{section}.{key}"
     if typ is bool:
@@ -229,6 +275,12 @@ def validate(cfg: Config) -> None:
             raise DDPMLabError(f"{section}.{key} must be {'<' if strict else '<='} {high}, got {v}")
     m, t = cfg.model, cfg.train
     validate_family(cfg)
+    if t.objective != "custom":  # built once, so that its own checks of its options run now
+        try:
+            make_objective(t.objective, objective_kwargs(t.objective, t))
+        except DDPMLabError as exc:
+            raise (DDPMLabError(f"train.objective_options: {exc}") if str(exc).startswith("objective ") else exc) \
+                from None
     if m.arch == "seed" and (m.mean_type, m.var_type) != SEED_TYPES:
         raise DDPMLabError("model.arch = 'seed' predicts the previous x with a learned std: set "
                            f"model.mean_type = {SEED_TYPES[0]!r} and model.var_type = {SEED_TYPES[1]!r}")

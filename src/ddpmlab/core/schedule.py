@@ -27,7 +27,14 @@ def constant_betas(num_steps: int, beta: float = 0.02, **_) -> torch.Tensor:
 
 @SCHEDULES.register("linear")
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, **_) -> torch.Tensor:
-    """beta_start..beta_end evenly (Ho et al. 2020, sec. 4)."""
+    """beta_start..beta_end evenly (Ho et al. 2020, sec. 4), taken as given at any T.
+
+    The defaults are Ho et al.'s numbers for T = 1000 (alpha-bar_T = 4.0e-5). They are not rescaled
+    for another T: at T = 100 they leave alpha-bar_T = 0.36, so x_T keeps 60% of the data's scale and
+    sampling from N(0, I) starts far from q(x_T). To keep Ho's alpha-bar_T at another T, pass both ends
+    multiplied by 1000 / T, as the packaged configs do in their TOML: 4e-4..0.08 at T = 250
+    (alpha-bar_T = 3.3e-5), 1e-3..0.2 at T = 100 (alpha-bar_T = 2.0e-5).
+    """
     if not (0.0 < beta_start < 1.0 and 0.0 < beta_end < 1.0):
         raise DDPMLabError(f"beta_start and beta_end must lie in (0, 1), got {beta_start}, {beta_end}")
     return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
@@ -147,9 +154,13 @@ class NoiseSchedule:
 
 
 def make_schedule(kind: str, num_steps: int, **options) -> NoiseSchedule:
-    """A NoiseSchedule by registered name: ``make_schedule("linear", 250)``, ``make_schedule("constant",
-    250, beta=0.02)`` (see ``make_betas``). The schedule remembers how it was made (``spec``), so a run
-    can record it."""
+    """A NoiseSchedule by registered name: ``make_schedule("linear", 250, beta_start=4e-4,
+    beta_end=0.08)``, ``make_schedule("constant", 250, beta=0.02)`` (see ``make_betas``). The schedule
+    remembers how it was made (``spec``), so a run can record it.
+
+    Options are used as given, never rescaled for ``num_steps``: ``make_schedule("linear", T)`` is Ho et
+    al.'s 1e-4..0.02 at every T (alpha-bar_T = 0.36 at T = 100, 4.0e-5 at T = 1000; see
+    ``linear_betas``), while the packaged configs store betas already scaled by 1000 / T."""
     schedule = NoiseSchedule(make_betas(kind, num_steps, **options))
     schedule.spec = {"kind": kind, "steps": int(num_steps), **options}
     return schedule

@@ -21,11 +21,13 @@ from ddpmlab.sampling.api import sample
 
 
 def evaluate(model, dist=None, reference=None, train=None, n_samples: int = 10_000, sampler: str = "ancestral",
-             steps: int = 0, generator: torch.Generator | None = None, **options) -> dict:
+             steps: int = 0, generator: torch.Generator | None = None, n_bound: int = 10_000, n_ode: int = 256,
+             **options) -> dict:
     """Evaluate ``model`` (any model of the contract) against ``dist`` or held-out ``reference`` data.
 
     ``sampler``, ``steps`` and ``options`` choose how samples are drawn (for a mixture: the exact
-    evaluation's own ancestral samples unless another sampler is named). ``reference`` and ``train`` are
+    evaluation's own ancestral samples unless another sampler is named). On a mixture, ``n_bound`` data
+    points for each bound and ``n_ode`` for the ODE likelihood (0 skips it). ``reference`` and ``train`` are
     tensors (N, *dims) of the model's example shape, finite. Returns a JSON-ready dict.
     """
     generator = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
@@ -40,11 +42,12 @@ def evaluate(model, dist=None, reference=None, train=None, n_samples: int = 10_0
         sampler, steps = "ode", steps or 25
     draw = lambda: sample(model, n_samples, sampler, steps, generator=generator, **options)  # noqa: E731
     if isinstance(dist, GaussianMixture) and family_of(model) == "flow":
-        return evaluate_flow_run(model, dist, generator, n_samples=n_samples, steps=steps,
+        return evaluate_flow_run(model, dist, generator, n_ode=n_ode, n_samples=n_samples, steps=steps,
                                  solver=options.get("solver", "heun"))
     if isinstance(dist, GaussianMixture):
         samples = None if (sampler, steps, options) == ("ancestral", 0, {}) else draw()
-        return evaluate_run(model, dist, generator, n_samples=n_samples, samples=samples)
+        return evaluate_run(model, dist, generator, n_bound=n_bound, n_ode=n_ode, n_samples=n_samples,
+                            samples=samples)
     if dist is not None:
         return against_distribution(dist, draw(), generator)
     reference = check_examples(reference, "reference", shape, model.dtype, min_rows=2 if train is not None else 4)

@@ -12,6 +12,8 @@ A run here is anything with ``model``, ``cfg`` (the resolved ``Config``), ``info
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from ddpmlab.core.distributions import GaussianMixture
@@ -22,7 +24,9 @@ from ddpmlab.data.digits import digits_split
 from ddpmlab.data.named import NAMED
 from ddpmlab.evaluation.exact import evaluate_run
 from ddpmlab.evaluation.nd import evaluate_digits, evaluate_distribution, evaluate_heldout
+from ddpmlab.evaluation.range_check import RULE, data_stats, out_of_range
 from ddpmlab.sampling.api import draw_samples
+from ddpmlab.sampling.registry import SAMPLERS
 
 KINDS = ("mixture", "distribution", "digits", "heldout")
 
@@ -106,7 +110,9 @@ def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000
     if n < 2 or n_ode == 1 or n_ode < 0:
         raise DDPMLabError("evaluation needs at least 2 points for each estimate (n_ode = 0 skips the ODE)")
     if kind == "mixture":
-        ev = evaluate_run(run.model, dist, generator, n_bound=n_bound, n_ode=n_ode, n_samples=n, threads=threads)
+        with intra_op_threads(threads):
+            samples = draw_run_samples(run, n, generator)  # the run's own sampler, as for every kind
+        ev = evaluate_run(run.model, dist, generator, n_bound=n_bound, n_ode=n_ode, samples=samples, threads=threads)
     else:
         with intra_op_threads(threads):
             samples = draw_run_samples(run, n, generator)
@@ -119,7 +125,31 @@ def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000
                 ev = evaluate_heldout(run.model, samples, to_model_space(run, train), to_model_space(run, held),
                                       generator, n_ode=n_ode, log_scale=data_log_scale(run),
                                       heldout_desc=run.info["data"].get("heldout"))
-            ev["settings"]["sampler"] = run.cfg.sample.sampler
-            ev["settings"]["sampling_steps"] = run.cfg.sample.steps or run.model.schedule.T
+    ev["settings"].update(sampler_settings(run))
+    ev["samples_out_of_range"] = run_range(run, run.to_data_units(samples))
     ev["data"]["name"] = run.info["data"]["name"]
     return ev
+
+
+N_REFERENCE = 10_000  # training points the range check's data statistics are taken from
+
+
+def run_range(run, samples: torch.Tensor) -> dict | None:
+    """``{"count", "of", "worst_std", "rule"}`` (``range_check.RULE``) for a run's ``samples`` in data units,
+    against its training data (``reference_data``, drawn from a generator of its own); None when the run's
+    data cannot be read (nothing to compare with)."""
+    try:
+        ref = reference_data(run, N_REFERENCE, torch.Generator().manual_seed(0))
+    except DDPMLabError:
+        return None
+    count, worst = out_of_range(samples, data_stats(ref))
+    return {"count": count, "of": int(len(samples)), "worst_std": worst, "rule": RULE}
+
+
+def sampler_settings(run) -> dict:
+    """How a run's evaluation samples are drawn: its ``sample`` section's sampler, steps (0: all T) and
+    eta (None where the sampler takes no eta)."""
+    s = run.cfg.sample
+    takes_eta = "eta" in inspect.signature(SAMPLERS.get(s.sampler)).parameters
+    return {"sampler": s.sampler, "sampling_steps": s.steps or run.model.schedule.T,
+            "eta": s.eta if takes_eta else None}

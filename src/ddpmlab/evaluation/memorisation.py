@@ -10,7 +10,10 @@ training points themselves. Two measures tell which one a trained model is near:
   threshold is ``copy_threshold(train)``, the 5th percentile (``COPY_QUANTILE``) of the training points'
   own nearest-neighbour distances, each point left out of its own search (a sample nearer a training
   point than 95 % of the training points are to each other is a copy of it). The same fraction for true
-  samples is the floor, and for the empirical optimum's samples it is the ceiling (1.0);
+  samples is the floor (about 5 % in expectation: a fresh point's nearest-neighbour distance is
+  distributed like a training point's leave-one-out one; noisy for small N), and for the empirical
+  optimum's samples the ceiling: 1.0 where the training points lie farther apart than the smallest
+  step's noise (closer ones its Gaussian reverse step, moment-matched like every model's, averages);
 - ``optimum_distances``: per step t, the mean squared distance per dimension between the model's x_0
   prediction and each optimum's, on x_t drawn from the forward process of held-out (or true) data, and
   ``crossover_t``, the first t, going up from the data, at which the model is nearer the population
@@ -20,6 +23,7 @@ training points themselves. Two measures tell which one a trained model is near:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -41,7 +45,7 @@ def _rows(x, name: str) -> torch.Tensor:
 def copy_threshold(train, quantile: float = COPY_QUANTILE) -> float:
     """The ``quantile`` (default the 5th percentile) of the training points' leave-one-out nearest-neighbour
     distances (linear interpolation between order statistics, NumPy's default): the near-copy radius."""
-    if not 0.0 <= float(quantile) <= 1.0:
+    if not isinstance(quantile, numbers.Real) or not 0.0 <= float(quantile) <= 1.0:
         raise DDPMLabError(f"the copy quantile must lie in [0, 1], got {quantile}")
     train = check_examples(train, "the training set", dtype=torch.float64, min_rows=2)
     dist, _ = nearest_neighbours(train, train, exclude_self=True)
@@ -55,9 +59,10 @@ def copy_fraction(samples, train, threshold: float | None = None) -> float:
     if x.shape[1] != y.shape[1]:
         raise DDPMLabError(f"samples of {x.shape[1]} numbers cannot be compared with training points of "
                            f"{y.shape[1]}")
-    threshold = copy_threshold(train) if threshold is None else float(threshold)
-    if not threshold >= 0:
-        raise DDPMLabError(f"the copy threshold must be a distance >= 0, got {threshold}")
+    threshold = copy_threshold(train) if threshold is None else threshold
+    if not isinstance(threshold, numbers.Real) or not threshold >= 0:
+        raise DDPMLabError(f"the copy threshold must be a distance >= 0, got {threshold!r}")
+    threshold = float(threshold)
     dist, _ = nearest_neighbours(x, y)
     return float((dist <= threshold).double().mean())
 

@@ -40,12 +40,10 @@ def _wrap(net, schedule, data_shape, o, arch: str | None = None):
     if is_flow(o):
         model = FlowModel(net, data_shape, net_kwargs=getattr(o, "net_kwargs", None),
                           precondition=getattr(o, "precondition", False))
-        if arch is not None:
-            model.arch_options = {"arch": arch, "width": o.width, "depth": o.depth, "time_dim": o.time_dim}
-        return model
-    model = DiffusionModel(net, schedule, o.mean_type, o.var_type, data_shape, precondition=o.precondition,
-                           net_kwargs=getattr(o, "net_kwargs", None))
-    if arch is not None:
+    else:
+        model = DiffusionModel(net, schedule, o.mean_type, o.var_type, data_shape, precondition=o.precondition,
+                               net_kwargs=getattr(o, "net_kwargs", None))
+    if arch is not None:  # what describe_model records, the same for every family
         model.arch_options = {"arch": arch, "width": o.width, "depth": o.depth, "time_dim": o.time_dim}
         if getattr(o, "num_classes", 0):
             model.arch_options["num_classes"] = o.num_classes

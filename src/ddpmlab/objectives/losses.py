@@ -17,8 +17,14 @@
 ``simple_error``, ``split_output``, ``p_mean_variance_from_output``). Your own objective is
 any callable of the same signature; optional ``bind(model)``, ``state_dict()`` and ``load_state_dict(d)``
 let the trainer prepare it and checkpoint its state.
+
+A registered objective's options are its constructor's keyword arguments (``objective_options``), each
+kept as an attribute of the same name so that a run records them (``describe_objective``) and
+``make_objective`` rebuilds the same objective; an option it does not take is refused.
 """
 from __future__ import annotations
+
+import inspect
 
 import torch
 
@@ -106,7 +112,11 @@ class VLB(PerStep):
 
 @OBJECTIVES.register("simple")
 class Simple(PerStep):
-    """Per example: mean squared error of the mean head against its target (Ho et al. eq. 14)."""
+    """Per example: mean squared error of the mean head against its target (Ho et al. eq. 14). t is
+    uniform: the importance weights of ``PerStep`` need the bound's terms, which this loss has not."""
+
+    def __init__(self):
+        super().__init__()
 
     def __call__(self, model, x0, generator=None, cond=None):
         t, _, noise, x_t = self.draw(model, x0, generator)
@@ -137,14 +147,62 @@ class Hybrid(PerStep):
 OBJECTIVES.register("flow_matching", FlowMatching)
 
 
-def make_objective(name: str, hybrid_weight: float = 0.001, importance_sampling: bool = False,
-                   time_sampling: str = "uniform", flow_target: str = "conditional", reference_batch: int = 0):
-    """The registered objective ``name`` with a config's options (each where the objective takes it)."""
-    cls = OBJECTIVES.get(name)
-    if cls is FlowMatching:
-        return FlowMatching(time_sampling, target=flow_target, reference_batch=reference_batch)
-    if cls is Hybrid:
-        return Hybrid(hybrid_weight, importance_sampling)
-    if issubclass(cls, PerStep) and cls is not Simple:
-        return cls(importance_sampling)
-    return cls()
+REQUIRED = inspect.Parameter.empty  # an option without a default: make_objective must be given it
+
+
+def objective_options(obj) -> dict:
+    """The options a registered objective takes: its constructor's keyword arguments -> their defaults
+    (``REQUIRED`` when none); a registered function or instance takes none."""
+    if not isinstance(obj, type):
+        return {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in inspect.signature(obj).parameters.values() if p.kind in kinds}
+
+
+def _check_option(name: str, key: str, value, default) -> None:
+    """A value of the default's kind (a number for a number, true or false for a flag, text for text)."""
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+    want = kinds.get(type(default))
+    if want and (not isinstance(value, want) or (isinstance(value, bool) and type(default) is not bool)):
+        raise DDPMLabError(f"objective {name!r}: option {key} = {value!r} must be a {type(default).__name__} "
+                           f"like its default {default!r}")
+
+
+def make_objective(name: str, options: dict | None = None):
+    """The registered objective ``name`` built with ``options`` (its constructor's keyword arguments,
+    ``objective_options``); an option it does not take, or a required one missing, is a one-line error."""
+    obj, options = OBJECTIVES.get(name), dict(options or {})
+    declared = objective_options(obj)
+    for key, value in options.items():
+        if key not in declared:
+            raise DDPMLabError(f"objective {name!r} takes no option {key!r} (its options: "
+                               f"{', '.join(declared) or 'none'})")
+        _check_option(name, key, value, declared[key])
+    missing = [k for k, d in declared.items() if d is REQUIRED and k not in options]
+    if missing:
+        raise DDPMLabError(f"objective {name!r} needs the option(s) {', '.join(missing)}")
+    if not isinstance(obj, type):
+        return obj
+    try:
+        return obj(**options)
+    except (TypeError, ValueError) as exc:
+        raise DDPMLabError(f"cannot build objective {name!r} with options {options} ({exc})") from None
+
+
+def describe_objective(objective) -> tuple[str, dict]:
+    """The registered name of ``objective`` and its options (keyword argument -> value, read from the
+    attribute of the same name), which ``make_objective`` rebuilds it from; ``("custom", {})`` for an
+    objective that is not registered."""
+    for name in OBJECTIVES:
+        obj = OBJECTIVES.get(name)
+        if objective is obj or (isinstance(obj, type) and type(objective) is obj):
+            break
+    else:
+        return "custom", {}
+    options = {}
+    for key in objective_options(obj):
+        if not hasattr(objective, key):
+            raise DDPMLabError(f"objective {name!r} keeps no attribute {key!r}: keep each constructor keyword "
+                               "as an attribute of the same name, so that a run can record it")
+        options[key] = getattr(objective, key)
+    return name, options

@@ -69,8 +69,17 @@ def pictures_block(page, view) -> str:
             + page.slider(marginal_slider(view), "step t"))
 
 
+def range_note(view) -> str:
+    """A note when the evaluation counted samples far outside the data's range (``samples_out_of_range``)."""
+    r = view.evaluation.get("samples_out_of_range") if isinstance(view.evaluation, dict) else None
+    if not isinstance(r, dict) or not r.get("count"):
+        return ""
+    return (f'<div class="note">{fmt(r.get("count"))} of {fmt(r.get("of"))} samples lie far outside the data\'s '
+            f'range ({esc(r.get("rule"))}): the sampler diverged</div>')
+
+
 def run_section(page, view, heading: str = "h2", pictures: bool = True) -> str:
-    notes = "".join(f'<div class="note">{esc(n)}</div>' for n in view.notes)
+    notes = "".join(f'<div class="note">{esc(n)}</div>' for n in view.notes) + range_note(view)
     out = [f"<{heading}>{esc(view.name)}</{heading}>", _summary_line(view), notes,
            f'<p class="muted">metrics: {esc(view.evaluation_source)}</p>', metrics_table(view)]
     if view.per_step is not None:

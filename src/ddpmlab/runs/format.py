@@ -16,7 +16,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddpmlab.config.build import build_model
-from ddpmlab.config.schema import Config, from_dict
+from ddpmlab.config.schema import Config, from_dict, objective_fields
 from ddpmlab.config.schema import DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
 from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.distributions import GaussianMixture
@@ -25,7 +25,7 @@ from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.named import NAMED
 from ddpmlab.models.registry import describe_model
-from ddpmlab.objectives.losses import OBJECTIVES
+from ddpmlab.objectives.losses import describe_objective
 from ddpmlab.runs.run_info import read_run_info
 
 RUN_FILE, WEIGHTS_FILE, CONFIG_FILE = "run.json", "model.safetensors", "config.toml"
@@ -106,16 +106,9 @@ def describe_config(model, objective, data, train: TrainConfig) -> Config:
     if spec is None or not set(spec) <= known:
         raise DDPMLabError("the trainer records the model's schedule, which must come from make_schedule(kind, "
                            f"steps, {', '.join(sorted(known - {'kind', 'steps'}))})")
-    names = {cls: name for name, cls in ((n, OBJECTIVES.get(n)) for n in OBJECTIVES)}
-    objective_name = names.get(type(objective), "custom")
-    train = dataclasses.replace(train, objective=objective_name)
-    if objective_name == "hybrid":
-        train.hybrid_weight = objective.weight
-    if objective_name in ("vlb", "hybrid"):
-        train.importance_sampling = objective.importance_sampling
-    if objective_name == "flow_matching":
-        train.time_sampling = objective.time_sampling
-        train.flow_target, train.reference_batch = objective.target, objective.reference_batch
+    objective_name, options = describe_objective(objective)  # your own: "custom", the options as given
+    recorded = objective_fields(objective_name, options) if objective_name != "custom" else {"objective": "custom"}
+    train = dataclasses.replace(train, **recorded)
     name = data.name if data.name in NAMED else "tensor"
     n_train = 0 if data.stream else int(data.train.shape[0])
     sample = SampleConfig(sampler="ode", ode_solver="heun", steps=25) if flow else SampleConfig()

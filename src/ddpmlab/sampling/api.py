@@ -57,7 +57,7 @@ def sample(model, n: int, sampler: str = "ancestral", steps: int = 0, generator:
     if keep_trajectory:
         callback = _keeping(states, callback)
     try:
-        with diagnosed(model, x, cond):  # a model that cannot take x or cond: one line
+        with diagnosed(model, x, cond), torch.no_grad():  # a model that cannot take x or cond: one line
             x = fn(model, x, times, generator=generator, cond=cond, callback=callback, **options)
     except TypeError:
         unknown = set(options) - set(inspect.signature(fn).parameters)
@@ -88,14 +88,15 @@ def _check_sampling_memory(model, shape: tuple, kept: int) -> None:
                  f"{shape[0]} samples of shape {shape[1:]}")
 
 
-def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta: float = 0.0,
+def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta: float | None = None,
                  generator: torch.Generator | None = None, keep_trajectory: bool = False,
                  ode_solver: str | None = None, cond=None, time_shift: float = 1.0,
                  grid: str = "uniform") -> torch.Tensor:
     """``sample`` with a run config's sample options (``sample.eta``, ``sample.ode_solver``,
-    ``sample.time_shift``, ``sample.grid``): each goes to the sampler only where the sampler takes it, the
-    shift to the grid only when not 1 (``grids.shift_option``)."""
+    ``sample.time_shift``, ``sample.grid``): each given (not None) goes to the sampler only where the
+    sampler takes it (else the sampler's own default holds), the shift to the grid only when not 1
+    (``grids.shift_option``)."""
     accepted = inspect.signature(SAMPLERS.get(sampler)).parameters
-    options = {k: v for k, v in (("eta", eta), ("solver", ode_solver)) if k in accepted}
+    options = {k: v for k, v in (("eta", eta), ("solver", ode_solver)) if k in accepted and v is not None}
     return sample(model, n, sampler, steps, generator=generator, cond=cond, keep_trajectory=keep_trajectory,
                   grid=grid, **options, **shift_option(time_shift))

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ddpmlab.config.build import build_model
-from ddpmlab.config.schema import Config, TrainConfig, validate
+from ddpmlab.config.schema import Config, TrainConfig, objective_kwargs, validate
 from ddpmlab.core.fileio import atomic_write_json, os_error
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning
 from ddpmlab.core.validate import check_count, check_generator, check_trainable, diagnosed
@@ -96,10 +96,10 @@ def train_options(options: dict, base: TrainConfig | None = None, config: Config
 
 def objective_of(objective, t: TrainConfig):
     """Your objective callable as it is, or a registered objective's name (``OBJECTIVES``: "simple", ...)
-    built with the ``[train]`` options that configure it (hybrid_weight, importance_sampling, ...)."""
+    built with the ``[train]`` options that configure it (``objective_kwargs``: hybrid_weight, ...,
+    objective_options); an option it does not take is refused."""
     if isinstance(objective, str):
-        return make_objective(objective, t.hybrid_weight, t.importance_sampling, t.time_sampling, t.flow_target,
-                              t.reference_batch)
+        return make_objective(objective, objective_kwargs(objective, t))
     if isinstance(objective, type) or not callable(objective):
         raise DDPMLabError(f"the objective must be a callable objective(model, x0, generator, cond) such as "
                            f"dl.objectives.Simple(), or a registered name ({', '.join(OBJECTIVES)}); got {objective!r}")
@@ -168,7 +168,8 @@ class Trainer(CheckpointState):
                  overwrite: bool = False, labels=None, callbacks=(), config: Config | None = None,
                  ctx: DistContext | None = None, generator: torch.Generator | None = None, checkpoint=None,
                  **options):
-        t = train_options(options, config.train if config is not None else None, config)
+        # the objective's options are checked against it by objective_of (custom: not yet known here)
+        t = train_options(options, config.train if config is not None else TrainConfig(objective="custom"), config)
         check_trainable(model)
         objective = objective_of(objective, t)
         self.data = training_data(data, labels, model)

@@ -10,6 +10,8 @@ from ddpmlab.config.checks import log_alpha_bar_T, prior_check_applies, prior_mi
 from ddpmlab.config.schema import Config
 from ddpmlab.core.fileio import atomic_write_npy, ensure_writable_dir
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning, NonFiniteError
+from ddpmlab.evaluation.finished import run_range
+from ddpmlab.evaluation.range_check import warn_out_of_range
 from ddpmlab.runs.checkpoint import checkpoint_dirs
 from ddpmlab.runs.format import RUN_FILE, load_run
 from ddpmlab.runs.resume import resumable_checkpoint
@@ -126,11 +128,28 @@ def sample_to_file(run_dir: Path, n: int, out: Path, sampler=None, steps=None, e
     cond = class_labels(wanted, n)
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     generator = torch.Generator().manual_seed(seed)
+    sampler = sampler or s.sampler
+    eta = recorded_option(s, "eta", eta, sampler)
+    ode_solver = recorded_option(s, "ode_solver", ode_solver, sampler)
     with model_threads(threads, run.model, n):
-        x = draw_samples(model, n * len(wanted or [0]), sampler or s.sampler, s.steps if steps is None else steps,
-                         s.eta if eta is None else eta, generator, ode_solver=ode_solver or s.ode_solver, cond=cond,
+        x = draw_samples(model, n * len(wanted or [0]), sampler, s.steps if steps is None else steps,
+                         eta, generator, ode_solver=ode_solver, cond=cond,
                          time_shift=s.time_shift if time_shift is None else time_shift, grid=grid or s.grid)
-    _refuse_non_finite(x, sampler or s.sampler)
-    arr = run.to_data_units(x).numpy()
+    _refuse_non_finite(x, sampler)
+    x = run.to_data_units(x)
+    warn_out_of_range(run_range(run, x), f"samples of the {sampler} sampler")
+    arr = x.numpy()
     atomic_write_npy(out, arr)
     return arr.shape
+
+
+RECORDED_FOR = {"eta": "ddim", "ode_solver": "ode"}  # the sampler each [sample] option is documented for
+
+
+def recorded_option(s, key: str, given, sampler: str):
+    """The value of the sampler option ``key`` for ``sampler``: the one ``given`` on the command line, else
+    the run's recorded ``sample.<key>`` when it was recorded for this sampler (the run's own
+    ``sample.sampler``, or the sampler the key belongs to), else None (the sampler's own default)."""
+    if given is not None:
+        return given
+    return getattr(s, key) if sampler in (s.sampler, RECORDED_FOR[key]) else None

@@ -39,6 +39,7 @@ def run(args) -> int:
     from ddpmlab.core.fileio import atomic_write_json
     from ddpmlab.core.resources import check_memory
     from ddpmlab.evaluation.finished import evaluate_finished_run
+    from ddpmlab.evaluation.range_check import warn_out_of_range
     from ddpmlab.evaluation.exact import format_table
     from ddpmlab.evaluation.summary import format_rows
     from ddpmlab.runs.ownership import DirectoryClaim
@@ -74,6 +75,7 @@ def run(args) -> int:
         except DDPMLabError as exc:
             raise DDPMLabError(f"{args.dir}: {exc}") from None
         atomic_write_json(Path(args.dir) / "evaluation.json", ev)
+    warn_out_of_range(ev.get("samples_out_of_range"), "evaluation samples")
     print(table)
     print(f"evaluation.json written to {args.dir}")
     return 0
