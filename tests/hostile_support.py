@@ -78,6 +78,20 @@ def build_runs(root: Path) -> dict:
     return runs
 
 
+def fixed_memory(monkeypatch) -> None:
+    """The same verdicts on any machine: sizes are judged against 16 GB, whatever this one has."""
+    monkeypatch.setattr("ddpmlab.core.resources.available_memory", lambda: 16 * 10 ** 9)
+
+
+def case_workspace(tmp_path: Path, runs: dict, monkeypatch) -> "Workspace":
+    """A case's new, empty workspace under ``tmp_path``, made the working directory, with ``fixed_memory``."""
+    ws = Workspace(tmp_path / "ws", runs, monkeypatch)
+    ws.root.mkdir()
+    monkeypatch.chdir(ws.root)
+    fixed_memory(monkeypatch)
+    return ws
+
+
 class Workspace:
     """A case's own directory (``root``), with copies of the built runs and ways to break things."""
 

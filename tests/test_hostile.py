@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 
 from faults import injected
-from hostile_support import (EACCES, EIO, ENOSPC, TINY, Workspace, build_runs, lying_npy, run_main,
+from hostile_support import (EACCES, EIO, ENOSPC, TINY, Workspace, build_runs, case_workspace, lying_npy, run_main,
                              spoil_weights_with_nan, tree)
 
 
@@ -247,11 +247,7 @@ def runs(tmp_path_factory):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_case(case, runs, tmp_path, monkeypatch):
-    ws = Workspace(tmp_path / "ws", runs, monkeypatch)
-    ws.root.mkdir()
-    monkeypatch.chdir(ws.root)
-    # the same verdicts on any machine: sizes are judged against 16 GB, whatever this one has
-    monkeypatch.setattr("ddpmlab.core.resources.available_memory", lambda: 16 * 10 ** 9)
+    ws = case_workspace(tmp_path, runs, monkeypatch)
     try:
         argv = case.setup(ws)
         before = tree(ws.root)

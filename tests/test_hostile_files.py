@@ -18,7 +18,7 @@ from typing import Callable
 import pytest
 
 from faults import injected
-from hostile_support import TINY, Workspace, run_main, tree
+from hostile_support import TINY, Workspace, case_workspace, fixed_memory, run_main, tree
 
 QUICK_EVALUATE = ["--n-bound", "200", "--n-ode", "0", "--samples", "200"]
 PRECIOUS = b"someone else's bytes\n"
@@ -218,10 +218,7 @@ def runs(tmp_path_factory):
 
 
 def _run_case(case, runs, tmp_path, monkeypatch):
-    ws = Workspace(tmp_path / "ws", runs, monkeypatch)
-    ws.root.mkdir()
-    monkeypatch.chdir(ws.root)
-    monkeypatch.setattr("ddpmlab.core.resources.available_memory", lambda: 16 * 10 ** 9)
+    ws = case_workspace(tmp_path, runs, monkeypatch)
     try:
         argv = case.setup(ws)
         elsewhere = ws.root.parent / "elsewhere"
@@ -258,7 +255,7 @@ def test_run_directory_that_is_a_link_works(runs, tmp_path, monkeypatch):
     """A run directory that is itself a link to a directory (moved to another disk) is used as is."""
     import shutil
 
-    monkeypatch.setattr("ddpmlab.core.resources.available_memory", lambda: 16 * 10 ** 9)
+    fixed_memory(monkeypatch)
     for name in ("unfinished", "moons"):
         shutil.copytree(runs["root"] / name, tmp_path / "disk" / name)
         (tmp_path / f"{name}-link").symlink_to(tmp_path / "disk" / name, target_is_directory=True)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ddpmlab as dl
-from hostile_support import TINY, run_main, tree
+from hostile_support import TINY, fixed_memory, run_main, tree
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_hostile_number(case, runs, tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     ws.mkdir()
     monkeypatch.chdir(ws)
-    monkeypatch.setattr("ddpmlab.core.resources.available_memory", lambda: 16 * 10 ** 9)
+    fixed_memory(monkeypatch)
     before = (tree(ws), tree(runs))
     code, _, err = run_main(*_fill(case.argv, runs, ws))
     lines = err.strip().splitlines()
