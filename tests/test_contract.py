@@ -166,7 +166,7 @@ def test_run_naming_a_class_is_not_imported_without_trust(tmp_path):
 
 
 def test_registries_feed_config_validation():
-    from ddpmlab.config.schema import validate
+    from ddpmlab.config.validation import validate
 
     cfg = load_config(None)
     for name in dl.SAMPLERS.names():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddpmlab.cli import main
-from ddpmlab.config.schema import DataConfig
+from ddpmlab.config.sections import DataConfig
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data import files
 from ddpmlab.data.base import make_training_data

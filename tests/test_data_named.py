@@ -9,7 +9,7 @@ import torch
 
 from conftest import gen
 from ddpmlab.cli import main
-from ddpmlab.config.schema import DataConfig
+from ddpmlab.config.sections import DataConfig
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.data.base import make_training_data
 from ddpmlab.data.named import NAMED

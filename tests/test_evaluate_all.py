@@ -12,7 +12,8 @@ import torch
 from _report_runs import QUICK_EVAL, build, cli, user_table
 from conftest import gen, oracle_ode_nll_nats
 from ddpmlab.config.build import build_model
-from ddpmlab.config.schema import DataConfig, load_config
+from ddpmlab.config.schema import load_config
+from ddpmlab.config.sections import DataConfig
 from ddpmlab.core.distributions import seed_mixture
 from ddpmlab.data.base import make_training_data
 from ddpmlab.data.base import HELDOUT_FRACTION, split_heldout

@@ -113,7 +113,7 @@ def test_trainer_run_is_the_torch_adamw_run(monkeypatch):
     flat = Trainer.from_config(cfg)
     assert isinstance(flat.optimizer, FlatAdamW)
     flat.run(progress=False)
-    monkeypatch.setattr("ddpmlab.training.trainer.flattenable", lambda params: False)
+    monkeypatch.setattr("ddpmlab.training.optimization.flattenable", lambda params: False)
     plain = Trainer.from_config(cfg)
     assert not isinstance(plain.optimizer, FlatAdamW)
     plain.run(progress=False)

@@ -18,7 +18,7 @@ import pytest
 from ddpmlab.cli import build_parser
 from ddpmlab.config.schema import load_config
 from ddpmlab.runs.ownership import LOCK_FILE, MARKER_FILE
-from ddpmlab.workflows.sweep import MAX_JOBS
+from ddpmlab.workflows.sweep_plan import MAX_JOBS
 from hostile_support import Workspace, run_main, tree
 
 TINY = ["schedule.steps=10", "model.width=16", "model.depth=1", "train.iters=3", "train.batch_size=32"]
@@ -142,7 +142,8 @@ def test_a_job_log_link_is_refused_before_any_job_runs(tmp_path):
 def test_run_jobs_never_writes_a_log_through_a_link(tmp_path):
     """The workflow itself (a link planted after the sweep's own check): the job fails in one reported
     line, the file elsewhere is unchanged and the link stays."""
-    from ddpmlab.workflows.sweep import plan_sweep, run_jobs
+    from ddpmlab.workflows.sweep import run_jobs
+    from ddpmlab.workflows.sweep_plan import plan_sweep
 
     out = tmp_path / "s"
     jobs = plan_sweep(["default"], [], [0], TINY, out)

@@ -239,7 +239,7 @@ def test_sweep_resuming_an_interrupted_job_passes_trust_on_only_when_given(ws):
 
 
 def test_sweep_passes_trust_to_every_command_of_a_job(tmp_path):
-    from ddpmlab.workflows.sweep import plan_sweep
+    from ddpmlab.workflows.sweep_plan import plan_sweep
 
     for trust in (False, True):
         jobs = plan_sweep(["default"], [], [0], [], tmp_path, evaluate=True, trust_code=trust)

@@ -8,7 +8,8 @@ import torch
 
 from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import GaussianMixture
-from ddpmlab.core.parameterisation import MEAN_TYPES, VAR_TYPES, AffineMeanType, MeanType
+from ddpmlab.core.mean_types import MEAN_TYPES, AffineMeanType, MeanType
+from ddpmlab.core.var_types import VAR_TYPES
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.core.utils import DDPMLabError, extract
 from ddpmlab.models.diffusion_model import DiffusionModel

@@ -16,14 +16,17 @@ import torch
 import ddpmlab as dl
 from conftest import gen
 from ddpmlab.config.build import build_model
-from ddpmlab.config.schema import TrainConfig, from_dict, load_config, objective_fields, objective_kwargs
+from ddpmlab.config.objective_keys import objective_fields, objective_kwargs
+from ddpmlab.config.schema import from_dict, load_config
+from ddpmlab.config.sections import TrainConfig
 from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.objectives.losses import (OBJECTIVES, REQUIRED, Simple, describe_objective, make_objective,
                                        objective_options)
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.runs.format import load_run
-from ddpmlab.training.trainer import Trainer, objective_of
+from ddpmlab.training.inputs import objective_of
+from ddpmlab.training.trainer import Trainer
 from hostile_support import run_main
 
 # a value other than the default for every option a built-in objective takes (a new option must be added)

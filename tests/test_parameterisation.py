@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ddpmlab.core.diffusion import q_posterior_mean_variance, q_sample
-from ddpmlab.core.parameterisation import GaussianDiffusion, v_target
+from ddpmlab.core.mean_types import v_target
+from ddpmlab.core.parameterisation import GaussianDiffusion
 from ddpmlab.core.schedule import make_schedule
 from conftest import gen
 

@@ -12,7 +12,7 @@ import pytest
 
 from ddpmlab.cli import build_parser, main
 from ddpmlab.config.schema import load_config
-from ddpmlab.workflows.sweep import parse_grid, parse_seeds
+from ddpmlab.workflows.sweep_plan import parse_grid, parse_seeds
 
 TINY = ["schedule.steps=10", "model.width=16", "model.depth=1", "train.iters=3", "train.batch_size=32"]
 TINY_SETS = [a for s in TINY for a in ("--set", s)]

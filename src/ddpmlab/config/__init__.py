@@ -1,1 +1,2 @@
-"""Typed run configuration (``schema``) and what it builds (``build``)."""
+"""Typed run configuration (``sections``, loaded by ``schema``, checked by ``validation``) and what it
+builds (``build``)."""

@@ -1,7 +1,7 @@
 """Build a schedule and a reverse-process model from a ``Config``."""
 from __future__ import annotations
 
-from ddpmlab.config.schema import Config
+from ddpmlab.config.sections import Config
 from ddpmlab.core.schedule import NoiseSchedule, make_schedule
 from ddpmlab.models.registry import build_model as build_arch
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ddpmlab.core.parameterisation import MEAN_TYPES
+from ddpmlab.core.mean_types import MEAN_TYPES
 from ddpmlab.core.resources import check_memory, format_bytes
 from ddpmlab.core.schedule import make_betas
 from ddpmlab.core.utils import DDPMLabError

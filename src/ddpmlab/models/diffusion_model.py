@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ddpmlab.core.contract import AroundNetwork, PMeanVariance, ReverseProcess
-from ddpmlab.core.parameterisation import GaussianDiffusion, mean_types_with
+from ddpmlab.core.mean_types import mean_types_with
+from ddpmlab.core.parameterisation import GaussianDiffusion
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError, extract
 from ddpmlab.models import fast_path

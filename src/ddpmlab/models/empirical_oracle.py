@@ -30,7 +30,7 @@ import math
 import torch
 
 from ddpmlab.core.contract import PMeanVariance, ReverseProcess
-from ddpmlab.core.parameterisation import predict_eps_from_x0
+from ddpmlab.core.mean_types import predict_eps_from_x0
 from ddpmlab.core.paths import LinearPath, family_of
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError, extract

@@ -14,7 +14,7 @@ target around that Gaussian answer:
     v   = sqrt(abar) eps_G - sqrt(1 - abar) x0_G + (S / r) F
 
 (the scales are the residuals' standard deviations under the Gaussian fit). Each mean type holds its
-own line of this table (``MeanType.precondition``, in ``ddpmlab.core.parameterisation``); any head
+own line of this table (``MeanType.precondition``, in ``ddpmlab.core.mean_types``); any head
 affine in x_t and eps has one (``AffineMeanType``). A zero network is then the
 exact reverse process of Gaussian data, and at high noise, where q(x_t) is nearly Gaussian, the eps a
 sampler integrates is right by construction instead of through a learned identity map: what makes
@@ -36,7 +36,7 @@ import math
 import torch
 from torch import nn
 
-from ddpmlab.core.parameterisation import MeanType
+from ddpmlab.core.mean_types import MeanType
 from ddpmlab.core.utils import DDPMLabError
 
 

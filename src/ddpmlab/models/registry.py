@@ -14,7 +14,7 @@ import sys
 
 from torch import nn
 
-from ddpmlab.core.parameterisation import output_channels
+from ddpmlab.core.var_types import output_channels
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.diffusion_model import DiffusionModel

@@ -33,7 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ddpmlab.config.schema import Config, from_dict
+from ddpmlab.config.schema import from_dict
+from ddpmlab.config.sections import Config
 from ddpmlab.core.fileio import atomic_write_bytes, file_kind, finite_json, fsync_dir, os_error, strict_json
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.runs.metrics_log import MetricsLog

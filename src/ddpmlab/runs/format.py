@@ -16,8 +16,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddpmlab.config.build import build_model
-from ddpmlab.config.schema import Config, from_dict, objective_fields
-from ddpmlab.config.schema import DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
+from ddpmlab.config.objective_keys import objective_fields
+from ddpmlab.config.schema import from_dict
+from ddpmlab.config.sections import Config, DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
 from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ddpmlab.config.schema import Config, from_dict, parse_override
+from ddpmlab.config.schema import from_dict, parse_override
+from ddpmlab.config.sections import Config
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.runs.checkpoint import (CHECKPOINT_DIR, META_FILE, RESUMABLE_KEYS, Checkpoint, checkpoint_dirs,
                                      config_differences, dir_step, read_checkpoint, read_meta)

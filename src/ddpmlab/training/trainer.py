@@ -15,11 +15,7 @@ rank runs this same loop with its own shard, generator and batch of ``batch_size
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import math
-import os
-import shutil
 import signal
 import time
 import warnings
@@ -31,36 +27,23 @@ from torch import nn
 from tqdm import tqdm
 
 from ddpmlab.config.build import build_model
-from ddpmlab.config.schema import Config, TrainConfig, objective_kwargs, validate
-from ddpmlab.core.fileio import atomic_write_json, os_error
+from ddpmlab.config.sections import Config, TrainConfig
+from ddpmlab.core.fileio import atomic_write_json
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning
 from ddpmlab.core.validate import check_count, check_generator, check_trainable, diagnosed
 from ddpmlab.data.base import TrainingData, make_training_data
 from ddpmlab.models.ema import EMA
 from ddpmlab.models.guidance import drop_labels, num_classes_of
-from ddpmlab.objectives.losses import OBJECTIVES, make_objective
-from ddpmlab.runs.checkpoint import CHECKPOINT_DIR, METRICS_FILE, RunWriter, checkpoint_dirs, latest_checkpoint
-from ddpmlab.runs.format import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE, describe_config, save_run
-from ddpmlab.runs.ownership import LOCK_FILE, MARKER_FILE, DirectoryClaim
+from ddpmlab.runs.checkpoint import RunWriter, latest_checkpoint
+from ddpmlab.runs.format import describe_config, save_run
 from ddpmlab.runs.resume import resumable_checkpoint
-from ddpmlab.training.flat_adamw import FlatAdamW, flattenable
 from ddpmlab.training.distributed import (DistContext, local_batch_size, rank_seed, resolve_device, shard,
                                           sum_over_ranks)
+from ddpmlab.training.inputs import objective_of, train_options, training_data
+from ddpmlab.training.optimization import ObjectiveLoss, make_optimizer
+from ddpmlab.training.run_directory import SUMMARY_FILE, RunDirectoryOwner
 from ddpmlab.training.signals import NonFiniteLoss, TrainingInterrupted, stop_on_signals
 from ddpmlab.training.state import CheckpointState
-
-
-class ObjectiveLoss(nn.Module):
-    """The per-example objective as a module around the model, so that DDP sees the whole loss in
-    ``forward`` (objectives call model methods other than ``forward``; DDP's gradient hooks need the
-    wrapper's ``forward`` to run)."""
-
-    def __init__(self, model: nn.Module, objective):
-        super().__init__()
-        self.model, self.objective = model, objective
-
-    def forward(self, x0: torch.Tensor, generator: torch.Generator, cond=None) -> torch.Tensor:
-        return self.objective(self.model, x0, generator, cond)  # (B,)
 
 
 def _set_num_classes(cfg: Config, data: TrainingData) -> None:
@@ -72,85 +55,14 @@ def _set_num_classes(cfg: Config, data: TrainingData) -> None:
                            f"{cfg.model.num_classes}")
 
 
-def make_optimizer(params: list, t: TrainConfig, ctx: DistContext) -> torch.optim.Optimizer:
-    """AdamW with the run's learning rate and weight decay: on one flat buffer (``FlatAdamW``, the same
-    numbers) for one process on the CPU or a GPU; torch's fused (or, elsewhere, plain) AdamW under
-    torchrun, whose gradient buckets DDP keeps itself, or for parameters that cannot share a buffer."""
-    fused = ctx.device.type in ("cpu", "cuda")
-    if fused and not ctx.distributed and flattenable(params):
-        return FlatAdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused)
-
-
-def train_options(options: dict, base: TrainConfig | None = None, config: Config | None = None) -> TrainConfig:
-    """A ``TrainConfig`` from keyword options (lr, batch_size, ema_decay, seed, checkpoint_every, ...),
-    validated like a config file's ``[train]`` section (within ``config`` when given)."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise DDPMLabError(f"unknown training option(s) {', '.join(unknown)}; options: {', '.join(sorted(known))}")
-    cfg = dataclasses.replace(base or TrainConfig(), **options)
-    validate(Config(train=cfg) if config is None else dataclasses.replace(config, train=cfg))
-    return cfg
-
-
-def objective_of(objective, t: TrainConfig):
-    """Your objective callable as it is, or a registered objective's name (``OBJECTIVES``: "simple", ...)
-    built with the ``[train]`` options that configure it (``objective_kwargs``: hybrid_weight, ...,
-    objective_options); an option it does not take is refused."""
-    if isinstance(objective, str):
-        return make_objective(objective, objective_kwargs(objective, t))
-    if isinstance(objective, type) or not callable(objective):
-        raise DDPMLabError(f"the objective must be a callable objective(model, x0, generator, cond) such as "
-                           f"dl.objectives.Simple(), or a registered name ({', '.join(OBJECTIVES)}); got {objective!r}")
-    return objective
-
-
-def training_data(data, labels, model) -> TrainingData:
-    """The trainer's data: your tensor (N, *dims) with optional labels, checked against the model (one
-    example of its ``data_shape``, labels within its classes) and converted to its parameters' dtype; or a
-    ``TrainingData``, checked likewise."""
-    dtype = next(p.dtype for p in model.parameters() if p.requires_grad)  # after ``check_trainable``
-    shape = getattr(model, "data_shape", None)
-    if not isinstance(data, TrainingData):
-        return TrainingData.from_tensor(data, labels, data_shape=shape, dtype=dtype, num_classes=num_classes_of(model))
-    if labels is not None:
-        raise DDPMLabError("labels go with a tensor of data; a TrainingData carries its own labels")
-    if shape is not None and tuple(data.data_shape) != tuple(shape):
-        raise DDPMLabError(f"data holds examples of shape {tuple(data.data_shape)}, but the model's "
-                           f"data_shape is {tuple(shape)}")
-    if data.train is not None and data.train.dtype != dtype:  # the user's object is left as it is
-        data = copy.copy(data)
-        data.train = data.train.to(dtype)
-    return data
-
-
-SUMMARY_FILE = "metrics.json"
-TRAINER_FILES = (RUN_FILE, WEIGHTS_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, CHECKPOINT_DIR)  # a trainer's, in out
-
-
-def remove_run(out: Path) -> None:
-    """Delete what a trainer wrote into ``out`` (``TRAINER_FILES``; run.json first, so that a run half
-    removed never looks finished). A link in place of one is removed, never followed."""
-    for name in TRAINER_FILES:
-        path = out / name
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.is_symlink() or path.exists():
-                os.unlink(path)
-        except OSError as exc:
-            raise os_error(path, exc, "remove") from None
-
-
-class Trainer(CheckpointState):
+class Trainer(CheckpointState, RunDirectoryOwner):
     """Model, optimiser, EMA, objective and RNG of one run (one rank), and the loop that trains them.
 
     >>> trainer = Trainer(model, Simple(), x, out="runs/mine", ema_decay=0.995, checkpoint_every=100)
     >>> trainer.run(2000)      # checkpoints and metrics.csv in out; SIGINT/SIGTERM stop after a checkpoint
     >>> trainer.save()         # the finished run: run.json, model.safetensors, config.toml, metrics.json
 
-    ``options`` are ``[train]`` config keys (``ddpmlab.config.schema.TrainConfig``); ``objective`` may also be
+    ``options`` are ``[train]`` config keys (``ddpmlab.config.sections.TrainConfig``); ``objective`` may also be
     a registered name ("simple", ...). ``data`` is a tensor or NumPy array (N, *dims) (converted to the
     model's dtype) or a ``TrainingData``. What does not fit is one line: data of another example shape,
     labels outside the model's classes or a model with nothing to train when the trainer is built; a
@@ -237,44 +149,6 @@ class Trainer(CheckpointState):
         objective = objective_of(t.objective, t)
         return cls(model, objective, data, out=out, config=cfg, ctx=ctx, generator=generator, checkpoint=checkpoint,
                    callbacks=callbacks)
-
-    @contextlib.contextmanager
-    def _claim(self, out: Path, write: bool = True):
-        """Own ``out`` as ``ddpmlab train`` does (``DirectoryClaim``, kind "train"; on the main rank) while
-        the trainer reads or writes it, refusing a run it may not write over (``_refuse_to_replace``).
-        Before the trainer's first write there, with ``overwrite``, the old run's files are deleted."""
-        if not self.ctx.is_main:
-            yield
-            return
-        with DirectoryClaim(out, "train", accept=(None, "train"), command="dl.Trainer", reentrant=True):
-            key = os.path.realpath(out)
-            if key not in self._written:
-                self._refuse_to_replace(out)
-                if write:
-                    if self.overwrite:
-                        remove_run(out)
-                    self._written.add(key)
-            yield
-
-    def _refuse_to_replace(self, out: Path) -> None:
-        """Refuse a run in ``out`` that this trainer did not write and does not continue: a finished or
-        interrupted run without ``overwrite``; with it, a directory holding more than a trainer's files."""
-        if self.resumed and os.path.realpath(out) == os.path.realpath(self.out):
-            return
-        held = set(os.listdir(out)) - {LOCK_FILE, MARKER_FILE}
-        where = repr(str(out))
-        if self.overwrite:
-            others = sorted(held - set(TRAINER_FILES))
-            if others:
-                raise DDPMLabError(f"{where} holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''} "
-                                   f"besides a run's files; overwrite=True deletes only what a trainer wrote: move "
-                                   f"them away or choose another directory")
-        elif RUN_FILE in held:
-            raise DDPMLabError(f"{where} holds a finished run; pass overwrite=True to replace it (or resume=True to "
-                               f"train it further), or choose another directory")
-        elif checkpoint_dirs(out):
-            raise DDPMLabError(f"{where} holds checkpoints of an unfinished run; pass resume=True to continue it "
-                               f"(or overwrite=True to replace it), or choose another directory")
 
     @property
     def sampling_model(self):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ddpmlab.config.checks import log_alpha_bar_T, prior_check_applies, prior_mismatch
-from ddpmlab.config.schema import Config
+from ddpmlab.config.sections import Config
 from ddpmlab.core.fileio import atomic_write_npy, ensure_writable_dir
 from ddpmlab.core.utils import DDPMLabError, DDPMLabWarning, NonFiniteError
 from ddpmlab.evaluation.finished import run_range

@@ -39,7 +39,8 @@ def run(args) -> int:
     from ddpmlab.core.fileio import check_replaceable
     from ddpmlab.core.utils import DDPMLabError
     from ddpmlab.runs.ownership import DirectoryClaim
-    from ddpmlab.workflows.sweep import JOBS_FILE, command_line, only_planned_runs, parse_seeds, plan_sweep
+    from ddpmlab.workflows.sweep import JOBS_FILE
+    from ddpmlab.workflows.sweep_plan import command_line, only_planned_runs, parse_seeds, plan_sweep
     from ddpmlab.workflows.sweep_summary import SUMMARY_FILES
 
     if args.jobs < 0:

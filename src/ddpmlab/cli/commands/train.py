@@ -53,7 +53,8 @@ def add_arguments(p) -> None:
 def _new_run_config(args, overrides):
     """The config of a new run: --config and --set, then --data set on the dataclass itself (a path is
     never written into TOML text), and a file's path made absolute so the run works from anywhere."""
-    from ddpmlab.config.schema import load_config, validate
+    from ddpmlab.config.schema import load_config
+    from ddpmlab.config.validation import validate
     from ddpmlab.core.utils import DDPMLabError
 
     if args.data is not None and not args.data.strip():
