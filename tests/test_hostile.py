@@ -124,7 +124,7 @@ CASES = [
     Case("out-is-a-file", 2, "is not a directory", lambda ws: ["train", "--out", ws.write("f"), *TINY]),
     Case("refused-leaves-no-dirs", 2, "no such file",
          lambda ws: ["train", "--out", ws.path("new", "deep"), "--data", ws.path("none.npy"), *TINY]),
-    Case("sample-failure-leaves-no-dirs", 2, "exceeds schedule.steps",
+    Case("sample-failure-leaves-no-dirs", 2, "steps must lie in 1..",
          lambda ws: ["sample", ws.copy("train"), "-n", "5", "--steps", "99", "--out", ws.path("a", "b", "s.npy")]),
     # ---- 2. nothing silent: flags validated as the config is, NaN never written, no bare NaN in JSON
     Case("eta-nan", 2, "--eta nan: sample.eta must be finite",

@@ -107,7 +107,7 @@ class TestBoundAndRefusals:
         assert -3 * se < gap < 0.02 + 3 * se, (gap, se)
 
     @pytest.mark.parametrize("kwargs, needle", [
-        ({"method": "bound"}, "no noise schedule"),
+        ({"method": "bound"}, "needs a family with a discrete bound"),
         ({"method": "exact"}, "method must be one of ode, bound"),
         ({"divergence": "trace"}, "divergence must be one of"),
         ({"chunk": 0}, "chunk must be >= 1"),

@@ -147,9 +147,10 @@ class TestEmpiricalDenoiser:
     def test_exported_and_picked_by_family(self):
         assert dl.EmpiricalOracle is EmpiricalOracle and dl.FlowEmpiricalOracle is FlowEmpiricalOracle
         train = _data(5, 2)
-        assert isinstance(EmpiricalOracle.like(MixtureOracle(GaussianMixture([1.0], [[0.0, 0.0]], [1.0]), SCHEDULE),
-                                               train), EmpiricalOracle)
-        flow = EmpiricalOracle.like(FlowMixtureOracle(GaussianMixture([1.0], [[0.0, 0.0]], [1.0])), train)
+        ddpm = MixtureOracle(GaussianMixture([1.0], [[0.0, 0.0]], [1.0]), SCHEDULE)
+        assert isinstance(dl.family_of(ddpm).empirical_oracle(ddpm, train), EmpiricalOracle)
+        exact_flow = FlowMixtureOracle(GaussianMixture([1.0], [[0.0, 0.0]], [1.0]))
+        flow = dl.family_of(exact_flow).empirical_oracle(exact_flow, train)
         assert isinstance(flow, FlowEmpiricalOracle) and flow.family == "flow"
 
 
@@ -194,10 +195,9 @@ class TestEmpiricalFlow:
 
     def test_refuses_what_a_flow_has_not(self):
         oracle = FlowEmpiricalOracle(_data(5, 2))
-        with pytest.raises(DDPMLabError, match="ode sampler"):
-            oracle.p_mean_variance(_data(2, 2), 1)
-        with pytest.raises(DDPMLabError, match="no noise schedule"):
-            oracle.schedule
+        assert not isinstance(oracle, dl.ReverseModel) and isinstance(oracle, dl.VelocityModel)
+        with pytest.raises(DDPMLabError, match="sampler = 'ode'"):
+            dl.sample(oracle, 2, "ancestral", 4)
         with pytest.raises(DDPMLabError, match="no density"):
             oracle.q_log_prob(_data(2, 2), 0.0)
 

@@ -65,6 +65,10 @@ def main(argv=None) -> int:
 
     with _warnings_as_lines(args.command, report):
         try:
+            if getattr(args, "imports", None):  # before any config or run is read (ddpmlab.config.plugins)
+                from ddpmlab.config.plugins import import_plugins
+
+                import_plugins(args.imports, args.trust_code, "--import")
             return int(args._run(args) or 0)
         except NonFiniteError as exc:  # a DDPMLabError with its own exit code
             return fail(str(exc), exc.exit_code)

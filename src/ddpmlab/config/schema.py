@@ -14,6 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ddpmlab.config.plugins import load_plugins
 from ddpmlab.config.sections import Config
 from ddpmlab.config.validation import validate
 from ddpmlab.core.utils import DDPMLabError
@@ -45,18 +46,24 @@ def _coerce(section: str, key: str, value, typ):
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise DDPMLabError(f"{name} must be a table of keyword arguments, got {value!r}")
         return dict(value)
+    if typ is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise DDPMLabError(f"{name} must be a list of strings, got {value!r}")
+        return list(value)
     if not isinstance(value, str):
         raise DDPMLabError(f"{name} must be a string, got {value!r}")
     return value
 
 
 def _section_types(cls) -> dict:
-    hints = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
+    hints = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "list": list}
     return {f.name: hints[f.type] if isinstance(f.type, str) else f.type for f in fields(cls)}
 
 
-def from_dict(d: dict) -> Config:
-    """Build and validate a Config from nested dicts; unknown sections or keys are errors."""
+def from_dict(d: dict, trust_code: bool = False) -> Config:
+    """Build and validate a Config from nested dicts; unknown sections or keys are errors. The code it names
+    (``[plugins] modules``, ``package.module:name`` targets) is imported first, which needs ``trust_code``
+    (``ddpmlab.config.plugins``)."""
     cfg = Config()
     if not isinstance(d, dict):
         raise DDPMLabError("config must be a table of sections")
@@ -72,6 +79,7 @@ def from_dict(d: dict) -> Config:
             if key not in types:
                 raise DDPMLabError(f"unknown config key {section}.{key}; keys of [{section}]: {', '.join(types)}")
             setattr(sub, key, _coerce(section, key, value, types[key]))
+    load_plugins(cfg, trust_code)
     validate(cfg)
     return cfg
 
@@ -102,8 +110,9 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise DDPMLabError(f"config {name_or_path!r} not found (a .toml file, or one of: {names})")
 
 
-def load_config(name_or_path: str | None, overrides: list[str] = ()) -> Config:
-    """Read a TOML config (or start from defaults), apply ``--set`` overrides, validate."""
+def load_config(name_or_path: str | None, overrides: list[str] = (), trust_code: bool = False) -> Config:
+    """Read a TOML config (or start from defaults), apply ``--set`` overrides, validate. ``trust_code``: let
+    it import the code it names (``[plugins] modules``, ``package.module:name`` targets)."""
     d: dict = {}
     if name_or_path:
         path = resolve_config_path(name_or_path)
@@ -119,4 +128,4 @@ def load_config(name_or_path: str | None, overrides: list[str] = ()) -> Config:
         if not isinstance(d[section], dict):
             raise DDPMLabError(f"config section [{section}] must be a table")
         d[section][key] = value
-    return from_dict(d)
+    return from_dict(d, trust_code)

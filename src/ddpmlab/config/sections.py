@@ -51,7 +51,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     objective: str = "simple"  # registered (dl.OBJECTIVES): trajectory_bound (seed) | vlb | simple | hybrid |
-    # flow_matching (the flow family's)
+    # flow_matching (the flow family's); or your own as "package.module:name" (needs --trust-code)
     hybrid_weight: float = 0.001  # weight of the bound in the hybrid loss (Nichol & Dhariwal)
     importance_sampling: bool = False  # sample t by the bound terms' second moment (vlb / hybrid)
     time_sampling: str = "uniform"  # flow_matching's density of t: uniform | logit_normal
@@ -77,7 +77,7 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "ancestral"  # ancestral | ddim | ode
+    sampler: str = "ancestral"  # ancestral | ddim | ode; or your own as "package.module:function" (--trust-code)
     ode_solver: str = "dpm_solver"  # ode sampler: dpm_solver (DPM-Solver++ 2M, DDPM only) | euler | heun |
     # midpoint | rk45 (adaptive)
     time_shift: float = 1.0  # flow ode grid t = k u / (1 + (k - 1) u) for shift k, u uniform; 1 = uniform;
@@ -90,12 +90,21 @@ class SampleConfig:
 
 
 @dataclass
+class PluginsConfig:
+    modules: list = field(default_factory=list)  # your modules ("package.module", also found in the working
+    # directory), imported before the rest is validated: the objectives, samplers, architectures and mean types
+    # they register become names of this config and the CLI. Importing runs their code: --trust-code
+    # (ddpmlab.config.plugins); `--import MODULE` adds one
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

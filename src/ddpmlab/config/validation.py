@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from ddpmlab.config.build import build_schedule
 from ddpmlab.config.checks import check_config_memory, check_schedule_precision
-from ddpmlab.config.families import validate_family
 from ddpmlab.config.objective_keys import objective_kwargs
+from ddpmlab.config.plugins import CODE_KEYS, UNKNOWN_HINT
 from ddpmlab.config.sections import Config
 from ddpmlab.core.mean_types import MEAN_TYPES, mean_types_with
-from ddpmlab.core.paths import FAMILIES
 from ddpmlab.core.schedule import SCHEDULES
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.var_types import VAR_TYPES
 from ddpmlab.data.named import NAMED
-from ddpmlab.models.registry import ARCHITECTURES, SEED_TYPES, is_target
+from ddpmlab.models.family import FAMILIES
+from ddpmlab.models.registry import ARCHITECTURES, is_target
+from ddpmlab.models.seed import SEED_TYPES
 from ddpmlab.objectives.flow_matching import TARGETS, TIME_SAMPLINGS
 from ddpmlab.objectives.losses import OBJECTIVES, make_objective
 from ddpmlab.sampling.grids import TIME_GRIDS, axis_of, make_grid, shift_option
@@ -23,7 +24,7 @@ from ddpmlab.sampling.registry import ODE_SOLVERS, SAMPLERS
 CHOICES = {
     ("data", "name"): lambda: tuple(NAMED) + ("file", "tensor"),
     ("schedule", "kind"): SCHEDULES.names,
-    ("model", "family"): lambda: FAMILIES,
+    ("model", "family"): FAMILIES.names,
     ("model", "arch"): ARCHITECTURES.names,
     ("model", "mean_type"): MEAN_TYPES.names,
     ("model", "var_type"): VAR_TYPES.names,
@@ -61,7 +62,8 @@ def validate(cfg: Config) -> None:
             continue
         if v not in options():
             raise DDPMLabError(f"{section}.{key} = {v!r} is not one of {', '.join(options())}"
-                               + (" (or a network class as 'package.module:Class')" if key == "arch" else ""))
+                               + (" (or a network class as 'package.module:Class')" if key == "arch" else "")
+                               + (UNKNOWN_HINT if (section, key) in CODE_KEYS else ""))
     for (section, key), (low, strict) in LOWER.items():
         v = getattr(getattr(cfg, section), key)
         if v < low or (strict and v == low):
@@ -71,7 +73,7 @@ def validate(cfg: Config) -> None:
         if v > high or (strict and v == high):
             raise DDPMLabError(f"{section}.{key} must be {'<' if strict else '<='} {high}, got {v}")
     m, t = cfg.model, cfg.train
-    validate_family(cfg)
+    _validate_family(cfg)
     if t.objective != "custom":  # built once, so that its own checks of its options run now
         try:
             make_objective(t.objective, objective_kwargs(t.objective, t))
@@ -93,8 +95,6 @@ def validate(cfg: Config) -> None:
     _validate_labels(cfg)
     if cfg.data.name == "file" and not cfg.data.path:
         raise DDPMLabError("data.name = 'file' needs data.path")
-    if m.family == "ddpm" and cfg.sample.steps > cfg.schedule.steps:
-        raise DDPMLabError(f"sample.steps ({cfg.sample.steps}) exceeds schedule.steps ({cfg.schedule.steps})")
     try:
         cfg.data.path.encode("utf-8")
     except UnicodeEncodeError:
@@ -103,6 +103,17 @@ def validate(cfg: Config) -> None:
     check_config_memory(cfg)  # first: the precision check builds the schedule's betas
     check_schedule_precision(cfg)
     _validate_grid(cfg)
+
+
+def _validate_family(cfg: Config) -> None:
+    """The family's own rules, then its objective, sampler and ODE solver: each must serve the family."""
+    family = FAMILIES.get(cfg.model.family)
+    family.check_config(cfg)
+    t, s = cfg.train, cfg.sample
+    if t.objective != "custom":
+        family.check(OBJECTIVES.get(t.objective), "train.objective", t.objective, OBJECTIVES)
+    family.check(SAMPLERS.get(s.sampler), "sample.sampler", s.sampler, SAMPLERS)
+    family.check(ODE_SOLVERS.get(s.ode_solver), "sample.ode_solver", s.ode_solver, ODE_SOLVERS)
 
 
 def _validate_grid(cfg: Config) -> None:

@@ -99,8 +99,14 @@ class GaussianMixture:
     def diffused(self, alpha_bar: float) -> "GaussianMixture":
         """The marginal q(x_t) for alpha-bar_t: means sqrt(abar) mu_k, covariances abar S_k + (1 - abar) I."""
         a = float(alpha_bar)
+        return self.on_path(math.sqrt(a), math.sqrt(1.0 - a))
+
+    def on_path(self, alpha: float, sigma: float) -> "GaussianMixture":
+        """The law of alpha x_0 + sigma eps (eps ~ N(0, I)): means alpha mu_k, covariances alpha^2 S_k + sigma^2 I
+        (the marginal q(x_t) of any Gaussian path at coefficients alpha(t), sigma(t))."""
         eye = torch.eye(self.dim, dtype=torch.float64)
-        return GaussianMixture(self.weights, math.sqrt(a) * self.means, a * self.covariances + (1 - a) * eye)
+        return GaussianMixture(self.weights, float(alpha) * self.means,
+                               float(alpha) ** 2 * self.covariances + float(sigma) ** 2 * eye)
 
     def to_dict(self) -> dict:
         return {"weights": self.weights.tolist(), "means": self.means.tolist(),

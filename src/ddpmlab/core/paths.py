@@ -15,21 +15,14 @@ so one ODE sampler and one likelihood routine serve every path:
   sigma = sqrt(1 - abar(t)) on ``ContinuousSchedule``; its velocity is the probability-flow ODE's drift
   -1/2 beta(t) (x + grad log q_t(x)) (Song et al. 2021, eq. 13).
 
-``family_of(model)`` reads a model's process family ("ddpm" or "flow"); ``velocity_field(model)`` is
-either family's velocity on its path.
+A model's own ``velocity_field`` (``ddpmlab.core.contract``) is its family's velocity on its path.
 """
 from __future__ import annotations
 
-import copy
 import math
 
-import torch
-
-from ddpmlab.core.continuous import ContinuousSchedule, score_function
+from ddpmlab.core.continuous import ContinuousSchedule
 from ddpmlab.core.utils import DDPMLabError
-
-FAMILIES = ("ddpm", "flow")
-
 
 class LinearPath:
     """alpha(t) = 1 - t, sigma(t) = t. ``t`` is a float or a tensor broadcastable against the data."""
@@ -76,38 +69,6 @@ class VPPath:
 
     def velocity(self, x0, eps, t: float):
         return self.d_alpha(t) * x0 + self.d_sigma(t) * eps
-
-
-def family_of(model) -> str:
-    """The model's process family: its ``family`` attribute, "ddpm" when it has none."""
-    family = getattr(model, "family", "ddpm")
-    if family not in FAMILIES:
-        raise DDPMLabError(f"model family must be one of {', '.join(FAMILIES)}, got {family!r}")
-    return family
-
-
-def velocity_field(model, cond=None, float64: bool = True):
-    """v(x, t) (x (B, *dims), float t in [0, 1], t = 0 the data), differentiable in x, for any model.
-
-    A flow model predicts it (``model.velocity``); a DDPM model's comes from its score on the VP path,
-    v = -1/2 beta(t) (x + score(x, t)) (= alpha' E[x_0|x] + sigma' E[eps|x] with E[eps|x] = -sigma score).
-    ``float64``: evaluate a float64 copy of the model (the likelihood's and the adaptive solver's need).
-    """
-    if family_of(model) == "flow":
-        net = copy.deepcopy(model).double() if float64 else model
-
-        def flow(x, t):
-            dtype = torch.float64 if float64 else x.dtype
-            return net.velocity(x.to(dtype), t, cond).to(x.dtype)
-
-        return flow
-    cont = ContinuousSchedule(model.schedule)
-    score = score_function(model, cont)
-
-    def ddpm(x, t):
-        return -0.5 * cont.beta(t) * (x + score(x, t, cond))
-
-    return ddpm
 
 
 def shifted_grid(steps: int, shift: float = 1.0, t_end: float = 0.0) -> list[float]:

@@ -4,9 +4,18 @@ adding a sampler (say) is one function and one ``@SAMPLERS.register("name")`` li
 """
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from ddpmlab.core.utils import DDPMLabError
+
+TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # your own code as "package.module:name"
+
+
+def is_target(name) -> bool:
+    """Whether ``name`` names code to import (``package.module:name``, as Hydra's ``_target_``) rather than
+    a registered name."""
+    return isinstance(name, str) and TARGET.fullmatch(name) is not None
 
 
 class Registry:
@@ -18,9 +27,10 @@ class Registry:
 
     def register(self, name: str, obj=None, *, replace: bool = False):
         """Register ``obj`` under ``name``; without ``obj``, a decorator. Registering a taken name is an
-        error unless ``replace``."""
+        error unless ``replace``. A name is an identifier, or the ``package.module:name`` it was imported
+        from (``ddpmlab.config.plugins``)."""
         def add(o):
-            if not isinstance(name, str) or not name.isidentifier():
+            if not isinstance(name, str) or not (name.isidentifier() or is_target(name)):
                 raise DDPMLabError(f"a {self.kind} name must be an identifier, got {name!r}")
             if name in self._items and not replace and self._items[name] is not o:
                 raise DDPMLabError(f"{self.kind} {name!r} is already registered")

@@ -26,7 +26,6 @@ import operator
 import numpy as np
 import torch
 
-from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
 
 
@@ -157,11 +156,7 @@ def probe_model(model, x: torch.Tensor, cond=None, name: str = "the model") -> N
         for m in modules:
             m.training = False
         with torch.no_grad():
-            if family_of(model) == "flow":
-                model.velocity(x, 0.5, cond)
-            else:
-                t = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
-                model.p_mean_variance(x, t, cond)
+            model.probe(x, cond)  # its family's one call (``ProcessModel.probe``)
     except DDPMLabError:
         raise  # already one line (an unconditional network given labels, an output of the wrong shape)
     except (RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:

@@ -19,7 +19,7 @@ from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, 
 from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.evaluation.per_step import evaluate_bound_by_step
-from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.models.family import family_of
 from ddpmlab.sampling.api import sample
 
 
@@ -74,17 +74,18 @@ def _sample_metrics(dist: GaussianMixture, samples, generator) -> dict:
     return out
 
 
-def _evaluate_one(model, dist, x_ode, generator, n_bound, samples=None, n_samples=0) -> dict:
+def _evaluate_one(model, dist, x_ode, generator, n_bound, draw, bound: bool) -> dict:
     timings = {}
-    start = time.perf_counter()
-    out = {"bound": evaluate_bound_by_step(model, dist.sample, n_bound, generator)}  # with each term L_t
-    timings["bound"] = time.perf_counter() - start
+    out = {}
+    if bound:
+        start = time.perf_counter()
+        out["bound"] = evaluate_bound_by_step(model, dist.sample, n_bound, generator)  # with each term L_t
+        timings["bound"] = time.perf_counter() - start
     start = time.perf_counter()
     out["ode"] = ode_nll(model, x_ode, generator) if x_ode is not None else {"skipped": "n_ode = 0"}
     timings["ode"] = time.perf_counter() - start
     start = time.perf_counter()
-    if samples is None:
-        samples = sample(model, n_samples, "ancestral", generator=generator)
+    samples = draw(model)
     out["samples"] = {"n": len(samples), **_sample_metrics(dist, samples, generator)}
     timings["samples"] = time.perf_counter() - start
     out["seconds"] = {k: round(v, 3) for k, v in timings.items()}
@@ -94,36 +95,46 @@ def _evaluate_one(model, dist, x_ode, generator, n_bound, samples=None, n_sample
 @torch.no_grad()
 def evaluate_run(model, dist: GaussianMixture, generator: torch.Generator, n_bound: int = 10_000,
                  n_ode: int = 256, n_samples: int = 10_000, samples: torch.Tensor | None = None,
-                 threads: int | None = 1) -> dict:
-    """Evaluate ``model`` and the exact oracle for ``dist`` under the model's schedule.
+                 threads: int | None = 1, sampler: str | None = None, steps: int | None = None,
+                 **options) -> dict:
+    """Evaluate ``model`` (of any family) and its family's exact oracle for ``dist`` (``Family.oracle``).
 
-    For each: the bound term by term (``evaluate_bound_by_step``: ``evaluate_bound``'s numbers plus each
-    L_t, ``n_bound`` fresh data points), the probability-flow ODE NLL with prior N(0, I) on the same
-    ``n_ode`` data points (``n_ode = 0`` skips it), and sample metrics
-    on ``n_samples`` ancestral samples (the model's own ``samples`` may be passed instead). Plus the
-    data's entropy and true component weights. Returns a JSON-ready dict. ``threads``: torch's intra-op
-    threads meanwhile (default 1, see ``intra_op_threads``; None leaves the setting alone).
+    For each, the exact comparisons its family has (``Family.exact_terms``): the bound term by term
+    (``evaluate_bound_by_step``: ``evaluate_bound``'s numbers plus each L_t, ``n_bound`` fresh data
+    points; a DDPM's), the probability-flow ODE NLL with prior N(0, I) on the same ``n_ode`` data points
+    (``n_ode = 0`` skips it), and sample metrics on ``n_samples`` samples drawn by ``sampler`` / ``steps``
+    / ``options`` (None: the family's defaults) from the same noise x_T for model and oracle (the model's
+    own ``samples`` may be passed instead). Plus the data's entropy and true component weights. Returns a
+    JSON-ready dict. ``threads``: torch's intra-op threads meanwhile (default 1, see ``intra_op_threads``;
+    None leaves the setting alone).
     """
     n_samples = n_samples if samples is None else len(samples)
     if n_bound < 2 or n_ode == 1 or n_ode < 0 or n_samples < 2:
         raise DDPMLabError("evaluation needs at least 2 points for each estimate (n_ode = 0 skips the ODE)")
-    oracle = MixtureOracle(dist, model.schedule, model.data_shape)
-    x_ode = None if n_ode == 0 else \
-        dist.sample(n_ode, generator, dtype=torch.float64).reshape((n_ode,) + tuple(model.data_shape))
+    family = family_of(model)
+    oracle = family.oracle(model, dist)
+    shape = tuple(model.data_shape)
+    x_ode = None if n_ode == 0 else dist.sample(n_ode, generator, dtype=torch.float64).reshape((n_ode,) + shape)
     data = {"dims": dist.dim, "true_component_fractions": dist.weights.tolist(),
             **data_entropy(dist, n_bound, generator)}
     data["entropy_bpd"] = nats_to_bpd(data["entropy_nats"], dist.dim)
+    x_T = torch.randn((n_samples,) + shape, generator=generator)
+
+    def draw(m):
+        if m is model and samples is not None:
+            return samples
+        return sample(m, n_samples, sampler, steps, generator=generator, x_T=x_T, **options)
+
+    bound = "bound" in family.exact_terms
     with intra_op_threads(threads):
-        model_part = _evaluate_one(model, dist, x_ode, generator, n_bound, samples, n_samples)
-        oracle_part = _evaluate_one(oracle, dist, x_ode, generator, n_bound, None, n_samples)
-    return {
-        "format": "ddpmlab-evaluation", "version": 1, "kind": "mixture",
-        "settings": {"n_bound": n_bound, "n_ode": n_ode, "n_samples": n_samples, "num_steps": model.schedule.T,
-                     "ode_prior": "normal"},
-        "data": data,
-        "model": model_part,
-        "oracle": oracle_part,
-    }
+        model_part = _evaluate_one(model, dist, x_ode, generator, n_bound, draw, bound)
+        oracle_part = _evaluate_one(oracle, dist, x_ode, generator, n_bound, draw, bound)
+    settings = {"n_bound": n_bound if bound else None, "n_ode": n_ode, "n_samples": n_samples,
+                "ode_prior": "normal"}
+    if bound:  # the chain's steps T, one bound term L_t for each t = 0..T
+        settings["num_steps"] = len(model_part["bound"]["terms_nats"]) - 1
+    return {"format": "ddpmlab-evaluation", "version": 1, "kind": "mixture", "family": family.name,
+            "settings": settings, "data": data, "model": model_part, "oracle": oracle_part}
 
 
 def _num(value) -> str:
@@ -143,19 +154,23 @@ def _ode_cell(e: dict) -> str:
     return _pm(e.get("nll_nats"), e.get("nll_nats_se"))
 
 
+def _bound_rows(mb: dict, ob: dict, d: dict) -> list:
+    rows = [("bound (nats)", _pm(mb["total_nats"], mb["total_nats_se"]), _pm(ob["total_nats"], ob["total_nats_se"]),
+             f"{d['entropy_nats']:.4f} (entropy)")]
+    for key, label in (("prior_nats", "  prior L_T"), ("steps_nats", "  steps L_1..L_T-1"),
+                       ("decoder_nats", "  decoder L_0")):
+        rows.append((label, _pm(mb[key], mb[key + "_se"]), _pm(ob[key], ob[key + "_se"]), ""))
+    rows.append(("bound (bits/dim)", _pm(mb["total_bpd"], mb["total_bpd_se"]), _pm(ob["total_bpd"], ob["total_bpd_se"]),
+                 f"{d['entropy_bpd']:.4f}"))
+    return rows
+
+
 def format_table(ev: dict) -> str:
     """A plain-text table of an ``evaluate_run`` result: model, oracle, floor."""
     m, o, d = ev["model"], ev["oracle"], ev["data"]
-    rows = [("", "model", "oracle", "floor")]
-    rows.append(("bound (nats)", _pm(m["bound"]["total_nats"], m["bound"]["total_nats_se"]),
-                 _pm(o["bound"]["total_nats"], o["bound"]["total_nats_se"]),
-                 f"{d['entropy_nats']:.4f} (entropy)"))
-    for key, label in (("prior_nats", "  prior L_T"), ("steps_nats", "  steps L_1..L_T-1"),
-                       ("decoder_nats", "  decoder L_0")):
-        rows.append((label, _pm(m["bound"][key], m["bound"][key + "_se"]),
-                     _pm(o["bound"][key], o["bound"][key + "_se"]), ""))
-    rows.append(("bound (bits/dim)", _pm(m["bound"]["total_bpd"], m["bound"]["total_bpd_se"]),
-                 _pm(o["bound"]["total_bpd"], o["bound"]["total_bpd_se"]), f"{d['entropy_bpd']:.4f}"))
+    rows = [("", "model", "exact oracle", "floor")]
+    if "bound" in m:  # a family with a discrete bound
+        rows += _bound_rows(m["bound"], o["bound"], d)
     ode = lambda e: "skipped" if "skipped" in e else _ode_cell(e)  # noqa: E731
     rows.append(("ODE NLL (nats)", ode(m["ode"]), ode(o["ode"]), f"{d['entropy_nats']:.4f}"))
     rows.append(("  median", _num(m["ode"].get("nll_nats_median")), _num(o["ode"].get("nll_nats_median")), ""))
@@ -175,7 +190,9 @@ def format_table(ev: dict) -> str:
                  f"{fr(d['true_component_fractions'])} (+- {se:.3f})"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     s = ev["settings"]
-    lines = [f"evaluation, nats per data point (bound n={s['n_bound']}, ODE n={s['n_ode']}, "
-             f"samples n={s['n_samples']}, T={s['num_steps']})"]
+    bound = f"bound n={s['n_bound']}, " if "bound" in m else ""
+    drawn = f" by {s['sampler']} in {s['sampling_steps']} steps" if "sampler" in s else ""
+    lines = [f"{ev.get('family', 'ddpm')} evaluation, nats per data point ({bound}ODE n={s['n_ode']}, "
+             f"samples n={s['n_samples']}{drawn})"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)

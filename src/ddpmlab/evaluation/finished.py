@@ -1,11 +1,12 @@
-"""Evaluate a finished run, whatever its data: the dispatch behind ``ddpmlab evaluate`` and the report.
+"""Evaluate a finished run, whatever its data and its family: the one dispatch behind ``ddpmlab evaluate``,
+the report and the tutorial (by data kind; what a family changes, ``evaluate_run`` asks the family).
 
 A run here is anything with ``model``, ``cfg`` (the resolved ``Config``), ``info`` (run.json), ``dist``
 (the mixture recorded in run.json, or None) and ``to_data_units`` (``ddpmlab.runs.format.Run``).
 
 | data                                   | kind           | evaluation                                   |
 |----------------------------------------|----------------|----------------------------------------------|
-| a Gaussian mixture (1-D, eight_gaussians) | ``mixture``  | ``exact.evaluate_run``: bound, oracle, ODE   |
+| a Gaussian mixture (1-D, eight_gaussians) | ``mixture``  | ``exact.evaluate_run``: oracle, bound, ODE   |
 | moons, swiss_roll, checkerboard        | ``distribution`` | ``nd.evaluate_distribution``               |
 | digits                                 | ``digits``     | ``nd.evaluate_digits``                       |
 | the user's file                        | ``heldout``    | ``nd.evaluate_heldout``                      |
@@ -25,7 +26,9 @@ from ddpmlab.data.named import NAMED
 from ddpmlab.evaluation.exact import evaluate_run
 from ddpmlab.evaluation.nd import evaluate_digits, evaluate_distribution, evaluate_heldout
 from ddpmlab.evaluation.range_check import RULE, data_stats, out_of_range
-from ddpmlab.sampling.api import draw_samples
+from ddpmlab.models.family import family_of
+from ddpmlab.sampling.api import draw_samples, sample_options
+from ddpmlab.sampling.grids import time_axis
 from ddpmlab.sampling.registry import SAMPLERS
 
 KINDS = ("mixture", "distribution", "digits", "heldout")
@@ -53,6 +56,13 @@ def draw_run_samples(run, n: int, generator: torch.Generator, keep_trajectory: b
     s = run.cfg.sample
     return draw_samples(run.model, n, s.sampler, s.steps, s.eta, generator, keep_trajectory=keep_trajectory,
                         ode_solver=s.ode_solver, time_shift=s.time_shift, grid=s.grid)
+
+
+def run_sampling(run) -> dict:
+    """The run's own sampler settings as ``sample``'s arguments (sampler, steps and its options)."""
+    s = run.cfg.sample
+    return {"sampler": s.sampler, "steps": s.steps,
+            **sample_options(s.sampler, s.eta, s.ode_solver, s.time_shift, s.grid)}
 
 
 def to_model_space(run, x: torch.Tensor) -> torch.Tensor:
@@ -109,10 +119,11 @@ def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000
     n = default_samples(run) if n_samples is None else n_samples
     if n < 2 or n_ode == 1 or n_ode < 0:
         raise DDPMLabError("evaluation needs at least 2 points for each estimate (n_ode = 0 skips the ODE)")
-    if kind == "mixture":
+    if kind == "mixture":  # model and oracle by the run's own sampler
         with intra_op_threads(threads):
-            samples = draw_run_samples(run, n, generator)  # the run's own sampler, as for every kind
-        ev = evaluate_run(run.model, dist, generator, n_bound=n_bound, n_ode=n_ode, samples=samples, threads=threads)
+            samples = draw_run_samples(run, n, generator)
+        ev = evaluate_run(run.model, dist, generator, n_bound=n_bound, n_ode=n_ode, samples=samples, threads=threads,
+                          **run_sampling(run))
     else:
         with intra_op_threads(threads):
             samples = draw_run_samples(run, n, generator)
@@ -125,6 +136,7 @@ def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000
                 ev = evaluate_heldout(run.model, samples, to_model_space(run, train), to_model_space(run, held),
                                       generator, n_ode=n_ode, log_scale=data_log_scale(run),
                                       heldout_desc=run.info["data"].get("heldout"))
+    ev["family"] = family_of(run.model).name
     ev["settings"].update(sampler_settings(run))
     ev["samples_out_of_range"] = run_range(run, run.to_data_units(samples))
     ev["data"]["name"] = run.info["data"]["name"]
@@ -151,5 +163,5 @@ def sampler_settings(run) -> dict:
     eta (None where the sampler takes no eta)."""
     s = run.cfg.sample
     takes_eta = "eta" in inspect.signature(SAMPLERS.get(s.sampler)).parameters
-    return {"sampler": s.sampler, "sampling_steps": s.steps or run.model.schedule.T,
+    return {"sampler": s.sampler, "sampling_steps": time_axis(run.model).count(s.steps),
             "eta": s.eta if takes_eta else None}

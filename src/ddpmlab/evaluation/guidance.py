@@ -16,7 +16,8 @@ from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.metrics import w1
 from ddpmlab.evaluation.metrics_nd import sliced_w1
-from ddpmlab.models.conditional_oracle import LabelledMixtureOracle, class_posterior
+from ddpmlab.models.conditional_oracle import class_posterior
+from ddpmlab.models.family import family_of
 from ddpmlab.models.guidance import Guided
 from ddpmlab.sampling.api import draw_samples
 
@@ -49,7 +50,7 @@ def evaluate_classes(model, dist: GaussianMixture, classes, w: float, n: int, ge
     bad = [c for c in classes if not 0 <= int(c) < K]
     if bad:
         raise DDPMLabError(f"class {bad[0]} out of range: the data have classes 0..{K - 1}")
-    exact = Guided(LabelledMixtureOracle(dist, model.schedule, model.data_shape), w)
+    exact = Guided(family_of(model).labelled_oracle(model, dist), w)
     guided = Guided(model, w)
     report = {}
     for c in classes:

@@ -39,12 +39,13 @@ import math
 
 import torch
 
-from ddpmlab.core.paths import velocity_field
+from ddpmlab.core.contract import ProcessModel
 from ddpmlab.core.utils import DDPMLabError, NonFiniteError
 from ddpmlab.core.validate import check_count, check_examples, check_generator, diagnosed
 from ddpmlab.evaluation.finished import data_log_scale, run_data, to_model_space
 from ddpmlab.evaluation.likelihood import vlb_terms
 from ddpmlab.evaluation.ode import ode_log_likelihood
+from ddpmlab.models.family import family_of
 
 METHODS = ("ode", "bound")
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -70,6 +71,10 @@ def log_prob(model, x, *, method: str = "ode", divergence: str = "auto", prior="
     model, to_model, log_det = _model_and_units(model)
     if method not in METHODS:
         raise DDPMLabError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    family = family_of(model)
+    if method == "bound" and "bound" not in family.exact_terms:
+        raise DDPMLabError(f"method='bound' needs a family with a discrete bound; a {family.name} model has none: "
+                           "use method='ode'")
     chunk = check_count(chunk, "chunk")
     generator = check_generator(generator)
     x = to_model(check_examples(x, "x", tuple(model.data_shape), torch.float64))
@@ -92,7 +97,7 @@ def log_prob(model, x, *, method: str = "ode", divergence: str = "auto", prior="
             else:
                 r = ode_log_likelihood(model, x[rows], prior=prior, divergence=divergence, generator=generator,
                                        rtol=rtol, atol=atol, max_nfe=max_nfe, threads=threads,
-                                       velocity=_finite(velocity_field(model, part)))
+                                       velocity=_finite(model.velocity_field(part)))
                 out[rows] = r["log_likelihood"]
     return out - log_det
 
@@ -121,10 +126,10 @@ def resolve_divergence(divergence: str, data_shape) -> str:
 
 def _model_and_units(model):
     """(the model, data units -> its space, log |det| of its space -> data units) for a model or a run."""
-    if all(hasattr(model, a) for a in ("model", "info", "to_data_units")):  # a finished run
-        run = model
-        return run.model, lambda x: to_model_space(run, x), data_log_scale(run)
-    return model, lambda x: x, 0.0
+    if isinstance(model, ProcessModel):
+        return model, lambda x: x, 0.0
+    run = model  # a finished run (dl.load_run)
+    return run.model, lambda x: to_model_space(run, x), data_log_scale(run)
 
 
 def exact_log_prob(run, x: torch.Tensor) -> torch.Tensor | None:

@@ -27,9 +27,6 @@ import numbers
 
 import torch
 
-from ddpmlab.core.contract import step_tensor
-from ddpmlab.core.diffusion import q_sample
-from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.validate import check_examples, check_generator
 from ddpmlab.models.empirical_oracle import nearest_neighbours
@@ -67,54 +64,6 @@ def copy_fraction(samples, train, threshold: float | None = None) -> float:
     return float((dist <= threshold).double().mean())
 
 
-# -- the x_0 each model predicts, per family ---------------------------------------------------------
-def _ddpm_noised(model, x0: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-    """x_t ~ q(x_t | x_0) at paper step t (Ho et al. eq. 4)."""
-    return q_sample(model.schedule, x0, torch.full((x0.shape[0],), int(t)), eps)
-
-
-def _ddpm_x0(model, x_t: torch.Tensor, t) -> torch.Tensor:
-    """The model's x_0 prediction at paper step t (the contract's ``pred_x0``), float64 on the CPU."""
-    step = step_tensor(model, x_t.shape[0], int(t))
-    return model.p_mean_variance(x_t.to(model.device, model.dtype), step).pred_x0.double().cpu()
-
-
-def _path_coefficients(model, t) -> tuple[float, float, float, float]:
-    p, t = model.path, float(t)
-    return float(p.alpha(t)), float(p.sigma(t)), float(p.d_alpha(t)), float(p.d_sigma(t))
-
-
-def _flow_noised(model, x0: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-    """x_t = alpha(t) x_0 + sigma(t) eps on the model's path."""
-    a, s, _, _ = _path_coefficients(model, t)
-    return a * x0 + s * eps
-
-
-def _flow_x0(model, x_t: torch.Tensor, t) -> torch.Tensor:
-    """The x_0 a velocity implies: from x = alpha x_0 + sigma eps and v = alpha' x_0 + sigma' eps,
-    x_0 = (sigma v - sigma' x) / (sigma alpha' - sigma' alpha) (x - t v on the linear path)."""
-    a, s, da, ds = _path_coefficients(model, t)
-    v = model.velocity(x_t.to(model.device, model.dtype), float(t)).double().cpu()
-    return (s * v - ds * x_t) / (s * da - ds * a)
-
-
-def _ddpm_times(model, ts: list) -> list:
-    T = model.schedule.T
-    if not all(float(t) == int(t) and 1 <= int(t) <= T for t in ts):
-        raise DDPMLabError(f"a DDPM's steps are whole numbers in 1..{T}, got {ts}")
-    return [int(t) for t in ts]
-
-
-def _flow_times(model, ts: list) -> list:
-    if not all(0.0 < float(t) <= 1.0 for t in ts):
-        raise DDPMLabError(f"a flow's times lie in (0, 1], got {ts}")
-    return [float(t) for t in ts]
-
-
-# per family: its times (checked), x_t from x_0 and noise, a model's x_0 prediction
-_FAMILIES = {"ddpm": (_ddpm_times, _ddpm_noised, _ddpm_x0), "flow": (_flow_times, _flow_noised, _flow_x0)}
-
-
 @torch.no_grad()
 def optimum_distances(model, population_oracle, empirical_oracle, x0_ref, ts,
                       generator: torch.Generator | None = None) -> dict:
@@ -125,14 +74,13 @@ def optimum_distances(model, population_oracle, empirical_oracle, x0_ref, ts,
     apart the optima are: where it is small, the comparison says nothing), each with its standard error
     (``*_se``), and ``difference_se``, the standard error of the paired difference model_vs_population -
     model_vs_empirical. Lists indexed like ``t``."""
-    times, noised, predict = _FAMILIES[family_of(model)]
     try:
         ts = torch.as_tensor(ts, dtype=torch.float64).reshape(-1).tolist()
     except (TypeError, ValueError, RuntimeError):
         raise DDPMLabError(f"the times must be numbers, got {ts!r}") from None
     if not ts:
         raise DDPMLabError("optimum distances need at least one time")
-    ts = times(model, ts)
+    ts = model.check_times(ts)
     x0 = check_examples(x0_ref, "the reference data", tuple(model.data_shape), dtype=torch.float64,
                         min_rows=2).cpu()
     generator = check_generator(generator)
@@ -141,8 +89,8 @@ def optimum_distances(model, population_oracle, empirical_oracle, x0_ref, ts,
     out = {"t": ts, **{k: [] for k in pairs}, **{f"{k}_se": [] for k in pairs}, "difference_se": []}
     for t in ts:
         eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-        x_t = noised(model, x0, t, eps)
-        m, p, e = (predict(net, x_t, t) for net in (model, population_oracle, empirical_oracle))
+        x_t = model.q_sample(x0, t, eps)  # the forward process of the model's family at its time t
+        m, p, e = (net.predict_x0(x_t, t) for net in (model, population_oracle, empirical_oracle))
         per = {k: (a - b).square().reshape(n, -1).sum(1) / dims for k, (a, b) in zip(pairs, ((m, p), (m, e), (p, e)))}
         for k, v in per.items():
             out[k].append(float(v.mean()))

@@ -64,8 +64,7 @@ def evaluate_distribution(model, dist, samples: torch.Tensor, generator: torch.G
     else:
         x = dist.sample(n_ode, generator, dtype=torch.float64).reshape((n_ode,) + tuple(model.data_shape))
         ode = _timed(seconds, "ode", lambda: ode_nll(model, x, generator))
-    settings = {"n_samples": n, "n_ode": n_ode, "n_reference": n_ref, "floor_repeats": floor_repeats,
-                "num_steps": model.schedule.T}
+    settings = {"n_samples": n, "n_ode": n_ode, "n_reference": n_ref, "floor_repeats": floor_repeats}
     return _layout("distribution", settings, data, part, ode, seconds)
 
 
@@ -104,5 +103,5 @@ def evaluate_heldout(model, samples: torch.Tensor, train: torch.Tensor, heldout:
         ode["on"] = "held-out rows, nats in data units (no floor: the density is unknown)"
     data = {"dims": dims, "n_train": int(train.shape[0]), "n_heldout": int(heldout.shape[0]),
             "heldout": heldout_desc or {}}
-    settings = {"n_samples": int(samples.shape[0]), "n_ode": n_ode, "num_steps": model.schedule.T}
+    settings = {"n_samples": int(samples.shape[0]), "n_ode": n_ode}
     return _layout("heldout", settings, data, part, ode, seconds)

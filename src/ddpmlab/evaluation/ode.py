@@ -15,7 +15,7 @@ log q(x_t)) / sqrt(alpha_t) (Tweedie; Ho et al. eq. 11 with eps = -sqrt(1 - abar
 score = (sqrt(alpha_t) mu - x_t) / beta_t. The divergence is exact by autograd (one backward pass per
 dimension; the default for d <= 2) or Hutchinson's estimate with one Rademacher probe per example, fixed
 along the path. A flow model (``ddpmlab.models.flow_model``) enters the same way: its velocity on the
-linear path replaces the drift (``ddpmlab.core.paths.velocity_field``). scipy's ``solve_ivp`` integrates
+linear path replaces the drift (the model's ``velocity_field``). scipy's ``solve_ivp`` integrates
 in float64; a trained network is evaluated in a float64 copy.
 """
 from __future__ import annotations
@@ -25,9 +25,7 @@ import math
 import numpy as np
 import torch
 
-from ddpmlab.core.continuous import ContinuousSchedule
 from ddpmlab.core.gaussian import nats_to_bpd
-from ddpmlab.core.paths import family_of, velocity_field
 from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
 
@@ -60,11 +58,9 @@ def _log_prior(prior, model, x1: torch.Tensor) -> torch.Tensor:
         flat = x1.reshape(x1.shape[0], -1)
         return -0.5 * (flat.square().sum(1) + flat.shape[1] * LOG_2PI)
     if prior == "exact":
-        if model is None or not hasattr(model, "q_log_prob"):
+        if model is None:
             raise DDPMLabError("the exact prior q(x_T) needs the oracle (a model with q_log_prob)")
-        if family_of(model) == "flow":  # the flow oracle's marginal at t = 1
-            return model.q_log_prob(x1, 1.0)
-        return model.q_log_prob(x1, ContinuousSchedule(model.schedule).alpha_bar(1.0))
+        return model.prior_log_prob(x1)  # an exact oracle's q at the ODE's end
     if callable(prior):
         return prior(x1)
     raise DDPMLabError(f"prior must be 'normal', 'exact' or a log-density, got {prior!r}")
@@ -77,7 +73,7 @@ def ode_log_likelihood(model, x0: torch.Tensor, prior="normal", divergence: str 
     """log p(x_0) under the probability-flow ODE for each example of x0 (B, *dims), in nats.
 
     The ODE is dx/dt = v(x, t) from t = 0 (the data) to 1 (the prior), v the model's velocity field
-    (``ddpmlab.core.paths.velocity_field``: a DDPM's probability-flow drift, a flow's prediction), or
+    (its ``velocity_field``: a DDPM's probability-flow drift, a flow's prediction), or
     ``velocity`` (a callable v(x, t), differentiable in x) given instead; ``model`` may then be None.
 
     ``prior``: "normal" (N(0, I), what sampling starts from), "exact" (the oracle's q(x_T)) or a
@@ -99,7 +95,7 @@ def ode_log_likelihood(model, x0: torch.Tensor, prior="normal", divergence: str 
     if divergence == "hutchinson":
         probe = torch.randint(0, 2, x0.shape, generator=generator).double() * 2 - 1
     if velocity is None:
-        velocity = velocity_field(model)
+        velocity = model.velocity_field()
     nfe = 0
 
     def rhs(s, y):

@@ -17,9 +17,7 @@ def _ode_value(ode: dict | None):
     return None if not ode or "nll_nats" not in ode else ode["nll_nats"], None if not ode else ode.get("nll_nats_se")
 
 
-def _mixture_rows(ev: dict) -> list[dict]:
-    m, o, d = ev["model"], ev["oracle"], ev["data"]
-    mb, ob = m["bound"], o["bound"]
+def _bound_rows(mb: dict, ob: dict, d: dict) -> list[dict]:
     rows = [_row("bound_nats", "bound (nats)", mb["total_nats"], mb["total_nats_se"], ob["total_nats"],
                  d["entropy_nats"], "entropy of the data")]
     for key, label in (("prior_nats", "prior L_T"), ("steps_nats", "steps L_1..L_T-1"),
@@ -27,6 +25,12 @@ def _mixture_rows(ev: dict) -> list[dict]:
         rows.append(_row(key, label, mb[key], mb[key + "_se"], ob[key]))
     rows.append(_row("bound_bpd", "bound (bits/dim)", mb["total_bpd"], mb["total_bpd_se"], ob["total_bpd"],
                      d["entropy_bpd"], "entropy of the data"))
+    return rows
+
+
+def _mixture_rows(ev: dict) -> list[dict]:
+    m, o, d = ev["model"], ev["oracle"], ev["data"]
+    rows = _bound_rows(m["bound"], o["bound"], d) if "bound" in m else []  # a family with a discrete bound
     (mv, mse), (ov, _) = _ode_value(m.get("ode")), _ode_value(o.get("ode"))
     rows.append(_row("ode_nll_nats", "ODE NLL (nats)", mv, mse, ov, d["entropy_nats"], "entropy of the data"))
     ms, os_ = m["samples"], o["samples"]

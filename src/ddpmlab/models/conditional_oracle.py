@@ -8,42 +8,37 @@ conditional reverse process is ``MixtureOracle`` of that single component, and t
 ``cond``: label c in 0..K-1 picks component c, the null class K (or no condition) the whole mixture,
 exactly as a classifier-free-trained network reads its labels. Wrapped in
 ``ddpmlab.models.guidance.Guided`` it is the exact guided oracle, s(x_t | c) + w (s(x_t | c) - s(x_t)),
-for every sampler. The exact class posterior of data is ``class_posterior``: q(c | x_0) = r_c(x_0).
+for every sampler. ``LabelledFlowMixtureOracle`` is the same for the flow family: given c, the velocity
+of component c (``FlowMixtureOracle``); guided, (1 + w) v(x, t | c) - w v(x, t), in closed form. The exact
+class posterior of data is ``class_posterior``: q(c | x_0) = r_c(x_0).
 """
 from __future__ import annotations
 
 import torch
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess
+from ddpmlab.core.contract import PMeanVariance, ReverseProcess, VelocityProcess
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.flow_oracle import FlowMixtureOracle
 from ddpmlab.models.oracle import MixtureOracle
 
 
-class LabelledMixtureOracle(ReverseProcess):
-    """The exact reverse process of ``dist`` given the class (its component) c, under ``schedule``.
+class _ByLabel:
+    """What both families' labelled oracles share: one exact oracle per class (``make(component)``) and
+    the mixture's for the null class K, and the grouping of a batch by label."""
 
-    ``p_mean_variance(x_t, t, cond)`` and ``score(x, t_c, alpha_bar, cond)`` take labels (B,) (or one
-    label for all) in 0..K, K the null class: per example, component c's exact oracle, or the mixture's.
-    """
-
-    def __init__(self, dist: GaussianMixture, schedule: NoiseSchedule, data_shape=None):
-        self.dist, self.schedule = dist, schedule
-        self.unconditional = MixtureOracle(dist, schedule, data_shape)
+    def _setup(self, dist: GaussianMixture, make) -> None:
+        self.dist = dist
+        self.unconditional = make(dist)
         self.data_shape = self.unconditional.data_shape
-        self.components = [MixtureOracle(dist.component(k), schedule, self.data_shape)
-                           for k in range(dist.num_components)]
+        self.components = [make(dist.component(k)) for k in range(dist.num_components)]
 
     @property
     def num_classes(self) -> int:
         return self.dist.num_components
 
-    def respaced(self, num_steps: int) -> "LabelledMixtureOracle":
-        sched = self.schedule.spaced(num_steps)
-        return self if sched is self.schedule else LabelledMixtureOracle(self.dist, sched, self.data_shape)
-
-    def oracle(self, c: int) -> MixtureOracle:
+    def oracle(self, c: int):
         """The exact oracle of class c (component c), or of the whole mixture for the null class K."""
         return self.unconditional if c == self.num_classes else self.components[c]
 
@@ -58,6 +53,21 @@ class LabelledMixtureOracle(ReverseProcess):
             raise DDPMLabError(f"class labels must be in 0..{self.num_classes - 1} (or {self.num_classes}, the "
                                f"null class), got {sorted(set(cond.tolist()))}")
         return [(self.oracle(int(c)), (cond == c).nonzero()[:, 0]) for c in torch.unique(cond)]
+
+class LabelledMixtureOracle(_ByLabel, ReverseProcess):
+    """The exact reverse process of ``dist`` given the class (its component) c, under ``schedule``.
+
+    ``p_mean_variance(x_t, t, cond)`` and ``score(x, t_c, alpha_bar, cond)`` take labels (B,) (or one
+    label for all) in 0..K, K the null class: per example, component c's exact oracle, or the mixture's.
+    """
+
+    def __init__(self, dist: GaussianMixture, schedule: NoiseSchedule, data_shape=None):
+        self.schedule = schedule
+        self._setup(dist, lambda d: MixtureOracle(d, schedule, data_shape))
+
+    def respaced(self, num_steps: int) -> "LabelledMixtureOracle":
+        sched = self.schedule.spaced(num_steps)
+        return self if sched is self.schedule else LabelledMixtureOracle(self.dist, sched, self.data_shape)
 
     def p_mean_variance(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> PMeanVariance:
         """The exact q(x_{t-1} | x_t, c) per example (``MixtureOracle.p_mean_variance`` of its class)."""
@@ -84,6 +94,24 @@ class LabelledMixtureOracle(ReverseProcess):
         out = torch.empty_like(x)
         for oracle, idx in self._groups(cond, x.shape[0]):
             out[idx] = oracle.score(x[idx], t_c, alpha_bar)
+        return out
+
+
+class LabelledFlowMixtureOracle(_ByLabel, VelocityProcess):
+    """The exact flow of ``dist`` given the class (its component) c, on ``path`` (default the linear
+    path): ``velocity(x, t, cond)`` with labels (B,) (or one for all) in 0..K, K the null class."""
+
+    def __init__(self, dist: GaussianMixture, path=None, data_shape=None):
+        self._setup(dist, lambda d: FlowMixtureOracle(d, path, data_shape))
+        self.path = self.unconditional.path
+
+    def velocity(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """The exact v(x, t | c) per example (``FlowMixtureOracle.velocity`` of its class)."""
+        if cond is None:
+            return self.unconditional.velocity(x, t)
+        out = torch.empty_like(x)
+        for oracle, idx in self._groups(cond, x.shape[0]):
+            out[idx] = oracle.velocity(x[idx], t)
         return out
 
 

@@ -58,6 +58,11 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
     def schedule(self) -> NoiseSchedule:
         return self.diffusion.schedule
 
+    def describe(self) -> dict:
+        """The ``[model]`` settings that rebuild this model (``ddpmlab.models.families``)."""
+        return {"mean_type": self.mean_type, "var_type": self.var_type, "precondition": self.precond is not None,
+                **self.network_description()}
+
     @property
     def mean_type(self) -> str:
         return self.diffusion.mean_type

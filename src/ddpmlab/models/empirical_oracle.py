@@ -29,9 +29,9 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess
+from ddpmlab.core.contract import PMeanVariance, ReverseProcess, VelocityProcess
 from ddpmlab.core.mean_types import predict_eps_from_x0
-from ddpmlab.core.paths import LinearPath, family_of
+from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError, extract
 from ddpmlab.core.validate import check_examples, check_shape
@@ -159,7 +159,7 @@ def nearest_neighbours(x: torch.Tensor, train: torch.Tensor, exclude_self: bool 
     return best, index
 
 
-class _Empirical(ReverseProcess):
+class _Empirical:
     """What both families' empirical oracles share: the training set, its shape and the posterior."""
 
     def _setup(self, data, data_shape, chunk_size) -> None:
@@ -192,7 +192,7 @@ class _Empirical(ReverseProcess):
             raise DDPMLabError(f"{type(self).__name__} is the unconditional optimum; it takes no condition")
 
 
-class EmpiricalOracle(_Empirical):
+class EmpiricalOracle(_Empirical, ReverseProcess):
     """The empirical-optimal DDPM of the training set ``data`` (N, *dims) under ``schedule``.
 
     ``p_mean_variance(x_t, t)``: the exact q(x_{t-1} | x_t) of the smoothed training set, a mixture over
@@ -200,7 +200,7 @@ class EmpiricalOracle(_Empirical):
     as its mean coef1_t E[x_0 | x_t] + coef2_t x_t and diagonal variance beta-tilde_t + coef1_t^2
     Var[x_0 | x_t], with the exact E[x_0 | x_t] and E[eps | x_t]. ``score``, ``eps`` and ``q_log_prob``
     as ``MixtureOracle``'s. ``chunk_size``: training points per chunk (default: what the memory budget
-    allows). For a flow, ``FlowEmpiricalOracle``; ``EmpiricalOracle.like(model, data)`` picks by family.
+    allows). For a flow, ``FlowEmpiricalOracle``; ``family_of(model).empirical_oracle(model, data)`` picks.
     """
 
     def __init__(self, data, schedule: NoiseSchedule, data_shape=None, chunk_size: int | None = None):
@@ -209,13 +209,6 @@ class EmpiricalOracle(_Empirical):
                                f"{type(schedule).__name__}; a flow's is FlowEmpiricalOracle")
         self._setup(data, data_shape, chunk_size)
         self.schedule = schedule
-
-    @staticmethod
-    def like(model, data, chunk_size: int | None = None):
-        """The empirical optimum of ``data`` in ``model``'s family, on its schedule or path and data shape."""
-        make = {"ddpm": lambda: EmpiricalOracle(data, model.schedule, model.data_shape, chunk_size),
-                "flow": lambda: FlowEmpiricalOracle(data, model.path, model.data_shape, chunk_size)}
-        return make[family_of(model)]()
 
     def respaced(self, num_steps) -> "EmpiricalOracle":
         """The same optimum on fewer kept steps (``NoiseSchedule.spaced``)."""
@@ -269,7 +262,7 @@ class EmpiricalOracle(_Empirical):
         return PMeanVariance(mean.reshape(shape), variance, variance.log(), x0, eps)
 
 
-class FlowEmpiricalOracle(_Empirical):
+class FlowEmpiricalOracle(_Empirical, VelocityProcess):
     """The empirical-optimal flow of the training set ``data`` (N, *dims) on ``path`` (default the linear
     path): v(x, t) = alpha'(t) E[x_0 | x_t = x] + sigma'(t) E[eps | x_t = x], with a flow model's interface.
 
@@ -277,8 +270,6 @@ class FlowEmpiricalOracle(_Empirical):
     E[eps | x] as 0 (the limit of ``FlowMixtureOracle`` as its components shrink), so v(x, 0) = alpha'(0)
     x_nearest. An Euler step onto t = 0 lands on E[x_0 | x_t] exactly.
     """
-
-    family = "flow"
 
     def __init__(self, data, path=None, data_shape=None, chunk_size: int | None = None):
         self._setup(data, data_shape, chunk_size)
@@ -314,11 +305,3 @@ class FlowEmpiricalOracle(_Empirical):
         da, ds = self._coefficients(x, t)[2:]
         view = (-1,) + (1,) * (x.dim() - 1)
         return (da.reshape(view) * x0 + ds.reshape(view) * eps).to(x.dtype)
-
-    def p_mean_variance(self, x_t, t, cond=None):
-        raise DDPMLabError("the empirical flow has no discrete reverse chain; sample it with the ode sampler "
-                           "(euler, heun, midpoint or rk45), or use EmpiricalOracle for a DDPM's")
-
-    @property
-    def schedule(self):
-        raise DDPMLabError("the empirical flow has no noise schedule; use EmpiricalOracle for a DDPM's")

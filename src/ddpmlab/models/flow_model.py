@@ -7,32 +7,28 @@ v(x_t, t) = E[eps - x_0 | x_t], data-shaped; with ``precondition=True`` it sees 
 predicts the normalised residual around the data's Gaussian fit (``VelocityPreconditioner``); either way
 it trains on the plain flow-matching loss ||v - (eps - x_0)||^2. Samples come from the ODE dx/dt = v from
 t = 1 (N(0, I)) down to t = 0 (``ddpmlab sample --sampler ode``, a flow run's default). A flow has no
-discrete reverse chain: asking it for ``p_mean_variance``, a schedule or respacing is refused in one line
-naming what to use.
+discrete reverse chain: it is a ``VelocityModel`` (``ddpmlab.core.contract``), not a ``ReverseModel``, and
+what needs the chain (ancestral and DDIM sampling, the bound) refuses it in one line naming what to use.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ddpmlab.core.contract import AroundNetwork, ReverseProcess
+from ddpmlab.core.contract import AroundNetwork, VelocityProcess
 from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models import fast_path
 from ddpmlab.models.preconditioning import VelocityPreconditioner
 
-NOT_DDPM = ("a flow model has no discrete reverse chain ({what}); sample it with the ode sampler "
-            "(solver euler, heun, midpoint or rk45) and measure it by the ODE likelihood")
 
 
-class FlowModel(AroundNetwork, nn.Module, ReverseProcess):
+class FlowModel(AroundNetwork, nn.Module, VelocityProcess):
     """A velocity network on the linear path.
 
     >>> model = FlowModel(net, data_shape=(2,))
     >>> v = model.velocity(x_t, t)          # t a float or a (B,) tensor in [0, 1]
     """
-
-    family = "flow"
 
     def __init__(self, net: nn.Module, data_shape: tuple = (1,), net_kwargs: dict | None = None,
                  precondition: bool = False, data_moments: tuple[float, float] | None = None):
@@ -72,19 +68,6 @@ class FlowModel(AroundNetwork, nn.Module, ReverseProcess):
     def forward(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
         return self.velocity(x_t, t, cond)
 
-    # -- what only the discrete DDPM has: refused ------------------------------------------------
-    @property
-    def schedule(self):
-        raise DDPMLabError(NOT_DDPM.format(what="no noise schedule"))
-
-    def p_mean_variance(self, x_t, t, cond=None):
-        raise DDPMLabError(NOT_DDPM.format(what="no p(x_{t-1} | x_t), so no ancestral, ddim or bound"))
-
-    def respaced(self, num_steps: int):
-        raise DDPMLabError(NOT_DDPM.format(what="nothing to respace"))
-
-    def score(self, x, t_c, alpha_bar, cond=None):
-        raise DDPMLabError(NOT_DDPM.format(what="no DDPM score"))
-
-    def trajectory_step_nll(self, x0, noise, fused=None):
-        raise DDPMLabError(NOT_DDPM.format(what="no discrete bound"))
+    def describe(self) -> dict:
+        """The ``[model]`` settings that rebuild this model (``ddpmlab.models.families``)."""
+        return {"family": self.family, "precondition": self.precond is not None, **self.network_description()}

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import ReverseProcess
+from ddpmlab.core.contract import VelocityProcess
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.utils import DDPMLabError
@@ -25,10 +25,8 @@ from ddpmlab.core.utils import DDPMLabError
 LOG_2PI = math.log(2 * math.pi)
 
 
-class FlowMixtureOracle(ReverseProcess):
+class FlowMixtureOracle(VelocityProcess):
     """The exact flow of ``dist`` on ``path`` (default the linear path), with a flow model's interface."""
-
-    family = "flow"
 
     def __init__(self, dist: GaussianMixture, path=None, data_shape=None):
         self.dist, self.path = dist, path if path is not None else LinearPath()
@@ -72,11 +70,3 @@ class FlowMixtureOracle(ReverseProcess):
         t = float(t)
         x0, eps = self.posterior_means(x, t)
         return (float(self.path.d_alpha(t)) * x0 + float(self.path.d_sigma(t)) * eps).to(x.dtype)
-
-    def p_mean_variance(self, x_t, t, cond=None):
-        raise DDPMLabError("the flow oracle has no discrete reverse chain; sample it with the ode sampler "
-                           "(euler, heun, midpoint or rk45), or use MixtureOracle for the DDPM's")
-
-    @property
-    def schedule(self):
-        raise DDPMLabError("the flow oracle has no noise schedule; use MixtureOracle for the DDPM's")

@@ -1,48 +1,39 @@
 """Architectures by name (``ARCHITECTURES``), and the user's own network class named as
 ``package.module:Class`` (as Hydra's ``_target_``).
 
-A registered builder is ``f(schedule, data_shape, options) -> model`` where ``options`` carries the
-``[model]`` settings (mean_type, var_type, width, depth, time_dim, hidden, precondition, net_kwargs).
+A registered builder is ``f(schedule, data_shape, options) -> network`` where ``options`` carries the
+``[model]`` settings (family, mean_type, var_type, width, depth, time_dim, hidden, precondition,
+net_kwargs); the run's family wraps the network into its model (``Family.wrap``). A builder may return a
+whole model instead (the seed's networks are a DDPM reverse chain), which must be of the run's family.
 """
 from __future__ import annotations
 
 import importlib
 import math
 import os
-import re
 import sys
 
 from torch import nn
 
-from ddpmlab.core.var_types import output_channels
-from ddpmlab.core.registry import Registry
+from ddpmlab.core.contract import ProcessModel
+from ddpmlab.core.registry import Registry, is_target
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.models.diffusion_model import DiffusionModel
-from ddpmlab.models.flow_model import FlowModel
+from ddpmlab.core.var_types import output_channels
+from ddpmlab.models.family import FAMILIES
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.models.seed import SeedReverse
 
 ARCHITECTURES = Registry("architecture")
-TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def is_target(arch) -> bool:
-    """Whether ``arch`` names a class to import (``package.module:Class``) rather than a registered name."""
-    return isinstance(arch, str) and TARGET.fullmatch(arch) is not None
-
-
-def is_flow(o) -> bool:
-    """Whether the ``[model]`` options describe a flow (``family = "flow"``) rather than a DDPM."""
-    return getattr(o, "family", "ddpm") == "flow"
 
 
 def _wrap(net, schedule, data_shape, o, arch: str | None = None):
-    if is_flow(o):
-        model = FlowModel(net, data_shape, net_kwargs=getattr(o, "net_kwargs", None),
-                          precondition=getattr(o, "precondition", False))
-    else:
-        model = DiffusionModel(net, schedule, o.mean_type, o.var_type, data_shape, precondition=o.precondition,
-                               net_kwargs=getattr(o, "net_kwargs", None))
+    """``net`` as a model of the options' family; a whole model a builder made is kept (if of that family)."""
+    family = FAMILIES.get(getattr(o, "family", "ddpm"))
+    if isinstance(net, ProcessModel):
+        if not isinstance(net, family.base):
+            raise DDPMLabError(f"model.arch = {arch!r} builds a {net.family} model, not a {family.name} one")
+        return net
+    model = family.wrap(net, schedule, data_shape, o)
     if arch is not None:  # what describe_model records, the same for every family
         model.arch_options = {"arch": arch, "width": o.width, "depth": o.depth, "time_dim": o.time_dim}
         if getattr(o, "num_classes", 0):
@@ -52,10 +43,9 @@ def _wrap(net, schedule, data_shape, o, arch: str | None = None):
 
 @ARCHITECTURES.register("seed")
 def build_seed(schedule, data_shape, o):
-    """The seed's two small networks for the mean and standard deviation (``ddpmlab.models.seed``)."""
-    if is_flow(o):
-        raise DDPMLabError("model.arch = 'seed' is a DDPM reverse chain; a flow needs mlp, unet or your network")
-    return SeedReverse(schedule, data_shape, hidden=o.hidden)
+    """The seed's two small networks for the mean and standard deviation (``ddpmlab.models.seed``): a
+    whole DDPM model."""
+    return _wrap(SeedReverse(schedule, data_shape, hidden=o.hidden), schedule, data_shape, o, "seed")
 
 
 @ARCHITECTURES.register("mlp")
@@ -79,39 +69,55 @@ def build_unet(schedule, data_shape, o):
     return _wrap(net, schedule, data_shape, o, "unet")
 
 
-def check_trust(arch, trust_code: bool, where: str = "the config") -> None:
+NETWORK = "network class"
+
+
+def check_trust(arch, trust_code: bool, where: str = "the config", kind: str = NETWORK) -> None:
     """Refuse, in one line, an ``arch`` that names a class to import (``package.module:Class``) unless
     ``trust_code``: the check ``import_target`` makes before importing anything, also made early by a
-    command that starts others (``ddpmlab sweep``). A registered name passes."""
-    if not is_target(arch):
+    command that starts others (``ddpmlab sweep``). A registered name passes. The one trust gate: a plugin
+    module or a ``package.module:function`` objective or sampler (``kind``) passes it too
+    (``ddpmlab.config.plugins``)."""
+    network = kind == NETWORK
+    if network and not is_target(arch):
         return
     module_name = arch.partition(":")[0]
     if module_name == "__main__":
-        raise DDPMLabError(f"{where} names the network class {arch!r}, defined in a script or notebook: "
-                           "load the run with load_run(path, net=YourNet(...)), or move the class into a module")
+        fix = "load the run with load_run(path, net=YourNet(...)), or move the class into a module" if network \
+            else "move it into a module"
+        raise DDPMLabError(f"{where} names the {kind} {arch!r}, defined in a script or notebook: {fix}")
     if not trust_code:
-        raise DDPMLabError(f"{where} names the network class {arch!r}; loading it imports module "
+        fix = ", or pass the network yourself (load_run(path, net=...))" if network else ""
+        raise DDPMLabError(f"{where} names the {kind} {arch!r}; loading it imports module "
                            f"{module_name!r}, which runs its code: pass --trust-code (or trust_code=True) if you "
-                           "trust it, or pass the network yourself (load_run(path, net=...))")
+                           f"trust it{fix}")
 
 
-def import_target(target: str, trust_code: bool, where: str = "the config") -> type:
-    """The class ``package.module:Class``: the one place ddpmlab imports a module a config or run names.
-    Importing runs that module's code, so it needs ``trust_code`` (a run directory someone sends you must
-    never run code on load). The working directory is searched too, as ``python -m`` does. What it names
-    must be a ``torch.nn.Module`` class; anything else (``os:system``) is refused before it is called."""
-    if not is_target(target):
-        raise DDPMLabError(f"{where} names the network {target!r}, which is not a class as 'package.module:Class'")
-    check_trust(target, trust_code, where)
-    module_name, _, qualname = target.partition(":")
+def import_code(name: str, trust_code: bool, where: str = "the config", kind: str = NETWORK):
+    """What ``package.module:name`` names, or the module ``package.module`` itself, after the trust gate
+    (``check_trust``): the one place ddpmlab imports a module a config or run names. The working
+    directory is searched too, as ``python -m`` does; any failure of the import is one line."""
+    check_trust(name, trust_code, where, kind)
+    module_name, _, qualname = name.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
         obj = importlib.import_module(module_name)
-        for part in qualname.split("."):
+        for part in qualname.split(".") if qualname else ():
             obj = getattr(obj, part)
     except (Exception, SystemExit) as exc:  # an import runs arbitrary code: any failure is the user's module's
-        raise DDPMLabError(f"cannot import the network class {target!r} ({type(exc).__name__}: {exc})") from None
+        raise DDPMLabError(f"cannot import the {kind} {name!r} ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())})") from None
+    return obj
+
+
+def import_target(target: str, trust_code: bool, where: str = "the config") -> type:
+    """The class ``package.module:Class`` (``import_code``). Importing runs that module's code, so it needs
+    ``trust_code`` (a run directory someone sends you must never run code on load). What it names must be
+    a ``torch.nn.Module`` class; anything else (``os:system``) is refused before it is called."""
+    if not is_target(target):
+        raise DDPMLabError(f"{where} names the network {target!r}, which is not a class as 'package.module:Class'")
+    obj = import_code(target, trust_code, where)
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise DDPMLabError(f"{where} names {target!r}, a {type(obj).__name__}, not a torch.nn.Module class; "
                            "refused (it is never called)")
@@ -137,25 +143,11 @@ def build_model(arch: str, schedule, data_shape, options, trust_code: bool = Fal
     return ARCHITECTURES.get(arch)(schedule, data_shape, options)
 
 
-SEED_TYPES = ("previous_x", "learned")  # (mean type, variance type) of the seed's networks: mu and sigma
-
-
 def describe_model(model) -> dict:
-    """The ``[model]`` settings that rebuild ``model`` (``build_model``): a registered architecture's
-    options, or your network's class as ``package.module:Class`` with its ``net_kwargs``."""
-    if isinstance(model, FlowModel):
-        d = {"family": "flow", "precondition": model.precond is not None}
-        if model.arch_options is not None:
-            return {**d, **model.arch_options}
-        cls = type(model.net)
-        return {**d, "arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(model.net_kwargs)}
-    if isinstance(model, SeedReverse):
-        return {"arch": "seed", "mean_type": SEED_TYPES[0], "var_type": SEED_TYPES[1], "hidden": model.net.hidden}
-    if not isinstance(model, DiffusionModel):
+    """The ``[model]`` settings that rebuild ``model`` (``build_model``): its own ``describe()`` (a
+    registered architecture's options, or your network's class as ``package.module:Class`` with its
+    ``net_kwargs``); a model of no family is refused in one line."""
+    if not isinstance(model, ProcessModel):
         raise DDPMLabError(f"a {type(model).__name__} cannot be saved as a run: wrap your network in "
-                           "ddpmlab.DiffusionModel")
-    d = {"mean_type": model.mean_type, "var_type": model.var_type, "precondition": model.precond is not None}
-    if model.arch_options is not None:
-        return {**d, **model.arch_options}
-    cls = type(model.net)
-    return {**d, "arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(model.net_kwargs)}
+                           "ddpmlab.DiffusionModel or ddpmlab.FlowModel")
+    return model.describe()

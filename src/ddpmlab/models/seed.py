@@ -25,6 +25,9 @@ from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.seed_fused import _FusedSeedNLL, _Workspace
 
 
+SEED_TYPES = ("previous_x", "learned")  # (mean type, variance type) of the seed's networks: mu and sigma
+
+
 class SeedMeanStd(nn.Module):
     """Both seed networks. ``forward(x, tau)`` maps (B, D) inputs and (B,) times to (mean, std), each (B, D).
 
@@ -76,6 +79,11 @@ class SeedReverse(nn.Module, ReverseProcess):
     @property
     def device(self) -> torch.device:
         return self.net.w_in.device
+
+    def describe(self) -> dict:
+        """The ``[model]`` settings that rebuild the seed's networks: its mean type (mu) and variance type
+        (sigma) are fixed."""
+        return {"arch": "seed", "mean_type": SEED_TYPES[0], "var_type": SEED_TYPES[1], "hidden": self.net.hidden}
 
     def mean_std(self, x_t: torch.Tensor, t: torch.Tensor, cond=None):
         """mu(x_t, t) and sigma(x_t, t), shaped like x_t; t may be a continuous step (float)."""

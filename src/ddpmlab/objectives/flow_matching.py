@@ -28,8 +28,9 @@ import math
 
 import torch
 
-from ddpmlab.core.paths import family_of
+from ddpmlab.core.contract import VelocityProcess
 from ddpmlab.core.utils import DDPMLabError, mean_flat
+from ddpmlab.models.family import family_of
 from ddpmlab.models.guidance import num_classes_of
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -124,6 +125,8 @@ class FlowMatching:
     """Per example: ||v_theta(x_t, t) - u||^2 averaged over dimensions, t from ``time_sampling``, u the
     ``target`` (``conditional`` or ``stable``, over ``reference_batch`` rows; module docstring)."""
 
+    contract = VelocityProcess  # it trains the flow family's models (``Family.serves``)
+
     def __init__(self, time_sampling: str = "uniform", loc: float = 0.0, scale: float = 1.0,
                  target: str = "conditional", reference_batch: int = 0):
         if time_sampling not in TIME_SAMPLINGS:
@@ -137,9 +140,7 @@ class FlowMatching:
         self._workspace = {}  # the stable target's matrices, kept between batches
 
     def bind(self, model) -> None:
-        if family_of(model) != "flow":
-            raise DDPMLabError("the flow_matching objective trains a flow model (FlowModel, model.family = 'flow'); "
-                               "a DDPM model trains with simple, vlb, hybrid or trajectory_bound")
+        family_of(model).check(self, "objective", "flow_matching")
 
     def __call__(self, model, x0, generator=None, cond=None):
         self.bind(model)

@@ -30,9 +30,9 @@ import torch
 
 from ddpmlab.core.diffusion import q_sample
 from ddpmlab.core.gaussian import prior_kl_nats, step_term_nats
-from ddpmlab.core.paths import family_of
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError, mean_flat
+from ddpmlab.models.family import family_of
 from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
@@ -73,9 +73,7 @@ class PerStep:
         self.timesteps = None
 
     def bind(self, model) -> None:
-        if family_of(model) != "ddpm":
-            raise DDPMLabError(f"objective {type(self).__name__} trains a DDPM model; a flow model "
-                               "(model.family = 'flow') trains with flow_matching")
+        family_of(model).check(self, "objective", type(self).__name__, OBJECTIVES)
         T = model.schedule.T
         if self.timesteps is None or self.timesteps.T != T:
             self.timesteps = ImportanceTimesteps(T) if self.importance_sampling else UniformTimesteps(T)

@@ -13,19 +13,19 @@ import numpy as np
 import torch
 
 from ddpmlab.config.checks import sampling_bytes
-from ddpmlab.core.diffusion import q_sample
 from ddpmlab.core.resources import check_memory
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.finished import (draw_run_samples, evaluate_finished_run, reference_data, run_data,
                                          to_model_space)
 from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step
 from ddpmlab.evaluation.summary import metric_rows
-from ddpmlab.models.oracle import MixtureOracle
+from ddpmlab.models.family import FAMILIES, family_of
 from ddpmlab.runs.checkpoint import METRICS_FILE
 from ddpmlab.runs.fields import INT64_MAX, NUMBERS, read_field
 from ddpmlab.runs.format import load_run
 from ddpmlab.runs.metrics_log import read_metrics
-from ddpmlab.sampling.api import draw_samples
+from ddpmlab.sampling.api import sample
+from ddpmlab.sampling.grids import build_grid
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -76,8 +76,9 @@ class RunView:
         return tuple(self.run.info["data"]["data_shape"])
 
     @property
-    def schedule(self):
-        return self.run.model.schedule
+    def family(self):
+        """The run's model family (``ddpmlab.models.family``): which sections the report shows."""
+        return family_of(self.run.model)
 
 
 # What the report reads of an evaluation.json (``summary.metric_rows``, the per-step figures, the class
@@ -92,7 +93,7 @@ SAMPLE_GROUPS = (("w1", "w1_noise_floor", "ks", "ks_noise_floor"), ("sliced_w1",
 REQUIRED_GROUPS = ("sliced_w1", "mmd")  # data that are not a mixture
 
 
-def _check_part(ev: dict, who: str, kind: str) -> None:
+def _check_part(ev: dict, who: str, kind: str, bound: bool) -> None:
     """The figures of ``who`` (the model, or the oracle of mixture data)."""
     present = set(read_field(ev, "model.samples", dict)) | (set() if kind == "mixture" else set(REQUIRED_GROUPS))
     for group in SAMPLE_GROUPS:
@@ -104,28 +105,32 @@ def _check_part(ev: dict, who: str, kind: str) -> None:
     for key in ("nll_nats", "nll_nats_se"):
         read_field(ev, f"{who}.ode.{key}", float, None, nullable=True)
     if kind == "mixture":
-        for key in BOUND_FIELDS:
+        for key in BOUND_FIELDS if bound else ():
             read_field(ev, f"{who}.bound.{key}", float)
         for key in ("component_fractions", "component_fractions_se"):
             if not read_field(ev, f"{who}.samples.{key}", NUMBERS):
                 raise ValueError(f"{who}.samples.{key} is empty")
 
 
-def check_evaluation(ev, kind: str) -> dict:
+def check_evaluation(ev, kind: str, run_family: str = "ddpm") -> dict:
     """``ev`` (an evaluation.json's content) if every field the report reads is of its kind, for a run of
-    data ``kind``; ``ValueError`` naming the first that is not."""
+    data ``kind`` and model family ``run_family``; ``ValueError`` naming the first that is not."""
     if not isinstance(ev, dict) or ev.get("format") != "ddpmlab-evaluation":
         raise ValueError("not a ddpmlab evaluation")
     got = read_field(ev, "kind", str, "mixture")
     if got != kind:
         raise ValueError(f"kind is {got[:40]!r}, the run's data are {kind!r}")
+    recorded = read_field(ev, "family", str, "ddpm")
+    if recorded != run_family:
+        raise ValueError(f"family is {recorded[:40]!r}, the run's model is a {run_family} model")
+    bound = "bound" in FAMILIES.get(run_family).exact_terms
     for who in ("model", "oracle") if kind == "mixture" else ("model",):
-        _check_part(ev, who, kind)
+        _check_part(ev, who, kind, bound)
     if kind == "mixture":
         for key in ("entropy_nats", "entropy_bpd"):
             read_field(ev, f"data.{key}", float)
         read_field(ev, "data.true_component_fractions", NUMBERS)
-        terms = read_field(ev, "model.bound.terms_nats", NUMBERS, None)
+        terms = read_field(ev, "model.bound.terms_nats", NUMBERS, None) if bound else None
         if terms is not None:  # the per-step figures: the model's and the oracle's terms, of one length
             for path in ("model.bound.terms_nats_se", "oracle.bound.terms_nats", "oracle.bound.terms_nats_se"):
                 if len(read_field(ev, path, NUMBERS)) != len(terms):
@@ -135,13 +140,13 @@ def check_evaluation(ev, kind: str) -> dict:
     return ev
 
 
-def read_evaluation(path: Path, kind: str) -> dict | None:
+def read_evaluation(path: Path, kind: str, run_family: str = "ddpm") -> dict | None:
     """The run's evaluation.json (None when it has none), checked by ``check_evaluation``."""
     f = path / EVALUATION_FILE
     if not f.exists():
         return None
     try:
-        return check_evaluation(json.loads(f.read_text()), kind)
+        return check_evaluation(json.loads(f.read_text()), kind, run_family)
     except RecursionError:
         raise DDPMLabError(f"{f}: nested too deeply to be an evaluation") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -170,10 +175,19 @@ def chain_steps(T: int, frames: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, T, max(2, min(frames, T + 1)))})
 
 
+def chain_times(model, frames: int) -> tuple[list, list]:
+    """(positions in a trajectory of the family's default sampler, the times there): ``frames`` of the
+    grid's times spread evenly from the data (t = 0) to the prior, both ends included."""
+    family = family_of(model)
+    times = build_grid(model, "uniform", family.default_steps).flip(0).tolist()  # from the data up
+    positions = chain_steps(len(times) - 1, frames)
+    return positions, [times[i] for i in positions]
+
+
 def _per_step(run, dist, ev: dict, s: ReportSettings, g: torch.Generator, notes: list) -> dict:
     """L_0..L_T of model and oracle (from the evaluation when it has them) and the eps errors."""
     model = run.model
-    oracle = MixtureOracle(dist, model.schedule, model.data_shape)
+    oracle = family_of(model).oracle(model, dist)
     mb, ob = ev["model"]["bound"], ev["oracle"]["bound"]
     if "terms_nats" not in mb or len(mb["terms_nats"]) != model.schedule.T + 1:
         notes.append(f"{EVALUATION_FILE} has no per-step terms (written by an older ddpmlab): the per-step bound "
@@ -189,22 +203,23 @@ def _per_step(run, dist, ev: dict, s: ReportSettings, g: torch.Generator, notes:
 
 
 def _chain(run, kind: str, s: ReportSettings, g: torch.Generator):
-    """The model's ancestral chain over all T steps at ``chain_steps`` (model space), and the forward
-    process applied to training data at the same steps where q(x_t) is not known exactly."""
+    """The model's chain by its family's default sampler (a DDPM's ancestral chain over all T steps, a
+    flow's ODE) at ``chain_times`` (model space), and the forward process applied to training data at the
+    same times where q(x_t) is not known exactly."""
     model = run.model
-    T = model.schedule.T
+    family = family_of(model)
     images = len(run.info["data"]["data_shape"]) == 3
     n = 16 if images else s.n_chain
-    steps = chain_steps(T, s.frames)
-    traj = draw_samples(model, n, "ancestral", 0, generator=g, keep_trajectory=True)  # (T + 1, n, *dims)
-    chain = traj[steps].float().numpy()
+    positions, times = chain_times(model, s.frames)
+    traj = sample(model, n, family.default_sampler, family.default_steps, generator=g, keep_trajectory=True)
+    chain = traj[positions].float().numpy()
     reference = None
     if kind != "mixture":
         x0 = to_model_space(run, reference_data(run, n, g)).double()
-        ref = [q_sample(model.schedule, x0, torch.full((len(x0),), t), torch.randn(x0.shape, generator=g,
-               dtype=torch.float64)) if t > 0 else x0 for t in steps]
+        ref = [model.q_sample(x0, t, torch.randn(x0.shape, generator=g, dtype=torch.float64)) if t > 0 else x0
+               for t in times]
         reference = torch.stack(ref).float().numpy()
-    return steps, chain, reference
+    return times, chain, reference
 
 
 def _check_memory(run, s: ReportSettings) -> None:
@@ -225,7 +240,7 @@ def collect_run(path, s: ReportSettings, run=None, trust_code: bool = False) -> 
         raise DDPMLabError(f"{path}: {exc}") from None
     g = torch.Generator().manual_seed(s.seed)
     notes: list = []
-    ev = read_evaluation(path, kind)
+    ev = read_evaluation(path, kind, family_of(run.model).name)
     if ev is not None:
         source = f"{path / EVALUATION_FILE}"
     else:
@@ -234,7 +249,8 @@ def collect_run(path, s: ReportSettings, run=None, trust_code: bool = False) -> 
         ev = evaluate_finished_run(run, g, n_bound=s.n_bound, n_ode=s.n_ode, n_samples=n)
         source = (f"computed by the report (no {EVALUATION_FILE}; n_bound={s.n_bound}, n_ode={s.n_ode}, "
                   f"samples={ev['settings']['n_samples']}); `ddpmlab evaluate {path}` writes the full evaluation")
-    per_step = _per_step(run, dist, ev, s, g, notes) if kind == "mixture" else None
+    per_step = _per_step(run, dist, ev, s, g, notes) if kind == "mixture" and "per_step" in \
+        family_of(run.model).report_sections else None
     return RunView(path=path, run=run, kind=kind, dist=dist, evaluation=ev, evaluation_source=source,
                    rows=metric_rows(ev), metrics=read_training_curve(path), per_step=per_step, notes=notes)
 

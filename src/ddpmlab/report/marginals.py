@@ -28,13 +28,11 @@ def _exact(view, k: int):
     """q(x_t) at the k-th slider step as a GaussianMixture, or None where it is not known exactly."""
     if view.kind != "mixture":
         return None
-    abar = float(view.schedule.alphas_cumprod[view.chain_steps[k]])
-    return view.dist.diffused(abar)
+    return view.dist.on_path(*view.run.model.marginal_coefficients(view.chain_steps[k]))
 
 
 def _label(view, k: int) -> str:
-    t = view.chain_steps[k]
-    return f"t = {t} of {view.schedule.T} (alpha-bar {float(view.schedule.alphas_cumprod[t]):.4f})"
+    return view.run.model.time_label(view.chain_steps[k])
 
 
 def _frames_1d(view):

@@ -36,7 +36,7 @@ def _summary_line(view) -> str:
     info, m, t = view.run.info, view.run.cfg.model, view.run.cfg.train
     s = info.get("summary", {})
     parts = [f"data <b>{esc(info['data']['name'])}</b> ({KIND_TEXT[view.kind]}, shape {esc(tuple(view.data_shape))})",
-             f"T = {fmt(view.schedule.T)}", esc(f"{m.arch} {m.mean_type} / {m.var_type}"),
+             esc(view.run.model.time_text()), esc(f"{m.family}: {m.arch} {view.family.prediction(m)}"),
              f"objective {esc(t.objective)}", f"seed {fmt(t.seed)}"]
     if "iters" in s:
         parts.append(f"{fmt(s['iters'])} steps in {fmt(s.get('train_seconds'))} s, "

@@ -175,8 +175,9 @@ def _need(cond: bool, what: str) -> None:
         raise ValueError(what)
 
 
-def read_meta(path) -> tuple[dict, Config]:
-    """``state.json`` of the checkpoint directory ``path``, checked (JSON, format, checksum, keys, config)."""
+def read_meta(path, trust_code: bool = False) -> tuple[dict, Config]:
+    """``state.json`` of the checkpoint directory ``path``, checked (JSON, format, checksum, keys, config;
+    ``trust_code``: the config may import the code it names, ``ddpmlab.config.plugins``)."""
     meta_file = Path(path) / META_FILE
     if not meta_file.is_file():
         raise DDPMLabError(f"{meta_file}: missing (not a checkpoint directory)")
@@ -201,7 +202,7 @@ def read_meta(path) -> tuple[dict, Config]:
         _need(len(meta["loss_history"]) == meta["step"], f"loss history has {len(meta['loss_history'])} entries "
               f"for step {meta['step']}")
         _need(all(isinstance(v, (int, float)) for v in meta["loss_history"]), "loss history holds non-numbers")
-        cfg = from_dict(meta["config"])
+        cfg = from_dict(meta["config"], trust_code)
     except DDPMLabError as exc:
         raise DDPMLabError(f"{meta_file}: config: {exc}") from None
     except ValueError as exc:
@@ -209,11 +210,11 @@ def read_meta(path) -> tuple[dict, Config]:
     return meta, cfg
 
 
-def read_checkpoint(path) -> Checkpoint:
+def read_checkpoint(path, trust_code: bool = False) -> Checkpoint:
     """Read and check a checkpoint directory (both files and their checksums; tensors not yet matched
     against a model: ``check_tensors`` does that)."""
     path = Path(path)
-    meta, cfg = read_meta(path)
+    meta, cfg = read_meta(path, trust_code)
     tensors_file = path / TENSORS_FILE
     try:
         blob = tensors_file.read_bytes()

@@ -22,9 +22,9 @@ from ddpmlab.config.sections import Config, DataConfig, ModelConfig, SampleConfi
 from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json
-from ddpmlab.core.paths import family_of
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.data.named import NAMED
+from ddpmlab.models.family import family_of
 from ddpmlab.models.registry import describe_model
 from ddpmlab.objectives.losses import describe_objective
 from ddpmlab.runs.run_info import read_run_info
@@ -66,14 +66,15 @@ def load_run(path, net=None, trust_code: bool = False) -> Run:
 
     Loading runs no code from the run directory: a run whose network is your own class
     (``package.module:Class``) needs ``net=YourNet(...)`` (an instance to load the weights into) or
-    ``trust_code=True`` to import and build that class."""
+    ``trust_code=True`` to import and build that class; ``trust_code=True`` also imports the plugin modules
+    and ``package.module:name`` objective or sampler its config names (``ddpmlab.config.plugins``)."""
     path = Path(path)
     run_file, weights_file = path / RUN_FILE, path / WEIGHTS_FILE
     if not run_file.is_file() or not weights_file.is_file():
         raise DDPMLabError(f"{str(path)!r} is not a finished run (needs {RUN_FILE} and {WEIGHTS_FILE})")
     info = read_run_info(run_file)  # every field checked; each problem one line naming the file
     try:
-        cfg = from_dict(info["config"])
+        cfg = from_dict(info["config"], trust_code)  # first imports the code it names (config.plugins)
         data = info["data"]
         dist = GaussianMixture.from_dict(data["mixture"]) if "mixture" in data else None
         model = build_model(cfg, tuple(data["data_shape"]), trust_code=trust_code, net=net)
@@ -101,8 +102,8 @@ def describe_config(model, objective, data, train: TrainConfig) -> Config:
     """The run config that records a ``Trainer`` built from parts: the model's architecture (a registered
     one, or your network class), its schedule (made by ``make_schedule``), the objective's registered
     name (``custom`` for your own) and the data's description."""
-    flow = family_of(model) == "flow"
-    spec = {} if flow else getattr(model.schedule, "spec", None)  # a flow has no schedule to record
+    family = family_of(model)
+    spec = model.schedule_spec()
     known = {f.name for f in dataclasses.fields(ScheduleConfig)}
     if spec is None or not set(spec) <= known:
         raise DDPMLabError("the trainer records the model's schedule, which must come from make_schedule(kind, "
@@ -112,7 +113,7 @@ def describe_config(model, objective, data, train: TrainConfig) -> Config:
     train = dataclasses.replace(train, **recorded)
     name = data.name if data.name in NAMED else "tensor"
     n_train = 0 if data.stream else int(data.train.shape[0])
-    sample = SampleConfig(sampler="ode", ode_solver="heun", steps=25) if flow else SampleConfig()
+    sample = SampleConfig(sampler=family.default_sampler, ode_solver=family.default_solver, steps=family.default_steps)
     cfg = Config(data=DataConfig(name=name, n_train=n_train), schedule=ScheduleConfig(**spec),
                  model=ModelConfig(**describe_model(model)), train=train, sample=sample)
     return from_dict(cfg.to_dict())  # validated, as a file would be

@@ -24,10 +24,11 @@ class CheckpointMismatch(DDPMLabError):
     """An intact checkpoint that does not belong to this run: refused, never skipped."""
 
 
-def resumable_checkpoint(run_dir) -> tuple[Checkpoint, list[tuple[Path, str]]]:
+def resumable_checkpoint(run_dir, trust_code: bool = False) -> tuple[Checkpoint, list[tuple[Path, str]]]:
     """The newest intact checkpoint of ``run_dir`` and the damaged newer ones skipped, each with the
     reason. A checkpoint that belongs to another run (``check_belongs_to_run``) is refused, not skipped;
-    when every checkpoint is damaged, the newest's problem is the error."""
+    when every checkpoint is damaged, the newest's problem is the error. ``trust_code``: its config may
+    import the code it names (``ddpmlab.config.plugins``)."""
     run_dir = Path(run_dir)
     dirs = checkpoint_dirs(run_dir)
     if not dirs:
@@ -36,7 +37,7 @@ def resumable_checkpoint(run_dir) -> tuple[Checkpoint, list[tuple[Path, str]]]:
     skipped: list[tuple[Path, str]] = []
     for _, path in reversed(dirs):
         try:
-            ckpt = read_checkpoint(path)
+            ckpt = read_checkpoint(path, trust_code)
         except DDPMLabError as exc:
             skipped.append((path, str(exc)))
             continue
@@ -90,10 +91,10 @@ def check_belongs_to_run(run_dir, ckpt: Checkpoint) -> None:
                                  f"(copied or renamed?); rename it step_{ckpt.step:06d} or move it away")
 
 
-def resume_config(run_dir, overrides=(), checkpoint: Checkpoint | None = None) -> Config:
+def resume_config(run_dir, overrides=(), checkpoint: Checkpoint | None = None, trust_code: bool = False) -> Config:
     """The config to continue ``run_dir`` with: its newest intact checkpoint's (or ``checkpoint``'s), with
     ``--set`` overrides of ``RESUMABLE_KEYS`` applied (any other override that changes a value is refused)."""
-    meta = (checkpoint or resumable_checkpoint(run_dir)[0]).meta
+    meta = (checkpoint or resumable_checkpoint(run_dir, trust_code)[0]).meta
     d = json.loads(json.dumps(meta["config"]))
     for text in overrides:
         section, key, value = parse_override(text)
@@ -101,4 +102,4 @@ def resume_config(run_dir, overrides=(), checkpoint: Checkpoint | None = None) -
             raise DDPMLabError(f"--resume keeps the checkpoint's config; {section}.{key} cannot change "
                                f"(allowed: {', '.join(RESUMABLE_KEYS)})")
         d.setdefault(section, {})[key] = value
-    return from_dict(d)
+    return from_dict(d, trust_code)

@@ -5,18 +5,19 @@ import inspect
 
 import torch
 
-from ddpmlab.core.paths import family_of
 from ddpmlab.core.resources import check_memory
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.validate import as_tensor, check_count, check_generator, diagnosed, example_bytes
+from ddpmlab.models.family import family_of
 from ddpmlab.sampling.grids import all_grid_options, build_grid, shift_option
 from ddpmlab.sampling.registry import SAMPLERS
 
 
-def sample(model, n: int, sampler: str = "ancestral", steps: int = 0, generator: torch.Generator | None = None,
+def sample(model, n: int, sampler: str | None = None, steps: int | None = None, generator: torch.Generator | None = None,
            cond=None, keep_trajectory: bool = False, x_T: torch.Tensor | None = None, grid="uniform",
            callback=None, **options) -> torch.Tensor:
-    """``n`` samples (n, *dims) of ``model`` by the registered ``sampler`` on ``steps`` steps (0: all T) of
+    """``n`` samples (n, *dims) of ``model`` by the registered ``sampler`` (None: its family's default,
+    ``Family.default_sampler``) on ``steps`` steps (0: all T; None: the family's default) of
     the registered time ``grid`` (``ddpmlab.sampling.grids.TIME_GRIDS``: uniform, shifted, karras, log_snr),
     or on ``grid`` itself when it is a tensor of times as ``build_grid`` makes them.
 
@@ -30,11 +31,12 @@ def sample(model, n: int, sampler: str = "ancestral", steps: int = 0, generator:
     one line before anything is allocated, and a model that cannot take x or ``cond`` (a condition given to
     an unconditional network, ...) ends in one line instead of the error from inside it.
     """
-    fn = SAMPLERS.get(sampler)
     family = family_of(model)
-    if family not in getattr(fn, "families", ("ddpm",)):
-        raise DDPMLabError(f"a {family} model cannot be sampled by {sampler!r}; use the ode sampler "
-                           "(solver euler, heun, midpoint or rk45)")
+    sampler = family.default_sampler if sampler is None else sampler
+    if steps is None:  # the family's default for a named grid; a grid given as times has its own length
+        steps = family.default_steps if isinstance(grid, str) else 0
+    fn = SAMPLERS.get(sampler)
+    family.check(fn, "sampler", sampler, SAMPLERS)
     n, steps = check_count(n, "n"), check_count(steps, "steps", minimum=0)
     generator = check_generator(generator)
     on_grid = {k: options.pop(k) for k in all_grid_options() & set(options)}
@@ -96,7 +98,14 @@ def draw_samples(model, n: int, sampler: str = "ancestral", steps: int = 0, eta:
     ``sample.time_shift``, ``sample.grid``): each given (not None) goes to the sampler only where the
     sampler takes it (else the sampler's own default holds), the shift to the grid only when not 1
     (``grids.shift_option``)."""
+    return sample(model, n, sampler, steps, generator=generator, cond=cond, keep_trajectory=keep_trajectory,
+                  **sample_options(sampler, eta, ode_solver, time_shift, grid))
+
+
+def sample_options(sampler: str, eta: float | None = None, ode_solver: str | None = None,
+                   time_shift: float = 1.0, grid: str = "uniform") -> dict:
+    """A run config's sample options as ``sample``'s keyword arguments: ``eta`` and ``solver`` where the
+    sampler takes them (and they are given), the grid, and the shift only when not 1."""
     accepted = inspect.signature(SAMPLERS.get(sampler)).parameters
     options = {k: v for k, v in (("eta", eta), ("solver", ode_solver)) if k in accepted and v is not None}
-    return sample(model, n, sampler, steps, generator=generator, cond=cond, keep_trajectory=keep_trajectory,
-                  grid=grid, **options, **shift_option(time_shift))
+    return {"grid": grid, **options, **shift_option(time_shift)}

@@ -10,8 +10,8 @@ A grid is a 1-D tensor, strictly decreasing, in the model's own time; K steps ma
   0 (the data).
 
 ``build_grid(model, name, steps, **options)`` is the one place that makes a grid (by registered name,
-or checks one given as a tensor), and ``axis_of`` the one place that reads the model's family to pick
-the representation. A registered grid ``f(axis, steps, **options)`` spaces times or noise levels and lets
+or checks one given as a tensor); the representation is the time axis the model's family names
+(``Family.time_axis``, a name in ``TIME_AXES``). A registered grid ``f(axis, steps, **options)`` spaces times or noise levels and lets
 the axis map them onto the model's time:
 
 - ``uniform``: evenly spaced in time: a DDPM's ``steps`` evenly kept steps (``NoiseSchedule.spaced_steps``,
@@ -41,16 +41,19 @@ from typing import Callable
 
 import torch
 
-from ddpmlab.core.paths import family_of, shifted_grid
+from ddpmlab.core.paths import shifted_grid
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.family import FAMILIES, family_of
 from ddpmlab.sampling.options import MAX_ODE_STEPS, RHO_RANGE, TIME_SHIFT_RANGE, check_in_range
 
 TIME_GRIDS = Registry("time grid")  # name -> f(axis, steps, **options) -> grid
+TIME_AXES = Registry("time axis")  # name -> class(schedule) of a family's time
 EDM_SIGMA_RANGE = (0.002, 80.0)  # the noise levels karras and log_snr span at most (Karras et al. 2022, Table 1)
 ESSER_SHIFT = 3.0  # the shifted grid's default shift (Esser et al. 2024's choice at 1024 x 1024)
 
 
+@TIME_AXES.register("steps")
 class DiscreteSteps:
     """A DDPM's time: the paper steps 0..T of its schedule; a grid is a long tensor T, ..., 0."""
 
@@ -114,8 +117,12 @@ class DiscreteSteps:
         return [k / T for k in steps[:-1]], steps[-2]
 
 
+@TIME_AXES.register("continuous")
 class ContinuousTime:
     """A flow's time t in [0, 1], t = 1 the prior; a grid is a float64 tensor 1, ..., 0."""
+
+    def __init__(self, schedule=None):
+        """(No schedule: continuous time has none; the argument keeps one signature for every axis.)"""
 
     def count(self, steps: int) -> int:
         steps = int(steps)
@@ -174,14 +181,15 @@ def _check_ends(grid: torch.Tensor, first, last, what: str) -> None:
 
 
 def time_axis(model) -> DiscreteSteps | ContinuousTime:
-    """The time the model's grids live on: a flow's continuous t, or the steps of a DDPM's schedule."""
-    return axis_of(family_of(model), lambda: model.schedule)
+    """The time the model's grids live on (its family's axis): a flow's continuous t, or the steps of a
+    DDPM's schedule."""
+    return TIME_AXES.get(family_of(model).time_axis)(lambda: model.schedule)
 
 
 def axis_of(family: str, schedule) -> DiscreteSteps | ContinuousTime:
-    """The time axis of a process ``family`` ("ddpm" or "flow"); ``schedule`` (a NoiseSchedule or a callable
-    giving one) is read only by a DDPM's."""
-    return ContinuousTime() if family == "flow" else DiscreteSteps(schedule)
+    """The time axis of the family named ``family``; ``schedule`` (a NoiseSchedule or a callable giving one)
+    is read only by an axis of steps."""
+    return TIME_AXES.get(FAMILIES.get(family).time_axis)(schedule)
 
 
 @TIME_GRIDS.register("uniform")

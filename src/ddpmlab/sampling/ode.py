@@ -9,8 +9,8 @@ callback=None, **options)``:
   the model's x_0 prediction extrapolated linearly in lambda from the last two steps: second order,
   one network evaluation a step. Its first-order special case is DDIM (eta = 0).
 - ``euler``, ``midpoint``, ``heun``, ``rk45``: the velocity-ODE solvers of ``velocity_solvers`` in
-  s = t / T on the continuous schedule (log alpha-bar interpolated through the grid), for both process
-  families: the drift above is the VP path's velocity (``ddpmlab.core.paths``), and a flow model's
+  s = t / T on the continuous schedule (log alpha-bar interpolated through the grid), for every family:
+  the drift above is the VP path's velocity (a DDPM model's ``velocity_field``), and a flow model's
   velocity is its own prediction on the linear path, solved from t = 1 to 0.
 A DDPM's last step, from the smallest kept step to 0, is the denoising x_0 = the model's x_0 prediction,
 where the ODE's score is singular.
@@ -22,8 +22,9 @@ import math
 
 import torch
 
-from ddpmlab.core.paths import family_of
+from ddpmlab.core.contract import ProcessModel
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.models.family import family_of
 from ddpmlab.sampling import velocity_solvers  # noqa: F401  (registers euler, midpoint, heun, rk45)
 from ddpmlab.sampling.registry import ODE_SOLVERS, SAMPLERS
 from ddpmlab.sampling.samplers import check_finite, denoise
@@ -58,27 +59,23 @@ def dpm_solver_2m(model, x: torch.Tensor, grid: torch.Tensor, cond=None, callbac
     return x
 
 
-dpm_solver_2m.families = ("ddpm",)
-
 
 @SAMPLERS.register("ode")
 @torch.no_grad()
 def ode_sample(model, x: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None, cond=None,
                callback=None, solver: str | None = None, **options) -> torch.Tensor:
     """The probability-flow ODE from x = x_T down the grid by the registered ``solver`` (default:
-    ``dpm_solver`` for a DDPM, ``heun`` for a flow; ``options`` such as rtol go to it); deterministic.
-    A solver that does not serve the model's family is refused in one line naming those that do."""
+    the family's ``default_solver``: ``dpm_solver`` for a DDPM, ``heun`` for a flow; ``options`` such as
+    rtol go to it); deterministic. A solver that does not serve the model's family is refused in one line
+    naming those that do."""
     family = family_of(model)
-    solver = solver or DEFAULT_SOLVER[family]
+    solver = solver or family.default_solver
     fn = ODE_SOLVERS.get(solver)
-    if family not in getattr(fn, "families", ("ddpm",)):
-        fits = [n for n in ODE_SOLVERS if family in getattr(ODE_SOLVERS.get(n), "families", ("ddpm",))]
-        raise DDPMLabError(f"ODE solver {solver!r} does not solve a {family} model's ODE; use one of {', '.join(fits)}")
+    family.check(fn, "ODE solver", solver, ODE_SOLVERS)
     unknown = sorted(set(options) - set(inspect.signature(fn).parameters))
     if unknown:
         raise DDPMLabError(f"ODE solver {solver!r} takes no option {', '.join(unknown)}")
     return fn(model, x, grid, cond=cond, callback=callback, **options)
 
 
-ode_sample.families = ("ddpm", "flow")
-DEFAULT_SOLVER = {"ddpm": "dpm_solver", "flow": "heun"}
+ode_sample.contract = ProcessModel  # every family's model has a velocity field

@@ -7,8 +7,9 @@ outside it (``ddpmlab.sampling.grids``: a DDPM's steps T, ..., 0, a flow's times
 Register one with ``@SAMPLERS.register("name")``; ``ddpmlab.sample(model, n, sampler="name", steps=K,
 grid="karras")`` then runs it on any registered grid, and keeps its trajectory from the callbacks. An
 ODE solver of the probability-flow ODE has the same signature without ``generator`` and is chosen by
-``sampler="ode", solver="name"``. A sampler's ``families`` attribute names the process families it serves
-(a DDPM's alone when absent).
+``sampler="ode", solver="name"``. A sampler's (or solver's) ``contract`` attribute is the base class of the
+models it serves (``ddpmlab.core.contract``: ``ReverseProcess``, the DDPM family's, when absent;
+``ProcessModel`` for every family); ``Family.serves`` matches it against a model's family.
 """
 from ddpmlab.core.registry import Registry
 

@@ -58,7 +58,7 @@ def ancestral_sample(model, x: torch.Tensor, grid: torch.Tensor, generator: torc
     for i, t in enumerate(range(T, 0, -1)):
         p = model.p_mean_variance(x, step_tensor(model, n, t), cond)
         x = p.mean + p.variance.sqrt() * noise_like(x, generator)
-        check_finite(x, "ancestral", t)
+        check_finite(x, "ancestral", steps[i])  # the grid's step: t counts the respaced model's steps
         if callback is not None:
             callback(i, steps[i + 1], x)
     return x

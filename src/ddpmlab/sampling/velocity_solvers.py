@@ -1,5 +1,5 @@
 """Fixed-step and adaptive solvers of the velocity ODE dx/dt = v(x, t) from t = 1 (the prior) towards
-t = 0 (the data), for either process family (``ddpmlab.core.paths.velocity_field``):
+t = 0 (the data), for a model of any family (its ``velocity_field``, ``ddpmlab.core.contract``):
 
 - ``euler``: x <- x + h v(x, t) (first order, one evaluation a step);
 - ``midpoint``: x <- x + h v(x + h/2 v(x, t), t + h/2) (second order, two evaluations);
@@ -10,22 +10,21 @@ t = 0 (the data), for either process family (``ddpmlab.core.paths.velocity_field
 Each is ``f(model, x, grid, cond=None, callback=None, **options)``; the grid's own time axis
 (``ddpmlab.sampling.grids``) gives its times: a flow's run from t = 1 to t = 0, whose state is the sample;
 a DDPM's are its kept steps s = k / T down to the smallest one, and its last step is the denoising
-x_0 = the model's x_0 prediction (where the score is singular). Solvers carry ``families``, the process
-families they serve (read by the ``ode`` sampler).
+x_0 = the model's x_0 prediction (where the score is singular). Each declares ``contract = ProcessModel``:
+it serves every family (``Family.serves``).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ddpmlab.core.paths import velocity_field
+from ddpmlab.core.contract import ProcessModel
 from ddpmlab.core.utils import NonFiniteError
 from ddpmlab.sampling.grids import time_axis
 from ddpmlab.sampling.registry import ODE_SOLVERS
 from ddpmlab.sampling.samplers import check_finite, denoise
 
 MAX_NFE = 20_000  # the adaptive solver's cap on drift evaluations: past it, stop instead of hanging
-BOTH = ("ddpm", "flow")
 
 
 def _finish(model, x, grid: torch.Tensor, last, cond, callback, name: str):
@@ -42,7 +41,7 @@ def _finish(model, x, grid: torch.Tensor, last, cond, callback, name: str):
 def _fixed_step(name: str, step):
     def solve(model, x: torch.Tensor, grid: torch.Tensor, cond=None, callback=None):
         times, last = time_axis(model).ode_times(grid)
-        v = velocity_field(model, cond, float64=False)
+        v = model.velocity_field(cond, float64=False)
         for i, (t_hi, t_lo) in enumerate(zip(times[:-1], times[1:])):
             x = step(v, x, t_hi, t_lo - t_hi)
             check_finite(x, f"ode ({name})", f"{t_lo:.4g}")
@@ -50,7 +49,7 @@ def _fixed_step(name: str, step):
                 callback(i, grid[i + 1].item(), x)
         return _finish(model, x, grid, last, cond, callback, name)
 
-    solve.families = BOTH
+    solve.contract = ProcessModel
     solve.__name__ = f"{name}_solve"
     return solve
 
@@ -78,7 +77,7 @@ def rk45_solve(model, x: torch.Tensor, grid: torch.Tensor, cond=None, callback=N
                atol: float = 1e-5, max_nfe: int = MAX_NFE):
     """scipy's adaptive RK45 (states kept on the grid), at most ``max_nfe`` evaluations, then the finish."""
     times, last = time_axis(model).ode_times(grid)
-    v = velocity_field(model, cond)
+    v = model.velocity_field(cond)
     shape, nfe = x.shape, 0
 
     def rhs(t, y):
@@ -108,4 +107,4 @@ def rk45_solve(model, x: torch.Tensor, grid: torch.Tensor, cond=None, callback=N
     return _finish(model, state(sol.y.shape[1] - 1), grid, last, cond, callback, "rk45")
 
 
-rk45_solve.families = BOTH
+rk45_solve.contract = ProcessModel

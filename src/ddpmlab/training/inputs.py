@@ -44,12 +44,12 @@ def training_data(data, labels, model) -> TrainingData:
     example of its ``data_shape``, labels within its classes) and converted to its parameters' dtype; or a
     ``TrainingData``, checked likewise."""
     dtype = next(p.dtype for p in model.parameters() if p.requires_grad)  # after ``check_trainable``
-    shape = getattr(model, "data_shape", None)
+    shape = tuple(model.data_shape)
     if not isinstance(data, TrainingData):
         return TrainingData.from_tensor(data, labels, data_shape=shape, dtype=dtype, num_classes=num_classes_of(model))
     if labels is not None:
         raise DDPMLabError("labels go with a tensor of data; a TrainingData carries its own labels")
-    if shape is not None and tuple(data.data_shape) != tuple(shape):
+    if tuple(data.data_shape) != shape:
         raise DDPMLabError(f"data holds examples of shape {tuple(data.data_shape)}, but the model's "
                            f"data_shape is {tuple(shape)}")
     if data.train is not None and data.train.dtype != dtype:  # the user's object is left as it is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.guidance import digit_classes, evaluate_classes
 from ddpmlab.figures.guidance import class_image_rows, class_panels
@@ -58,7 +59,7 @@ def evaluate_run_classes(run: Run, classes: list[int], weights: list[float], n: 
     if run.info.get("data", {}).get("name") == "digits":
         return _digit_classes(run, classes, weights, n, generator, sampler or s.sampler,
                               s.steps if steps is None else steps, figure)
-    if run.dist is None or not hasattr(run.dist, "component"):
+    if not isinstance(run.dist, GaussianMixture):
         raise DDPMLabError("per-class evaluation needs labelled Gaussian-mixture data or digits (data.labels = true)")
     kept = {w: {} for w in weights}
     report = {w: evaluate_classes(run.model, run.dist, classes, w, n, generator, sampler or s.sampler,

@@ -36,6 +36,7 @@ class Job:
     out: Path
     evaluate: bool = False
     trust_code: bool = False  # the sweep's --trust-code, passed on to each command of the job
+    imports: tuple[str, ...] = ()  # the sweep's --import modules, passed on likewise (train records them)
 
     @property
     def name(self) -> str:
@@ -59,7 +60,7 @@ class Job:
                 *self._trust()]
 
     def _trust(self) -> list[str]:
-        return ["--trust-code"] if self.trust_code else []
+        return (["--trust-code"] if self.trust_code else []) + [a for m in self.imports for a in ("--import", m)]
 
     def commands(self) -> list[list[str]]:
         """The job's commands, in order (what ``--print-commands`` shows)."""
@@ -148,7 +149,8 @@ def parse_grid(texts) -> list[tuple[str, ...]]:
     return list(itertools.product(*axes.values()))
 
 
-def plan_sweep(configs, grid_texts, seeds, sets, out, evaluate: bool = False, trust_code: bool = False) -> list[Job]:
+def plan_sweep(configs, grid_texts, seeds, sets, out, evaluate: bool = False, trust_code: bool = False,
+               imports=()) -> list[Job]:
     """Every job of the sweep, each config validated with its overrides first (a bad config, key or
     value is a one-line error before anything runs; so is a config naming your network class without
     ``trust_code``, which each job's commands then get as ``--trust-code``). ``seeds``: a list, or ``None``
@@ -170,11 +172,12 @@ def plan_sweep(configs, grid_texts, seeds, sets, out, evaluate: bool = False, tr
     jobs = []
     for config in dict.fromkeys(configs):
         for point in points:
-            cfg = load_config(config, [*sets, *point, f"{SEED_KEY}={max(seeds)}"])  # each seed is in 0..max
+            cfg = load_config(config, [*sets, *point, f"{SEED_KEY}={max(seeds)}"], trust_code)  # seeds in 0..max
             check_trust(cfg.model.arch, trust_code, f"config {config!r}")
             for seed in seeds:
                 sub = Path(out, labels[config], *([point_label(point)] if point else []), f"seed_{seed}")
-                jobs.append(Job(config, labels[config], tuple(point), seed, tuple(sets), sub, evaluate, trust_code))
+                jobs.append(Job(config, labels[config], tuple(point), seed, tuple(sets), sub, evaluate, trust_code,
+                                tuple(imports)))
     if len({j.out for j in jobs}) != len(jobs):
         raise DDPMLabError("two grid points map to the same directory; give the --grid values distinct names")
     return jobs

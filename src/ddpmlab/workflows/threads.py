@@ -8,15 +8,11 @@ from ddpmlab.core.threads import choose_threads, count_macs, env_thread_limit, u
 
 
 def macs_per_row(model) -> float:
-    """Multiply-adds of one network call per example: counted on a call with two examples at the last
-    step (the one place that calls the model, to adapt if its interface changes). A network without
+    """Multiply-adds of one network call per example: counted on one call with two examples
+    (``probe``, the model's own). A network without
     ``nn.Linear`` / convolution layers (the seed's) counts one multiply-add per parameter."""
     x = torch.zeros((2,) + tuple(model.data_shape), device=model.device, dtype=model.dtype)
-    if model.family == "flow":  # a velocity field at continuous time
-        macs = count_macs(model, lambda: model.velocity(x, 0.5)) / 2
-    else:
-        t = torch.full((2,), model.schedule.T, dtype=torch.long, device=model.device)
-        macs = count_macs(model, lambda: model.p_mean_variance(x, t)) / 2
+    macs = count_macs(model, lambda: model.probe(x)) / 2  # its family's one call (``ProcessModel.probe``)
     return macs or float(sum(p.numel() for p in model.parameters()))
 
 

@@ -66,12 +66,9 @@ def run(args) -> int:
     with DirectoryClaim(args.dir, "train", accept=("train", "tutorial"), create=False, command="ddpmlab evaluate"):
         try:
             with model_threads(args.threads, run.model, max(args.n_bound, args.samples or 10_000)):
-                if run.model.family == "flow":  # no bound: the ODE likelihood and ODE samples
-                    table, ev = _evaluate_flow(args, run)
-                else:
-                    ev = evaluate_finished_run(run, torch.Generator().manual_seed(args.seed), n_bound=args.n_bound,
-                                               n_ode=args.n_ode, n_samples=args.samples, threads=None)
-                    table = format_table(ev) if ev["kind"] == "mixture" else format_rows(ev)
+                ev = evaluate_finished_run(run, torch.Generator().manual_seed(args.seed), n_bound=args.n_bound,
+                                           n_ode=args.n_ode, n_samples=args.samples, threads=None)
+                table = format_table(ev) if ev["kind"] == "mixture" else format_rows(ev)
         except DDPMLabError as exc:
             raise DDPMLabError(f"{args.dir}: {exc}") from None
         atomic_write_json(Path(args.dir) / "evaluation.json", ev)
@@ -106,18 +103,3 @@ def _per_class(args, run, out) -> int:
     print(f"evaluation_classes.json and classes.png written to {args.dir}")
     return 0
 
-
-def _evaluate_flow(args, run) -> tuple[str, dict]:
-    """A flow run on mixture data: its ODE likelihood and ODE samples beside the exact flow's."""
-    import torch
-
-    from ddpmlab.core.utils import DDPMLabError
-    from ddpmlab.evaluation.exact_flow import evaluate_flow_run, format_flow_table
-
-    if run.dist is None or "scale" in run.info.get("data", {}):
-        raise DDPMLabError("a flow run is evaluated against its exact flow: it needs Gaussian-mixture data in "
-                           "data units")
-    s = run.cfg.sample
-    ev = evaluate_flow_run(run.model, run.dist, torch.Generator().manual_seed(args.seed), n_ode=args.n_ode,
-                           n_samples=args.samples or 10_000, steps=s.steps, solver=s.ode_solver)
-    return format_flow_table(ev), ev

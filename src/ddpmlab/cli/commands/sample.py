@@ -21,7 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("run_dir", metavar="DIR", help="a finished run (ddpmlab train / tutorial)")
     p.add_argument("-n", type=count(1), default=1000, help="number of samples")
     p.add_argument("--sampler", metavar="NAME", default=None,
-                   help="a registered sampler, dl.SAMPLERS (default: the run's sample.sampler)")
+                   help="a registered sampler, dl.SAMPLERS, or your function as package.module:name (with "
+                   "--trust-code) (default: the run's sample.sampler)")
     p.add_argument("--steps", type=count(0), default=None, help="sampling steps (default: the run's, 0 = all T)")
     p.add_argument("--grid", metavar="NAME", default=None,
                    help="a registered time grid of the steps, dl.TIME_GRIDS (default: the run's sample.grid)")
@@ -63,13 +64,13 @@ def sample_config(run_cfg, args):
     for _, key, value in given:
         d["sample"][key] = value
     try:
-        return from_dict(d)
+        return from_dict(d, args.trust_code)  # --sampler may name your function (package.module:name)
     except DDPMLabError as exc:
         for option, key, value in given:
             alone = run_cfg.to_dict()
             alone["sample"][key] = value
             try:
-                from_dict(alone)
+                from_dict(alone, args.trust_code)
             except DDPMLabError as own:
                 raise DDPMLabError(f"{option} {value}: {own}") from None
         raise DDPMLabError(f"{' '.join(f'{o} {v}' for o, _, v in given)}: {exc}") from None
@@ -100,7 +101,7 @@ def run(args) -> int:
     run_dir = Path(args.run_dir)
     info = read_run_info(run_dir / "run.json") if (run_dir / "run.json").is_file() else None
     if info is not None:  # a missing run is sample_to_file's one line
-        cfg = sample_config(from_dict(info["config"]), args)
+        cfg = sample_config(from_dict(info["config"], args.trust_code), args)
         shape = tuple(info["data"]["data_shape"])
         check_memory(sampling_bytes(cfg, args.n, shape) + 4 * args.n * math.prod(shape) * 3,
                      f"-n {args.n}", f"{args.n} samples of shape {shape}")

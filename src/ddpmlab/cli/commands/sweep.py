@@ -46,7 +46,7 @@ def run(args) -> int:
     if args.jobs < 0:
         raise DDPMLabError(f"--jobs must be >= 1 (or 0: one per usable core), got {args.jobs}")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    jobs = plan_sweep(args.config, args.grid, seeds, args.set, args.out, args.evaluate, args.trust_code)
+    jobs = plan_sweep(args.config, args.grid, seeds, args.set, args.out, args.evaluate, args.trust_code, args.imports)
     if args.print_commands:
         for job in jobs:
             print(command_line(job))
