@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ddpmlab as dl
-from ddpmlab.core.contract import ReverseProcess
+from ddpmlab.core.process import ReverseProcess
 from ddpmlab.core.parameterisation import from_mean_variance
 from ddpmlab.evaluation.diagnosis import diagnose, excess_per_step, smallest_range
 from ddpmlab.evaluation.likelihood import evaluate_bound

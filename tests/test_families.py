@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ddpmlab as dl
-from ddpmlab.core.contract import VelocityProcess
+from ddpmlab.core.process import VelocityProcess
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.flow_model import FlowModel
 from ddpmlab.models.mlp import MLPDenoiser
@@ -61,7 +61,7 @@ def test_samplers_and_objectives_serve_families_by_their_contract():
 CONCRETE = ("DiffusionModel|FlowModel|SeedReverse|MixtureOracle|FlowMixtureOracle|EmpiricalOracle|"
             "FlowEmpiricalOracle|LabelledMixtureOracle|LabelledFlowMixtureOracle|GuidedReverse|GuidedVelocity")
 DISPATCH = [
-    re.compile(r"\bfamily\s*(==|!=)|\bfamily\s+(not\s+)?in\s*\(|\bis_flow\b"),  # comparing family names
+    re.compile(r"\bfamily(_of\([^)]*\))?\s*(==|!=|(not\s+)?in\s)|\bis_flow\b|\[family(_of\([^)]*\))?\]"),  # family names
     re.compile(rf"isinstance\([^,]+,\s*\(?({CONCRETE})\b|\b(type\([^)]*\)|cls)\s+is\s+({CONCRETE})\b"),
     re.compile(r"\b(hasattr|getattr)\((model|self\.model|run\.model)\b"),  # probing a model's capabilities
     re.compile(r"\bmean_type\s*(==|!=|in\b)|[\"'](epsilon|x0|previous_x|v)[\"']\s*(==|!=)"),  # mean types as strings
@@ -75,7 +75,8 @@ def dispatch_sites(text: str) -> list[str]:
 
 
 def test_the_dispatch_counter_sees_each_kind_of_site():
-    for line in ('if model.family == "flow":', "if is_flow(o):", "if isinstance(model, FlowModel):",
+    for line in ('if model.family == "flow":', "if is_flow(o):", 'if family_of(model) != "ddpm":',
+                 'if family not in getattr(fn, "families", ("ddpm",)):', "make[family_of(model)]()", "if isinstance(model, FlowModel):",
                  'if hasattr(model, "velocity"):', 'if mean_type == "epsilon":', 'getattr(model, "schedule", None)'):
         assert dispatch_sites(line) == [line], line
     assert dispatch_sites("family = family_of(model)\nfamily.check(fn)") == []

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from ddpmlab.core.contract import ReverseProcess
+from ddpmlab.core.process import ReverseProcess
 from ddpmlab.models.diffusion_model import DiffusionModel
 import torch
 from scipy.integrate import quad

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ddpmlab as dl
-from ddpmlab.core.contract import ReverseProcess
+from ddpmlab.core.process import ReverseProcess
 from ddpmlab.evaluation.exact import DIVERGED_NATS_PER_DIM, evaluate_run, format_table
 from ddpmlab.evaluation.exact import ode_nll as _ode
 

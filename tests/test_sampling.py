@@ -1,6 +1,6 @@
 import torch
 
-from ddpmlab.core.contract import ReverseProcess
+from ddpmlab.core.process import ReverseProcess
 from ddpmlab.core.parameterisation import from_mean_variance
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.models.seed import SeedReverse

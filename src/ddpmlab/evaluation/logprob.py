@@ -39,7 +39,7 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import ProcessModel
+from ddpmlab.core.process import ProcessModel
 from ddpmlab.core.utils import DDPMLabError, NonFiniteError
 from ddpmlab.core.validate import check_count, check_examples, check_generator, diagnosed
 from ddpmlab.evaluation.finished import data_log_scale, run_data, to_model_space

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess, VelocityProcess
+from ddpmlab.core.contract import PMeanVariance
+from ddpmlab.core.process import ReverseProcess, VelocityProcess
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.schedule import NoiseSchedule
 from ddpmlab.core.utils import DDPMLabError

@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-from ddpmlab.core.contract import AroundNetwork, PMeanVariance, ReverseProcess
+from ddpmlab.core.contract import PMeanVariance
+from ddpmlab.core.process import AroundNetwork, ReverseProcess
 from ddpmlab.core.mean_types import mean_types_with
 from ddpmlab.core.parameterisation import GaussianDiffusion
 from ddpmlab.core.schedule import NoiseSchedule
@@ -59,7 +60,7 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
         return self.diffusion.schedule
 
     def describe(self) -> dict:
-        """The ``[model]`` settings that rebuild this model (``ddpmlab.models.families``)."""
+        """The ``[model]`` settings that rebuild this model (``ddpmlab.models.family``)."""
         return {"mean_type": self.mean_type, "var_type": self.var_type, "precondition": self.precond is not None,
                 **self.network_description()}
 

@@ -29,7 +29,8 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess, VelocityProcess
+from ddpmlab.core.contract import PMeanVariance
+from ddpmlab.core.process import ReverseProcess, VelocityProcess
 from ddpmlab.core.mean_types import predict_eps_from_x0
 from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.schedule import NoiseSchedule

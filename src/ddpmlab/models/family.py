@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ddpmlab.core.contract import ProcessModel, ReverseProcess
+from ddpmlab.core.process import ProcessModel, ReverseProcess
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError
 

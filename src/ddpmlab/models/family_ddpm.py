@@ -6,7 +6,8 @@ the schedule's steps, and its exact evaluation has the bound term by term beside
 """
 from __future__ import annotations
 
-from ddpmlab.core.contract import ReverseModel, ReverseProcess
+from ddpmlab.core.contract import ReverseModel
+from ddpmlab.core.process import ReverseProcess
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.conditional_oracle import LabelledMixtureOracle
 from ddpmlab.models.diffusion_model import DiffusionModel

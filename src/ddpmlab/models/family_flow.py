@@ -7,7 +7,8 @@ evaluation is the ODE likelihood and ODE samples beside the exact flow's (it has
 """
 from __future__ import annotations
 
-from ddpmlab.core.contract import VelocityModel, VelocityProcess
+from ddpmlab.core.contract import VelocityModel
+from ddpmlab.core.process import VelocityProcess
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.conditional_oracle import LabelledFlowMixtureOracle
 from ddpmlab.models.empirical_oracle import FlowEmpiricalOracle

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpmlab.core.contract import AroundNetwork, VelocityProcess
+from ddpmlab.core.process import AroundNetwork, VelocityProcess
 from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models import fast_path
@@ -69,5 +69,5 @@ class FlowModel(AroundNetwork, nn.Module, VelocityProcess):
         return self.velocity(x_t, t, cond)
 
     def describe(self) -> dict:
-        """The ``[model]`` settings that rebuild this model (``ddpmlab.models.families``)."""
+        """The ``[model]`` settings that rebuild this model (``ddpmlab.models.family``)."""
         return {"family": self.family, "precondition": self.precond is not None, **self.network_description()}

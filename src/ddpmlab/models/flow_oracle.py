@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import VelocityProcess
+from ddpmlab.core.process import VelocityProcess
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.paths import LinearPath
 from ddpmlab.core.utils import DDPMLabError

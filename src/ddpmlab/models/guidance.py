@@ -26,7 +26,8 @@ import copy
 
 import torch
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess, VelocityProcess
+from ddpmlab.core.contract import PMeanVariance
+from ddpmlab.core.process import ReverseProcess, VelocityProcess
 from ddpmlab.core.utils import DDPMLabError
 
 

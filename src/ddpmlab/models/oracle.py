@@ -22,7 +22,8 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess
+from ddpmlab.core.contract import PMeanVariance
+from ddpmlab.core.process import ReverseProcess
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.parameterisation import from_mean_variance
 from ddpmlab.core.schedule import NoiseSchedule

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpmlab.core.contract import PMeanVariance, ReverseProcess
+from ddpmlab.core.contract import PMeanVariance
+from ddpmlab.core.process import ReverseProcess
 from ddpmlab.core.diffusion import forward_trajectory_fast, trajectory_scales
 from ddpmlab.core.parameterisation import from_mean_variance
 from ddpmlab.core.schedule import NoiseSchedule

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import VelocityProcess
+from ddpmlab.core.process import VelocityProcess
 from ddpmlab.core.utils import DDPMLabError, mean_flat
 from ddpmlab.models.family import family_of
 from ddpmlab.models.guidance import num_classes_of

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from ddpmlab.core.contract import ProcessModel
+from ddpmlab.core.process import ProcessModel
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.family import family_of
 from ddpmlab.sampling import velocity_solvers  # noqa: F401  (registers euler, midpoint, heun, rk45)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddpmlab.core.contract import ProcessModel
+from ddpmlab.core.process import ProcessModel
 from ddpmlab.core.utils import NonFiniteError
 from ddpmlab.sampling.grids import time_axis
 from ddpmlab.sampling.registry import ODE_SOLVERS
