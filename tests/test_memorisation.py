@@ -16,7 +16,8 @@ from ddpmlab.core.paths import LinearPath, VPPath
 from ddpmlab.core.schedule import make_schedule
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.memorisation import copy_fraction, copy_threshold, crossover_t, optimum_distances
-from ddpmlab.models.empirical_oracle import EmpiricalOracle, FlowEmpiricalOracle, nearest_neighbours
+from ddpmlab.models.empirical_oracle import EmpiricalOracle, FlowEmpiricalOracle
+from ddpmlab.models.empirical_sums import nearest_neighbours
 from ddpmlab.models.flow_oracle import FlowMixtureOracle
 from ddpmlab.models.oracle import MixtureOracle
 from ddpmlab.objectives.flow_matching import stable_target
@@ -334,7 +335,8 @@ class TestOptimumDistances:
 MEMORY_PROBE = """
 import resource, torch
 from ddpmlab.core.schedule import make_schedule
-from ddpmlab.models.empirical_oracle import EmpiricalOracle, nearest_neighbours
+from ddpmlab.models.empirical_oracle import EmpiricalOracle
+from ddpmlab.models.empirical_sums import nearest_neighbours
 torch.set_num_threads(1)
 g = torch.Generator().manual_seed(0)
 oracle = EmpiricalOracle(torch.randn(50_000, 2, generator=g), make_schedule("linear", 100))

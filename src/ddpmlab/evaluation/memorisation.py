@@ -29,7 +29,7 @@ import torch
 
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.validate import check_examples, check_generator
-from ddpmlab.models.empirical_oracle import nearest_neighbours
+from ddpmlab.models.empirical_sums import nearest_neighbours
 
 COPY_QUANTILE = 0.05  # the copy threshold: this quantile of the training points' own NN distances
 
