@@ -33,8 +33,8 @@ def _samplers(name: str) -> list[list[str]]:
         if sampler == "ode":
             out += [["--sampler", "ode", "--ode-solver", s, "--steps", "4"] for s in dl.ODE_SOLVERS
                     if family.serves(dl.ODE_SOLVERS.get(s))]
-        else:  # on all steps: the seed's networks cannot be respaced
-            out.append(["--sampler", sampler, "--steps", "0"])
+        else:  # the family's default steps: all of a DDPM's (the seed's networks cannot be respaced)
+            out.append(["--sampler", sampler, "--steps", str(family.default_steps)])
     return out
 
 

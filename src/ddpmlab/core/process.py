@@ -94,6 +94,15 @@ class ReverseProcess(ProcessModel):
         abar = float(self.schedule.alphas_cumprod[int(t)])
         return math.sqrt(abar), math.sqrt(1.0 - abar)
 
+    def ode_time(self, t) -> float:
+        """The time s = t / T of ``velocity_field`` (the continuous schedule) at paper step t."""
+        return float(t) / self.schedule.T
+
+    def ode_knots(self) -> list[float]:
+        """The times of ``velocity_field`` where its time derivative may jump: the continuous schedule's
+        knots k / T (an adaptive solve restarts at them)."""
+        return [k / self.schedule.T for k in range(self.schedule.T + 1)]
+
     def predict_x0(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """The model's x_0 prediction at paper step t (the contract's ``pred_x0``), float64 on the CPU."""
         step = step_tensor(self, x_t.shape[0], int(t))
@@ -182,6 +191,14 @@ class VelocityProcess(ProcessModel):
         """(alpha(t), sigma(t)) of the model's path at time t."""
         return float(self.path.alpha(float(t))), float(self.path.sigma(float(t)))
 
+    def ode_time(self, t) -> float:
+        """The time of ``velocity_field`` at time t: t itself (a flow's velocity lives on its own time)."""
+        return float(t)
+
+    def ode_knots(self) -> list[float]:
+        """The times of ``velocity_field`` where its time derivative may jump: none (a path is smooth in t)."""
+        return []
+
     def predict_x0(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """The x_0 the velocity implies: from x = alpha x_0 + sigma eps and v = alpha' x_0 + sigma' eps,
         x_0 = (sigma v - sigma' x) / (sigma alpha' - sigma' alpha) (x - t v on the linear path); float64
@@ -219,6 +236,14 @@ class VelocityProcess(ProcessModel):
         return flow
 
 
+class FlowMapProcess(VelocityProcess):
+    """A few-step family's base (``FlowMapModel``): a map ``flow_map(x, t, s, cond)`` from time t to time s
+    on a path, in one call; its instantaneous velocity (the map's limit as s -> t) is ``velocity``, so the
+    ODE samplers and the likelihood take it too. Subclasses define both."""
+
+    family = "meanflow"
+
+
 class AroundNetwork:
     """A model that wraps a network ``self.net``: keeping it (``wrap_network``), its ``dtype`` and
     ``device`` (its first parameter's), and its optional preconditioner ``self.precond`` (None, or one
@@ -251,11 +276,13 @@ class AroundNetwork:
 
     def network_description(self) -> dict:
         """What rebuilds the network: a registered architecture's options, or the network's class as
-        ``package.module:Class`` with its ``net_kwargs``."""
+        ``package.module:Class`` with its ``net_kwargs`` (those given, else the ones a ddpmlab network
+        records itself, its ``init_kwargs``)."""
         if self.arch_options is not None:
             return dict(self.arch_options)
         cls = type(self.net)
-        return {"arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(self.net_kwargs)}
+        kwargs = self.net_kwargs or getattr(self.net, "init_kwargs", {})
+        return {"arch": f"{cls.__module__}:{cls.__qualname__}", "net_kwargs": dict(kwargs)}
 
     @property
     def dtype(self) -> torch.dtype:

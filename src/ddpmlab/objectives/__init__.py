@@ -6,5 +6,6 @@ namespace: the one place besides ``ddpmlab`` itself that re-exports. Code inside
 name from the module that defines it. Importing the package registers every built-in objective."""
 from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.objectives.losses import Hybrid, Simple, TrajectoryBound, VLB
+from ddpmlab.objectives.meanflow import MeanFlow
 
-__all__ = ["FlowMatching", "Hybrid", "Simple", "TrajectoryBound", "VLB"]
+__all__ = ["FlowMatching", "Hybrid", "MeanFlow", "Simple", "TrajectoryBound", "VLB"]

@@ -10,6 +10,8 @@
   preconditioned model divided by the residual scale squared (``ddpmlab.models.preconditioning``).
 - ``FlowMatching`` (``flow_matching``): the velocity regression of a flow model
   (``ddpmlab.objectives.flow_matching``).
+- ``MeanFlow`` (``meanflow``): the average-velocity regression of a few-step MeanFlow model
+  (``ddpmlab.objectives.meanflow``).
 - ``Hybrid``: simple + weight * bound, the bound seeing a stop-gradient mean, so it trains only the
   variance (Nichol & Dhariwal 2021, sec. 3.1).
 
@@ -34,6 +36,7 @@ from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError, mean_flat
 from ddpmlab.models.family import family_of
 from ddpmlab.objectives.flow_matching import FlowMatching
+from ddpmlab.objectives.meanflow import MeanFlow
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
 from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
 
@@ -143,6 +146,7 @@ class Hybrid(PerStep):
 
 
 OBJECTIVES.register("flow_matching", FlowMatching)
+OBJECTIVES.register("meanflow", MeanFlow)
 
 
 REQUIRED = inspect.Parameter.empty  # an option without a default: make_objective must be given it
