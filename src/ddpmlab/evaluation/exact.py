@@ -16,6 +16,7 @@ from ddpmlab.core.gaussian import nats_to_bpd
 from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
+from ddpmlab.evaluation.flow_map_error import flow_map_error
 from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.evaluation.per_step import evaluate_bound_by_step
@@ -129,12 +130,27 @@ def evaluate_run(model, dist: GaussianMixture, generator: torch.Generator, n_bou
     with intra_op_threads(threads):
         model_part = _evaluate_one(model, dist, x_ode, generator, n_bound, draw, bound)
         oracle_part = _evaluate_one(oracle, dist, x_ode, generator, n_bound, draw, bound)
+        if "flow_map" in family.exact_terms:  # a few-step family: its map against the exact one, per t
+            model_part["flow_map"] = _flow_map_error(model, oracle, dist, generator)
     settings = {"n_bound": n_bound if bound else None, "n_ode": n_ode, "n_samples": n_samples,
                 "ode_prior": "normal"}
     if bound:  # the chain's steps T, one bound term L_t for each t = 0..T
         settings["num_steps"] = len(model_part["bound"]["terms_nats"]) - 1
     return {"format": "ddpmlab-evaluation", "version": 1, "kind": "mixture", "family": family.name,
             "settings": settings, "data": data, "model": model_part, "oracle": oracle_part}
+
+
+FLOW_MAP_TIMES = (0.1, 0.25, 0.5, 0.75, 1.0)  # times t of the flow-map error E|f(x_t, t -> 0) - Phi(x_t)|^2
+FLOW_MAP_POINTS = 1000  # data points x_0 for it (x_t drawn from each)
+
+
+def _flow_map_error(model, oracle, dist, generator) -> dict:
+    """The model's map f(x_t, t -> 0) against the exact one at ``FLOW_MAP_TIMES`` (``flow_map_error``)."""
+    x0 = dist.sample(FLOW_MAP_POINTS, generator, dtype=torch.float64).reshape((-1,) + tuple(model.data_shape))
+    start = time.perf_counter()
+    out = flow_map_error(lambda x, t, s: model.flow_map(x.to(model.device, model.dtype), t, s), oracle, x0,
+                         FLOW_MAP_TIMES, generator)
+    return {**out, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _num(value) -> str:
@@ -184,6 +200,9 @@ def format_table(ev: dict) -> str:
     if "nll_nats" in ms:
         rows.append(("-E log q(samples)", _num(ms["nll_nats"]), _num(os_["nll_nats"]),
                      f"{ms['nll_nats_floor']:.4f} (entropy)"))
+    if "flow_map" in m:  # a few-step family: E|f(x_t, t -> 0) - Phi(x_t)|^2 at each t (the exact map's is 0)
+        for t, e, e_se in zip(m["flow_map"]["t"], m["flow_map"]["error"], m["flow_map"]["error_se"]):
+            rows.append((f"flow-map error t={t:g}", _pm(e, e_se), "0", "0 (the exact map)"))
     fr = lambda v: ", ".join(f"{f:.3f}" for f in v)  # noqa: E731
     se = max(ms["component_fractions_se"])
     rows.append(("component fractions", fr(ms["component_fractions"]), fr(os_["component_fractions"]),

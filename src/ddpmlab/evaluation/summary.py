@@ -43,6 +43,12 @@ def _mixture_rows(ev: dict) -> list[dict]:
     if "nll_nats" in ms:
         rows.append(_row("nll_under_density", "-E log q(samples) (nats)", ms["nll_nats"], ms["nll_nats_se"],
                          os_["nll_nats"], ms["nll_nats_floor"], "entropy (a true sample)"))
+    fm = m.get("flow_map")
+    if fm:  # a few-step family's map against the exact one, at each t
+        for t, e, e_se in zip(fm["t"], fm["error"], fm["error_se"]):
+            rows.append(_row(f"flow_map_error_{t:g}", f"flow-map error at t = {t:g}", e, e_se, 0.0, 0.0,
+                             "the exact map"))
+
     def dev(s):  # the largest error of a component's fraction
         return max(abs(a - b) for a, b in zip(s["component_fractions"], d["true_component_fractions"]))
 

@@ -50,7 +50,7 @@ class Family:
     empirical_oracle: Callable  # (model, data, chunk_size) -> the empirical optimum of data
     guide: Callable  # (model, w, null_class) -> the model guided at weight w
     check_config: Callable  # (cfg) -> None, raising DDPMLabError for what the family does not take
-    exact_terms: tuple  # the exact comparisons that apply: "bound", "ode", "samples"
+    exact_terms: tuple  # the exact comparisons that apply: "bound", "ode", "samples", "flow_map"
     report_sections: tuple  # the report's sections for a run of this family, by name
     prediction: Callable  # (the [model] config) -> what the network predicts, in words
     description: str = ""

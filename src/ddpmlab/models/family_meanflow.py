@@ -45,7 +45,7 @@ MEANFLOW = FAMILIES.register("meanflow", Family(
     default_sampler="flow_map", default_solver="heun", default_steps=1,
     oracle=lambda model, dist: MeanFlowMixtureOracle(dist, model.path, model.data_shape),
     labelled_oracle=_no("class-conditional oracle"), empirical_oracle=_no("empirical optimum"),
-    guide=_no("guidance"), check_config=check_config, exact_terms=("ode", "samples"),
+    guide=_no("guidance"), check_config=check_config, exact_terms=("ode", "samples", "flow_map"),
     report_sections=("metrics", "pictures", "training"),
     prediction=lambda m: "average velocity u(x, r, t)",
     description="the average velocity of a flow, sampled in a few steps (MeanFlow, Geng et al. 2025)"))

@@ -71,8 +71,8 @@ def build_report(run_dirs, out, force: bool = False, allow_mixed_data: bool = Fa
     # such a value is shown as "-" (fmt) or a gap (plots.num), not warned about on stderr
     with np.errstate(over="ignore", invalid="ignore"):
         page.add(run_section(page, views[0]) if len(views) == 1 else comparison_sections(page, groups))
-        page.data = {"mixed_data": mixed, "groups": [{"label": g.label, "runs": [v.name for v in g.views]}
-                                                      for g in groups],
+        page.data = {"mixed_data": mixed, "groups": [{"label": g.label, "color": g.color,
+                                                       "runs": [v.name for v in g.views]} for g in groups],
                      "runs": [{"name": v.name, "path": str(v.path), "kind": v.kind, "metrics": v.evaluation_source,
                                "per_step_sums": sum_check(v.per_step) if v.per_step else None} for v in views]}
     text = page.render(_plotly_js()).encode()

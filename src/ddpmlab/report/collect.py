@@ -16,10 +16,11 @@ from ddpmlab.config.checks import sampling_bytes
 from ddpmlab.core.resources import check_memory
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.finished import (draw_run_samples, evaluate_finished_run, reference_data, run_data,
-                                         to_model_space)
+                                         sampler_settings, to_model_space)
 from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step
 from ddpmlab.evaluation.summary import metric_rows
 from ddpmlab.models.family import FAMILIES, family_of
+from ddpmlab.report.plots import MODEL_COLOR
 from ddpmlab.runs.checkpoint import METRICS_FILE
 from ddpmlab.runs.fields import INT64_MAX, NUMBERS, read_field
 from ddpmlab.runs.format import load_run
@@ -55,6 +56,7 @@ class RunView:
     metrics: list | None  # metrics.csv rows, None when the run has none
     per_step: dict | None = None  # mixtures: bound terms and noise-prediction errors for each t
     notes: list = field(default_factory=list)
+    color: str = MODEL_COLOR  # the run's colour in every figure: its group's (``compare.group_runs``)
     # the pictures (``add_pictures``; only for the runs whose pictures are shown)
     samples: np.ndarray | None = None  # model samples in data units, (n, *dims)
     data: np.ndarray | None = None  # training data in data units, (m, *dims)
@@ -62,6 +64,7 @@ class RunView:
     chain: np.ndarray | None = None  # the model's reverse chain at those steps, model space: (frames, n, *dims)
     reference: np.ndarray | None = None  # forward-noised training data at those steps where q(x_t) is not
     # known exactly, model space
+    picture_sampling: str = ""  # how the pictures' samples were drawn (``drawn_by``)
 
     @property
     def name(self) -> str:
@@ -76,9 +79,35 @@ class RunView:
         return tuple(self.run.info["data"]["data_shape"])
 
     @property
+    def sampling(self) -> str:
+        """How the samples of the sample metrics were drawn (the evaluation's settings), in words."""
+        return drawn_by(self.evaluation.get("settings") if isinstance(self.evaluation, dict) else None)
+
+    @property
+    def standardised(self) -> bool:
+        """Whether the model's space is the data's standardised column by column (a user's file)."""
+        return "scale" in self.run.info["data"]
+
+    @property
+    def model_units(self) -> str:
+        """The units of the model's space, for an axis title."""
+        return "model units: standardised columns" if self.standardised else "model units"
+
+    @property
     def family(self):
         """The run's model family (``ddpmlab.models.family``): which sections the report shows."""
         return family_of(self.run.model)
+
+
+def drawn_by(settings) -> str:
+    """The sampler, its steps and eta (None: a sampler that takes none) of ``settings`` (an evaluation's, or
+    ``evaluation.finished.sampler_settings``), in words; "sampler not recorded" for an older evaluation."""
+    if not isinstance(settings, dict) or "sampler" not in settings:
+        return "sampler not recorded"
+    eta = settings.get("eta")
+    text = lambda v: str(v)[:40]  # noqa: E731  (read from a file: any length)
+    return f"{text(settings['sampler'])}, {text(settings.get('sampling_steps'))} steps, " \
+           f"eta {'-' if eta is None else text(eta)}"
 
 
 # What the report reads of an evaluation.json (``summary.metric_rows``, the per-step figures, the class
@@ -126,6 +155,11 @@ def check_evaluation(ev, kind: str, run_family: str = "ddpm") -> dict:
     bound = "bound" in FAMILIES.get(run_family).exact_terms
     for who in ("model", "oracle") if kind == "mixture" else ("model",):
         _check_part(ev, who, kind, bound)
+    if read_field(ev, "model.flow_map", dict, None) is not None:  # a few-step family's map error per t
+        times = read_field(ev, "model.flow_map.t", NUMBERS)
+        for key in ("error", "error_se"):
+            if len(read_field(ev, f"model.flow_map.{key}", NUMBERS)) != len(times):
+                raise ValueError(f"model.flow_map.{key} and model.flow_map.t differ in length")
     if kind == "mixture":
         for key in ("entropy_nats", "entropy_bpd"):
             read_field(ev, f"data.{key}", float)
@@ -262,6 +296,7 @@ def add_pictures(view: RunView, s: ReportSettings) -> None:
     g = torch.Generator().manual_seed(s.seed + 1)
     n_shown = 64 if len(view.data_shape) == 3 else s.n_shown
     view.samples = run.to_data_units(draw_run_samples(run, n_shown, g)).float().numpy()
+    view.picture_sampling = drawn_by(sampler_settings(run))
     view.data = reference_data(run, n_shown, g).float().numpy()
     view.chain_steps, view.chain, view.reference = _chain(run, view.kind, s, g)
 

@@ -2,8 +2,9 @@
 
 q(x_t) is exact for mixture data (each component diffused by eq. 4, ``GaussianMixture.diffused``); for
 other data it is the forward process applied to training points (x_t = sqrt(abar_t) x_0 + sqrt(1 -
-abar_t) eps), which is q(x_t) up to sampling noise. Everything is in the model's space (standardised
-columns for a user's file).
+abar_t) eps), which is q(x_t) up to sampling noise. Everything is in the model's units (standardised
+columns for a user's file; ``RunView.model_units``), and the axes say so; the chain is drawn in the run's
+colour, and each frame's legend counts the chain's points outside the plotted range.
 
 - 1-D: the chain's histogram over the density of q(x_t);
 - points: the chain's points over the contours of q(x_t) (first two features);
@@ -18,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from ddpmlab.report.plots import DATA_COLOR, MODEL_COLOR, heatmap, layout, line, mosaic, num, two_panels, value_range
+from ddpmlab.report.plots import DATA_COLOR, heatmap, layout, line, mosaic, num, outside, two_panels, value_range
 
 GRID = 50  # contour grid per axis (2-D)
 BINS = 60  # histogram bins (1-D)
@@ -35,6 +36,10 @@ def _label(view, k: int) -> str:
     return view.run.model.time_label(view.chain_steps[k])
 
 
+def _chain_name(points, window) -> str:
+    return f"model's chain (n={len(points)}; {outside(points, window)} outside the plotted range)"
+
+
 def _frames_1d(view):
     chain = view.chain.reshape(len(view.chain), -1)
     extra = [view.reference] if view.reference is not None else [view.data, np.array([-3.5, 3.5])]
@@ -44,8 +49,8 @@ def _frames_1d(view):
     frames = []
     for k in range(len(chain)):
         h, _ = np.histogram(chain[k], bins=edges, density=True)
-        traces = [{"type": "bar", "x": num(mids), "y": num(h), "name": f"model's chain (n={chain.shape[1]})",
-                   "marker": {"color": MODEL_COLOR}, "opacity": 0.55}]
+        traces = [{"type": "bar", "x": num(mids), "y": num(h), "name": _chain_name(chain[k], [(lo, hi)]),
+                   "marker": {"color": view.color}, "opacity": 0.55}]
         q = _exact(view, k)
         if q is not None:
             dens = q.log_prob(torch.as_tensor(grid, dtype=torch.float64)[:, None]).exp().numpy()
@@ -55,7 +60,7 @@ def _frames_1d(view):
             traces.append(line(mids, r, "q(x_t): training data, forward-noised", DATA_COLOR, width=1.5,
                                shape="hvh"))
         frames.append(traces)
-    lay = layout("", "x_t (model space)", "density", height=380, barmode="overlay", bargap=0)
+    lay = layout("", f"x_t ({view.model_units})", "density", height=380, barmode="overlay", bargap=0)
     lay["xaxis"]["range"] = [lo, hi]
     return frames, lay
 
@@ -85,9 +90,9 @@ def _frames_points(view):
              "contours": {"coloring": "fill", "showlines": False},
              "opacity": 0.75, "hoverinfo": "skip", "showlegend": True},
             {"type": "scatter", "mode": "markers", "x": num(chain[k][:, 0]), "y": num(chain[k][:, 1]),
-             "name": f"model's chain (n={chain.shape[1]})", "marker": {"size": 3, "color": MODEL_COLOR,
-                                                                        "opacity": 0.6}}])
-    lay = layout("", "x1 (model space)", "x2", height=460)
+             "name": _chain_name(chain[k], [(x0, x1), (y0, y1)]), "marker": {"size": 3, "color": view.color,
+                                                                               "opacity": 0.6}}])
+    lay = layout("", f"x1 ({view.model_units})", f"x2 ({view.model_units})", height=460)
     lay["xaxis"]["range"], lay["yaxis"]["range"] = [x0, x1], [y0, y1]
     lay["yaxis"].update(scaleanchor="x", constrain="domain")
     lay["xaxis"]["constrain"] = "domain"

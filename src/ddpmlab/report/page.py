@@ -62,6 +62,9 @@ th:first-child, td:first-child { text-align: left; } th { background: #f4f4f4; }
 .slider { display: flex; gap: 12px; align-items: center; margin: 6px 0; }
 .slider input { flex: 1; } details { margin: 10px 0; } summary { cursor: pointer; font-weight: 600; }
 code { background: #f4f4f4; padding: 0 3px; }
+.groups { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 18px; align-items: start; }
+.group { min-width: 0; overflow-x: auto; border-top: 4px solid #ccc; padding-top: 2px; }
+.group h3 { margin: 6px 0; }
 """
 
 
