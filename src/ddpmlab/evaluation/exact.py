@@ -207,6 +207,12 @@ def format_table(ev: dict) -> str:
     se = max(ms["component_fractions_se"])
     rows.append(("component fractions", fr(ms["component_fractions"]), fr(os_["component_fractions"]),
                  f"{fr(d['true_component_fractions'])} (+- {se:.3f})"))
+    memo = ev.get("memorisation")
+    if memo:  # a finite training set (``evaluation.memorisation_run``)
+        optimum = memo.get("empirical_optimum")
+        rows.append((f"near-copies of {memo['n_train']} training points", _num(memo["model"]),
+                     "-" if optimum is None else f"{_num(optimum)} (empirical optimum)",
+                     f"{_num(memo['true_samples'])} (true samples)"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     s = ev["settings"]
     bound = f"bound n={s['n_bound']}, " if "bound" in m else ""

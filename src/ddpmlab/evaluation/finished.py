@@ -9,7 +9,7 @@ A run here is anything with ``model``, ``cfg`` (the resolved ``Config``), ``info
 | a Gaussian mixture (1-D, eight_gaussians) | ``mixture``  | ``exact.evaluate_run``: oracle, bound, ODE   |
 | moons, swiss_roll, checkerboard        | ``distribution`` | ``nd.evaluate_distribution``               |
 | digits                                 | ``digits``     | ``nd.evaluate_digits``                       |
-| the user's file                        | ``heldout``    | ``nd.evaluate_heldout``                      |
+| the user's file or tensor (API)        | ``heldout``    | ``nd.evaluate_heldout``                      |
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ import torch
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.data.base import file_split
+from ddpmlab.data.base import file_split, kept_split, make_training_data
 from ddpmlab.data.digits import digits_split
 from ddpmlab.data.named import NAMED
 from ddpmlab.evaluation.exact import evaluate_run
+from ddpmlab.evaluation.memorisation_run import memorisation_of
 from ddpmlab.evaluation.nd import evaluate_digits, evaluate_distribution, evaluate_heldout
 from ddpmlab.evaluation.range_check import RULE, data_stats, out_of_range
 from ddpmlab.models.family import family_of
@@ -41,7 +42,7 @@ def run_data(run) -> tuple[str, object]:
         if "scale" in run.info.get("data", {}):
             raise DDPMLabError("the run's data were standardised; exact evaluation needs the model in data units")
         return "mixture", run.dist
-    if name == "file":
+    if name in ("file", "tensor"):  # a tensor run keeps its rows in its directory (``kept_split``)
         return "heldout", None
     if name not in NAMED:
         raise DDPMLabError(f"the run's data distribution is unknown (dataset {name!r})")
@@ -82,8 +83,12 @@ def data_log_scale(run) -> float:
 
 
 def heldout_split(run) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training rows, held-out rows) of a file run, in data units, checked against the run's record."""
-    return file_split(run.cfg.data, run.info["data"].get("heldout"))
+    """(training rows, held-out rows) of a file run or a tensor run (the rows kept in its directory), in
+    data units, checked against the run's record."""
+    recorded = run.info["data"].get("heldout")
+    if run.cfg.data.name == "file":
+        return file_split(run.cfg.data, recorded)
+    return kept_split(getattr(run, "path", None), recorded)
 
 
 def reference_data(run, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -140,6 +145,10 @@ def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000
     ev["settings"].update(sampler_settings(run))
     ev["samples_out_of_range"] = run_range(run, run.to_data_units(samples))
     ev["data"]["name"] = run.info["data"]["name"]
+    memo = memorisation_of(run.model, run.to_data_units(samples), training_rows(run), true_rows(run, n, generator),
+                           run.to_data_units, lambda x: to_model_space(run, x), generator)
+    if memo is not None:  # a finite training set: near-copies beside true samples' and the optimum's
+        ev["memorisation"] = memo
     return ev
 
 
@@ -165,3 +174,26 @@ def sampler_settings(run) -> dict:
     takes_eta = "eta" in inspect.signature(SAMPLERS.get(s.sampler)).parameters
     return {"sampler": s.sampler, "sampling_steps": time_axis(run.model).count(s.steps),
             "eta": s.eta if takes_eta else None}
+
+
+def training_rows(run) -> torch.Tensor | None:
+    """The run's finite training set in data units, or None when it trained on fresh draws."""
+    kind, _ = run_data(run)
+    if kind == "heldout":
+        return heldout_split(run)[0]
+    if kind == "digits":
+        return digits_split("train")[0]
+    if run.cfg.data.n_train <= 0:
+        return None
+    data = make_training_data(run.cfg.data, torch.Generator().manual_seed(run.cfg.train.seed))
+    return run.to_data_units(data.train)
+
+
+def true_rows(run, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Data the model never saw, in data units: held-out rows (a file, a tensor, the digits) or fresh draws."""
+    kind, dist = run_data(run)
+    if kind == "heldout":
+        return heldout_split(run)[1]
+    if kind == "digits":
+        return digits_split("heldout")[0]
+    return reference_data(run, n, generator)

@@ -80,9 +80,21 @@ def _nd_rows(ev: dict) -> list[dict]:
     return rows
 
 
+def _memorisation_rows(ev: dict) -> list[dict]:
+    """Near-copies of training points beside true samples' fraction (and the empirical optimum's)."""
+    m = ev.get("memorisation")
+    if not m:
+        return []
+    optimum = m.get("empirical_optimum")
+    note = "true samples" + ("" if optimum is None else f"; the empirical optimum's: {_num(optimum)}")
+    return [_row("copy_fraction", f"near-copies of the {m['n_train']} training points", m["model"], None, None,
+                 m["true_samples"], note)]
+
+
 def metric_rows(ev: dict) -> list[dict]:
     """The rows of an evaluation (``evaluate_run`` or ``evaluation.finished.evaluate_finished_run``)."""
-    return _mixture_rows(ev) if ev.get("kind", "mixture") == "mixture" else _nd_rows(ev)
+    rows = _mixture_rows(ev) if ev.get("kind", "mixture") == "mixture" else _nd_rows(ev)
+    return rows + _memorisation_rows(ev)
 
 
 def _num(v) -> str:

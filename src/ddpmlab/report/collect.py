@@ -160,6 +160,11 @@ def check_evaluation(ev, kind: str, run_family: str = "ddpm") -> dict:
         for key in ("error", "error_se"):
             if len(read_field(ev, f"model.flow_map.{key}", NUMBERS)) != len(times):
                 raise ValueError(f"model.flow_map.{key} and model.flow_map.t differ in length")
+    if read_field(ev, "memorisation", dict, None) is not None:  # near-copies of a finite training set
+        read_field(ev, "memorisation.n_train", int)
+        for key in ("model", "true_samples", "threshold"):
+            read_field(ev, f"memorisation.{key}", float)
+        read_field(ev, "memorisation.empirical_optimum", float, None, nullable=True)
     if kind == "mixture":
         for key in ("entropy_nats", "entropy_bpd"):
             read_field(ev, f"data.{key}", float)
