@@ -2,7 +2,7 @@
 tutorial config) and the recommended default recipe, trained through each commit's own ``fit``.
 
     python benchmarks/ab_commits.py --base 5096d30 [--rounds 5] [--tutorial-iters 300] [--default-iters 400]
-        [--default-set model.width=64 ...]
+        [--default-set model.width=64 ...] [--also flow:400 ...] [--out results/ab.json]
 
 Each measurement is a fresh subprocess with PYTHONPATH on that commit's ``src`` (exported with
 ``git archive``), one intra-op thread, alternating base / current so that a change in the host's speed
@@ -69,13 +69,17 @@ def main() -> None:
     p.add_argument("--default-iters", type=int, default=400)
     p.add_argument("--default-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="overrides of the default recipe on both sides (the same work when the default changed)")
+    p.add_argument("--also", action="append", default=[], metavar="CONFIG:ITERS",
+                   help="another shipped config to time, with its training steps (e.g. flow:400)")
+    p.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = p.parse_args()
+    configs = [("tutorial", args.tutorial_iters, []), ("default", args.default_iters, args.default_set)]
+    configs += [(name, int(iters), []) for name, _, iters in (a.partition(":") for a in args.also)]
     print("load average before:", os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         sides = {"base": export_src(args.base, Path(tmp)), "current": ROOT / "src"}
         results = {}
-        for config, iters, extra in (("tutorial", args.tutorial_iters, []),
-                                     ("default", args.default_iters, args.default_set)):
+        for config, iters, extra in configs:
             runs = {side: [] for side in sides}
             for _ in range(args.rounds):
                 for side, src in sides.items():
@@ -94,6 +98,9 @@ def main() -> None:
                   f"(best of {args.rounds}, 1 thread)", flush=True)
     print("load average after:", os.getloadavg())
     print(json.dumps({"base": args.base, **results}))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"base": args.base, "load_average_after": os.getloadavg(), **results},
+                                             indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -260,8 +260,8 @@ def test_a_new_directory_holds_a_run_and_no_lock(tmp_path):
     trainer.run(3, progress=False)
     trainer.save()
     held = sorted(os.listdir(out))
-    assert held == sorted([MARKER_FILE, "checkpoints", "config.toml", "metrics.csv", "metrics.json",
-                           "model.safetensors", "run.json"])
+    assert held == sorted([MARKER_FILE, "checkpoints", "config.toml", "data.safetensors", "metrics.csv",
+                           "metrics.json", "model.safetensors", "run.json"])  # data: the tensor's rows
     trainer.run(4, progress=False)  # the trainer's own run: trained further and saved again
     assert trainer.save()["iters"] == 4
 

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    name: str = "seed_mixture"  # a named dataset (see `ddpmlab.data`), "file" with `path`, or "tensor"
-    # (your own tensor, given to ddpmlab.Trainer)
+    name: str = "seed_mixture"  # a named dataset (see `ddpmlab.data`), "file" with `path`, "mixture" with
+    # [data.mixture], or "tensor" (your own tensor, given to ddpmlab.Trainer)
     path: str = ""  # .csv / .npy / .npz file when name = "file"
     n_train: int = 1000  # points drawn once from a named distribution; 0 = fresh draws every batch
     standardize: bool = True  # files only: train on standardised columns, map samples back
     labels: bool = False  # keep class labels: a mixture's component index (seed_mixture, eight_gaussians, ...)
     label_column: str = ""  # files only: the column (name or 0-based index) holding class labels
     max_classes: int = 100  # refuse labels with more distinct classes than this
+    mixture: dict = field(default_factory=dict)  # [data.mixture] when name = "mixture": your Gaussian mixture,
+    # weights = [K positive, summing to 1], means = [K x d], covariances = [K x d x d symmetric positive definite]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from ddpmlab.core.mean_types import MEAN_TYPES, mean_types_with
 from ddpmlab.core.schedule import SCHEDULES
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.var_types import VAR_TYPES
-from ddpmlab.data.named import NAMED
+from ddpmlab.data.named import DECLARED, NAMED, declared_mixture
 from ddpmlab.models.family import FAMILIES
 from ddpmlab.models.registry import ARCHITECTURES, is_target
 from ddpmlab.models.seed import SEED_TYPES
@@ -22,7 +22,7 @@ from ddpmlab.sampling.registry import ODE_SOLVERS, SAMPLERS
 
 # (section, key) -> the allowed values, read from where each choice is defined
 CHOICES = {
-    ("data", "name"): lambda: tuple(NAMED) + ("file", "tensor"),
+    ("data", "name"): lambda: tuple(NAMED) + ("file", DECLARED, "tensor"),
     ("schedule", "kind"): SCHEDULES.names,
     ("model", "family"): FAMILIES.names,
     ("model", "arch"): ARCHITECTURES.names,
@@ -95,6 +95,10 @@ def validate(cfg: Config) -> None:
     _validate_labels(cfg)
     if cfg.data.name == "file" and not cfg.data.path:
         raise DDPMLabError("data.name = 'file' needs data.path")
+    if (cfg.data.name == DECLARED) != bool(cfg.data.mixture):
+        raise DDPMLabError(f"data.name = {DECLARED!r} and [data.mixture] (weights, means, covariances) go together")
+    if cfg.data.mixture:
+        declared_mixture(cfg.data.mixture)  # each problem one line
     try:
         cfg.data.path.encode("utf-8")
     except UnicodeEncodeError:

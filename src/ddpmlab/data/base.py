@@ -8,10 +8,13 @@ floor being the training rows against the same held-out rows. The run's data des
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
 
-from ddpmlab.data.named import LABELLED, NAMED
+from ddpmlab.data.named import DECLARED, LABELLED, NAMED, declared_mixture
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.validate import check_examples, check_labels
 
@@ -25,12 +28,14 @@ class TrainingData:
 
     def __init__(self, name: str, data_shape: tuple, train: torch.Tensor | None = None, dist=None,
                  shift: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, classes: list[str] | None = None, heldout: dict | None = None):
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None, heldout: dict | None = None,
+                 heldout_rows: torch.Tensor | None = None):
         self.name, self.data_shape, self.train, self.dist = name, tuple(data_shape), train, dist
         self.shift, self.scale = shift, scale
         self.labels = labels  # (N,) per-example condition of a fixed training set, or None
         self.classes = classes  # class c's name (a file's label value, a mixture's component), or None
-        self.heldout = heldout  # what ``split_heldout`` held out of a file (its description), or None
+        self.heldout = heldout  # what ``split_heldout`` held out of a file or tensor (its description), or None
+        self.heldout_rows = heldout_rows  # those rows (data units), or None
 
     @property
     def num_classes(self) -> int:
@@ -43,11 +48,14 @@ class TrainingData:
                     num_classes: int = 0) -> "TrainingData":
         """Your own training set (N, *dims) (a tensor or NumPy array), with optional integer labels (N,),
         checked at the boundary (``ddpmlab.core.validate``): finite, N >= 2, one example of ``data_shape``
-        and labels in 0..num_classes - 1 when given, converted to ``dtype`` (the model's) when given."""
-        x = check_examples(x, "data", data_shape, dtype, min_rows=2)
+        and labels in 0..num_classes - 1 when given, converted to ``dtype`` (the model's) when given. Rows
+        are held out of training as a file's are (``split_heldout``); a saved run keeps them
+        (``kept_rows``), so that evaluation measures the samples against them."""
+        x = check_examples(x, "data", data_shape, dtype, min_rows=2).detach()
         if labels is not None:
-            labels = check_labels(labels, x.shape[0], num_classes)
-        return cls(name, tuple(x.shape[1:]), x.detach(), labels=labels)
+            labels = check_labels(labels, x.shape[0], num_classes)[~heldout_mask(x.shape[0])]
+        train, held, desc = split_heldout(x)
+        return cls(name, tuple(x.shape[1:]), train, labels=labels, heldout=desc, heldout_rows=held)
 
     @property
     def stream(self) -> bool:
@@ -86,6 +94,16 @@ class TrainingData:
         if self.scale is None:
             return x
         return x * self.scale + self.shift
+
+    def kept_rows(self) -> dict | None:
+        """What a run on your own data keeps for evaluation (``KEPT_ROWS_FILE``): its training rows and
+        held-out rows in data units; None for streamed data."""
+        if self.stream:
+            return None
+        rows = {"train": self.to_data_units(self.train).contiguous()}
+        if self.heldout_rows is not None:
+            rows["heldout"] = self.heldout_rows.contiguous()
+        return rows
 
     def describe(self) -> dict:
         """What ``run.json`` records to rebuild the distribution and the mapping at load time."""
@@ -148,16 +166,17 @@ def make_training_data(cfg, generator: torch.Generator) -> TrainingData:
         x, labels, classes = load_file_rows(cfg)
         if labels is not None:
             labels = labels[~heldout_mask(x.shape[0])]  # the training rows' labels
-        x, _, held = split_heldout(x)
+        x, held_rows, held = split_heldout(x)
         if not cfg.standardize:
             check_float32_scale(x, cfg.path)
             return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), x, labels=labels, classes=classes,
-                                heldout=held)
+                                heldout=held, heldout_rows=held_rows)
         shift, scale = standardisation(x)  # of the training rows only
         return TrainingData(f"file:{cfg.path}", tuple(x.shape[1:]), ((x.double() - shift) / scale).float(),
-                            shift=shift.float(), scale=scale.float(), labels=labels, classes=classes, heldout=held)
-    if cfg.name in NAMED:
-        dist = NAMED[cfg.name]()
+                            shift=shift.float(), scale=scale.float(), labels=labels, classes=classes, heldout=held,
+                            heldout_rows=held_rows)
+    if cfg.name in NAMED or cfg.name == DECLARED:
+        dist = declared_mixture(cfg.mixture) if cfg.name == DECLARED else NAMED[cfg.name]()
         if getattr(cfg, "labels", False):
             return _labelled_named(cfg, dist, generator)
         train = dist.sample(cfg.n_train, generator) if cfg.n_train > 0 else None
@@ -205,14 +224,44 @@ def file_split(cfg, recorded: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     ``split_heldout`` and checked against the run's record (``recorded``: its data description's
     ``heldout``): a changed file, or a run that held nothing out, is a ``DDPMLabError``."""
     path = cfg.path
-    if not recorded or not recorded.get("n"):
-        why = (recorded or {}).get("reason", "the run was trained before ddpmlab kept held-out rows")
-        raise DDPMLabError(f"{path}: no held-out rows to evaluate against ({why})")
+    _check_heldout_recorded(path, recorded)
     train, held, desc = split_heldout(load_file_rows(cfg)[0])
     if held is None or any(desc[k] != recorded.get(k) for k in ("sha256", "file_sha256")):
         raise DDPMLabError(f"{path}: the file differs from the one the run was trained on (its held-out rows "
                            "do not match the run's record)")
     return train, held
+
+
+def _check_heldout_recorded(where, recorded: dict | None) -> None:
+    """Refuse a run whose record (its data description's ``heldout``) held no rows out of training."""
+    if not recorded or not recorded.get("n"):
+        why = (recorded or {}).get("reason", "the run was trained before ddpmlab kept held-out rows")
+        raise DDPMLabError(f"{where}: no held-out rows to evaluate against ({why})")
+
+
+KEPT_ROWS_FILE = "data.safetensors"  # in the run directory: the rows of a run on your own tensor (``kept_rows``)
+
+
+def kept_split(run_dir, recorded: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows) float32 in data units that a run trained on your own tensor keeps in
+    its directory (``KEPT_ROWS_FILE``, written with the run), checked against the run's record
+    (``recorded``: its data description's ``heldout``) as ``file_split`` checks a file."""
+    _check_heldout_recorded("the run's data", recorded)
+    if run_dir is None:
+        raise DDPMLabError("the run's directory is unknown: load it with load_run(path)")
+    path = Path(run_dir) / KEPT_ROWS_FILE
+    try:
+        rows = st_load(path.read_bytes())
+    except FileNotFoundError:
+        raise DDPMLabError(f"{path} is missing: the run keeps no rows of its data to evaluate against (saved "
+                           "before ddpmlab kept them)") from None
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise DDPMLabError(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
+    train, held = rows.get("train"), rows.get("heldout")
+    if train is None or held is None or rows_sha256(held) != recorded.get("sha256"):
+        raise DDPMLabError(f"{path}: the rows differ from the ones the run was trained on (its held-out rows do "
+                           "not match the run's record)")
+    return train.float(), held.float()
 
 
 def _labelled_named(cfg, dist, generator: torch.Generator) -> TrainingData:

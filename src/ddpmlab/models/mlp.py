@@ -104,6 +104,15 @@ class MLPDenoiser(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, self.out_dim))
         self.num_classes = int(num_classes)
         self.label = ClassEmbedding(num_classes, width) if num_classes > 0 else None
+        self.init_kwargs = {"data_dim": data_dim, "out_dim": self.out_dim, "width": width, "depth": depth,
+                            "time_dim": time_dim, "num_classes": self.num_classes}  # what rebuilds it
+
+    def config_options(self) -> dict:
+        """The ``[model]`` options of the registered architecture that builds this network ("mlp"; checked
+        by ``ddpmlab.models.registry.describe_model``, which builds it)."""
+        k = self.init_kwargs
+        return {"arch": "mlp", "width": k["width"], "depth": k["depth"], "time_dim": k["time_dim"],
+                "num_classes": k["num_classes"]}
 
     @property
     def row_elements(self) -> int:

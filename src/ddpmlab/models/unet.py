@@ -54,6 +54,9 @@ class UNet(nn.Module):
                  channel_mult: tuple = (1, 2, 2), num_blocks: int = 1, groups: int = 8, dropout: float = 0.0,
                  num_classes: int = 0):
         super().__init__()
+        self.init_kwargs = {"in_channels": in_channels, "out_channels": out_channels, "base": base,
+                            "time_dim": time_dim, "channel_mult": list(channel_mult), "num_blocks": num_blocks,
+                            "groups": groups, "dropout": dropout, "num_classes": int(num_classes)}  # rebuilds it
         self.time_dim = time_dim
         emb_dim = 4 * base
         self.num_classes = int(num_classes)
@@ -87,6 +90,12 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+
+    def config_options(self) -> dict:
+        """The ``[model]`` options of the registered architecture that builds this network ("unet"; checked
+        by ``ddpmlab.models.registry.describe_model``, which builds it)."""
+        k = self.init_kwargs
+        return {"arch": "unet", "width": k["base"], "time_dim": k["time_dim"], "num_classes": k["num_classes"]}
 
     def embed_time(self, tau: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """tau (R,) and labels (R,) or None -> (R, 4 base) (``embed_time_and_class``)."""

@@ -3,6 +3,8 @@
     DIR/run.json           format, resolved config, data description, step, timings
     DIR/config.toml        the resolved config (what ``--dry-run`` prints)
     DIR/model.safetensors  ``model.*`` trained weights and ``ema.*`` EMA weights when kept
+    DIR/data.safetensors   a run on your own tensor (data.name = "tensor"): its training and held-out rows,
+                           what evaluation measures its samples against (``ddpmlab.data.base.kept_split``)
 """
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ from ddpmlab.config.sections import Config, DataConfig, ModelConfig, SampleConfi
 from ddpmlab.config.toml_writer import to_toml
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.fileio import atomic_write_bytes, atomic_write_json
+from ddpmlab.core.registry import is_target
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data.base import KEPT_ROWS_FILE
 from ddpmlab.data.named import NAMED
 from ddpmlab.models.family import family_of
-from ddpmlab.models.registry import describe_model
+from ddpmlab.models.registry import check_rebuildable, describe_model
 from ddpmlab.objectives.losses import describe_objective
 from ddpmlab.runs.run_info import read_run_info
 
@@ -39,6 +43,7 @@ class Run:
     cfg: Config
     info: dict  # run.json
     dist: GaussianMixture | None  # the true distribution when known
+    path: Path | None = None  # the run directory
 
     def to_data_units(self, x: torch.Tensor) -> torch.Tensor:
         d = self.info["data"]
@@ -48,15 +53,28 @@ class Run:
         return x * torch.tensor(d["scale"]).reshape(shape) + torch.tensor(d["shift"]).reshape(shape)
 
 
-def save_run(out, cfg: Config, data_desc: dict, model, ema_model=None, extra: dict | None = None) -> None:
-    """Write the three files of a finished run (each atomically)."""
+def check_saveable(cfg: Config, model) -> None:
+    """Refuse a run whose network no other process could rebuild from ``cfg`` (``check_rebuildable``):
+    asked before anything of the run is written."""
+    if is_target(cfg.model.arch):  # the model is then a network's wrapper (``AroundNetwork``)
+        check_rebuildable(cfg.model.arch, cfg.model.net_kwargs, model.net)
+
+
+def save_run(out, cfg: Config, data_desc: dict, model, ema_model=None, extra: dict | None = None,
+             data=None) -> None:
+    """Write the files of a finished run (each atomically; run.json last), after ``check_saveable``.
+    ``data``: the ``TrainingData``, whose rows a run on your own tensor keeps (``KEPT_ROWS_FILE``)."""
+    check_saveable(cfg, model)
     out = Path(out)
+    rows = data.kept_rows() if data is not None and cfg.data.name == "tensor" else None
     # own copies: a model in training may hold views of one buffer (FlatAdamW), which safetensors refuses
     tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if ema_model is not None:
         tensors.update({f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()})
     atomic_write_bytes(out / WEIGHTS_FILE, st_save(tensors))
     atomic_write_bytes(out / CONFIG_FILE, to_toml(cfg).encode())
+    if rows is not None:
+        atomic_write_bytes(out / KEPT_ROWS_FILE, st_save(rows))
     atomic_write_json(out / RUN_FILE, {"format": FORMAT, "version": 1, "config": cfg.to_dict(),
                                        "data": data_desc, **(extra or {})})
 
@@ -94,7 +112,7 @@ def load_run(path, net=None, trust_code: bool = False) -> Run:
         raise DDPMLabError(f"{weights_file}: weights do not match the run's model "
                            f"({str(exc).splitlines()[0]})") from None
     model.eval()
-    return Run(model, cfg, info, dist)
+    return Run(model, cfg, info, dist, path)
 
 
 
@@ -115,5 +133,5 @@ def describe_config(model, objective, data, train: TrainConfig) -> Config:
     n_train = 0 if data.stream else int(data.train.shape[0])
     sample = SampleConfig(sampler=family.default_sampler, ode_solver=family.default_solver, steps=family.default_steps)
     cfg = Config(data=DataConfig(name=name, n_train=n_train), schedule=ScheduleConfig(**spec),
-                 model=ModelConfig(**describe_model(model)), train=train, sample=sample)
+                 model=ModelConfig(**describe_model(model, ModelConfig())), train=train, sample=sample)
     return from_dict(cfg.to_dict())  # validated, as a file would be

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from ddpmlab.core.fileio import os_error
 from ddpmlab.core.utils import DDPMLabError
+from ddpmlab.data.base import KEPT_ROWS_FILE
 from ddpmlab.runs.checkpoint import CHECKPOINT_DIR, METRICS_FILE, checkpoint_dirs
 from ddpmlab.runs.format import CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
 from ddpmlab.runs.ownership import LOCK_FILE, MARKER_FILE, DirectoryClaim
 
 
 SUMMARY_FILE = "metrics.json"
-TRAINER_FILES = (RUN_FILE, WEIGHTS_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, CHECKPOINT_DIR)  # a trainer's, in out
+TRAINER_FILES = (RUN_FILE, WEIGHTS_FILE, CONFIG_FILE, KEPT_ROWS_FILE, SUMMARY_FILE, METRICS_FILE,
+                 CHECKPOINT_DIR)  # a trainer's, in out
 
 
 def remove_run(out: Path) -> None:

@@ -35,7 +35,7 @@ from ddpmlab.data.base import TrainingData, make_training_data
 from ddpmlab.models.ema import EMA
 from ddpmlab.models.guidance import drop_labels, num_classes_of
 from ddpmlab.runs.checkpoint import RunWriter, latest_checkpoint
-from ddpmlab.runs.format import describe_config, save_run
+from ddpmlab.runs.format import check_saveable, describe_config, save_run
 from ddpmlab.runs.resume import resumable_checkpoint
 from ddpmlab.training.distributed import (DistContext, local_batch_size, rank_seed, resolve_device, shard,
                                           sum_over_ranks)
@@ -281,8 +281,10 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         summary = {**self.summary(), **(extra or {})}
         self.release_parameters()
         if self.ctx.is_main:
+            check_saveable(self.cfg, self.model)  # before the claim, which may delete an old run (overwrite)
             with self._claim(out):
                 save_run(out, self.cfg, self.data.describe(), self.model,
-                         self.ema.shadow if self.ema is not None else None, extra={"summary": summary})
+                         self.ema.shadow if self.ema is not None else None, extra={"summary": summary},
+                         data=self.data)
                 atomic_write_json(out / SUMMARY_FILE, summary)
         return summary

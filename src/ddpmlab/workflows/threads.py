@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ddpmlab.core.threads import choose_threads, count_macs, env_thread_limit, usable_cores, using_threads
+from ddpmlab.core.validate import diagnosed
 
 
 def macs_per_row(model) -> float:
@@ -12,7 +13,8 @@ def macs_per_row(model) -> float:
     (``probe``, the model's own). A network without
     ``nn.Linear`` / convolution layers (the seed's) counts one multiply-add per parameter."""
     x = torch.zeros((2,) + tuple(model.data_shape), device=model.device, dtype=model.dtype)
-    macs = count_macs(model, lambda: model.probe(x)) / 2  # its family's one call (``ProcessModel.probe``)
+    with diagnosed(model, x):  # a network that cannot take the data: one line, not a traceback
+        macs = count_macs(model, lambda: model.probe(x)) / 2  # its family's one call (``ProcessModel.probe``)
     return macs or float(sum(p.numel() for p in model.parameters()))
 
 

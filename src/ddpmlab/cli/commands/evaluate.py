@@ -28,6 +28,16 @@ def add_arguments(p) -> None:
                    "exact guided oracle, the floor, the exact posterior's accuracy (writes evaluation_classes.json and "
                    "classes.png)")
     p.add_argument("--guidance", default="0", metavar="W[,W...]", help="guidance weights for --class (default 0)")
+    p.add_argument("--guidance-method", default="cfg", metavar="METHOD",
+                   help="with --class: cfg (default), interval, autoguidance (needs --guide-with) or cfg++ (ddim or "
+                   "ancestral sampler; its weight is the paper's lambda); each row also gives the W1 to the tilted "
+                   "target p(x|c)^g p(x)^(1-g), g = 1 + w (cfg++: g = w), for the model and the exact scores")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="noise levels sigma = sigma(t)/alpha(t) where --guidance-method interval guides "
+                   "(default 0.28,5.42, Kynkaanniemi et al. 2024)")
+    p.add_argument("--guide-with", default=None, metavar="RUN",
+                   help="--guidance-method autoguidance: a weaker run of the same family and data to guide with")
+    p.add_argument("--sampler", default=None, help="with --class: the sampler (default the run's sample.sampler)")
 
 
 def run(args) -> int:
@@ -95,11 +105,33 @@ def _per_class(args, run, out) -> int:
         raise DDPMLabError(f"--guidance expects weights like 0,1,3, got {args.guidance!r}") from None
     weights = [check_guidance_weight(w) for w in weights]  # all of them, before any is evaluated
     classes = resolve_classes(args.classes, run)
-    ev = evaluate_run_classes(run, classes, weights, args.samples, torch.Generator().manual_seed(args.seed),
-                              figure=Path(out) / "classes.png")
+    method, interval, weak = _method_options(args, run)
+    ev = evaluate_run_classes(run, classes, weights, args.samples or 10_000, torch.Generator().manual_seed(args.seed),
+                              sampler=args.sampler, figure=Path(out) / "classes.png", method=method,
+                              interval=interval, weak=weak)
     atomic_write_json(Path(out) / "evaluation_classes.json",
                       {str(w): {str(c): r for c, r in rep.items()} for w, rep in ev.items()})
     print("\n".join(format_classes(rep, w) for w, rep in ev.items()))
     print(f"evaluation_classes.json and classes.png written to {args.dir}")
     return 0
 
+
+
+def _method_options(args, run):
+    """(the guidance method's registered name, its interval or None, the run to guide with or None), each
+    checked before any sample is drawn (the sampler the method serves: ``evaluate_classes``)."""
+    from ddpmlab.core.utils import DDPMLabError
+    from ddpmlab.models.guidance import check_interval
+    from ddpmlab.models.guidance_methods import method_named
+    from ddpmlab.runs.format import load_run
+
+    name, _ = method_named(args.guidance_method)
+    interval = None
+    if args.guidance_interval is not None:
+        if name != "interval":
+            raise DDPMLabError("--guidance-interval goes with --guidance-method interval")
+        interval = check_interval(str(args.guidance_interval).split(","))
+    if (args.guide_with is None) != (name != "autoguidance"):
+        raise DDPMLabError("--guide-with RUN goes with --guidance-method autoguidance, and it needs one")
+    weak = None if args.guide_with is None else load_run(args.guide_with, trust_code=args.trust_code)
+    return name, interval, weak

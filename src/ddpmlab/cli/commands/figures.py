@@ -23,17 +23,18 @@ def add_arguments(p) -> None:
 
 
 def training_data(run, n: int, generator):
-    """(data in data units, the true distribution or None) of a finished run."""
-    from ddpmlab.data.base import load_file_rows
-    from ddpmlab.data.named import NAMED
-    from ddpmlab.core.utils import DDPMLabError
+    """(data in data units, the true distribution or None) of a finished run: a file's rows (its
+    features), a tensor run's kept rows, or draws of its distribution (named, or declared in its config)."""
+    import torch
 
-    d = run.cfg.data
-    if d.name == "file":
-        return load_file_rows(d)[0], None  # the features, without a label column
-    if d.name not in NAMED:
-        raise DDPMLabError(f"unknown dataset {d.name!r} in the run's config")
-    dist = NAMED[d.name]()
+    from ddpmlab.data.base import load_file_rows
+    from ddpmlab.evaluation.finished import heldout_split, run_data
+
+    if run.cfg.data.name == "file":
+        return load_file_rows(run.cfg.data)[0], None  # the features, without a label column
+    kind, dist = run_data(run)
+    if kind == "heldout":
+        return torch.cat(heldout_split(run)), None  # every row: the training and the held-out ones
     return dist.sample(n, generator), dist
 
 
