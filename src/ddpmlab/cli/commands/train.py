@@ -5,7 +5,9 @@ Exit codes: 0 done; 2 a user-facing error (one line); 3 a non-finite loss (one l
 checkpoint kept); 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint.
 
 A config naming your own network class (``package.module:Class``) imports its module only with
-``--trust-code``, for a new run and ``--resume`` alike (a run directory may come from someone else).
+``--trust-code``, for a new run and ``--resume`` alike (a run directory may come from someone else); so do
+its ``[plugins] modules``, ``--import MODULE`` (recorded there) and an objective or sampler named as
+``package.module:name`` (``ddpmlab.config.plugins``).
 
 The run directory is owned for the whole command (``ddpmlab.runs.ownership``): a second command writing
 into it is refused, and a new run goes only into a new or empty directory (or one where an earlier
@@ -59,7 +61,8 @@ def _new_run_config(args, overrides):
 
     if args.data is not None and not args.data.strip():
         raise DDPMLabError("--data is empty; name a .csv, .npy or .npz file")
-    cfg = load_config(args.config or "default", overrides)
+    cfg = load_config(args.config or "default", overrides, trust_code=args.trust_code)
+    cfg.plugins.modules = list(dict.fromkeys([*cfg.plugins.modules, *args.imports]))  # recorded in the run
     if args.data is not None:
         cfg.data.name, cfg.data.path = "file", args.data
     if args.label_column is not None:
@@ -104,7 +107,7 @@ def run(args) -> int:
         out = args.out
     if args.dry_run:
         if args.resume:
-            cfg = resume_config(args.resume, overrides)
+            cfg = resume_config(args.resume, overrides, trust_code=args.trust_code)
         print(to_toml(cfg), end="")
         return 0
     if not out:
@@ -113,7 +116,7 @@ def run(args) -> int:
              if args.resume else DirectoryClaim(out, "train", accept=(None, "train")))
     with claim if main else contextlib.nullcontext():
         if args.resume:
-            cfg = resume_config(out, overrides, resumable_checkpoint(out)[0])
+            cfg = resume_config(out, overrides, resumable_checkpoint(out, args.trust_code)[0], args.trust_code)
         try:
             summary = train_run(cfg, out, progress=not args.no_progress, resume=bool(args.resume),
                                 trust_code=args.trust_code)
@@ -129,4 +132,14 @@ def run(args) -> int:
         loss = "n/a (no step)" if summary["final_loss"] is None else f"{summary['final_loss']:.5g}"
         print(f"trained {summary['iters']} steps in {summary['train_seconds']:.2f} s; final loss {loss}; "
               f"run written to {out}")
+        _print_quality(out, summary["iters"], args.trust_code)
     return 0
+
+
+def _print_quality(out, iters: int, trust_code: bool) -> None:
+    """The post-training line: the samples' distance to unseen data beside a true sample's
+    (``ddpmlab.evaluation.quality``)."""
+    from ddpmlab.evaluation.quality import quality_line, run_quality
+    from ddpmlab.runs.format import load_run
+
+    print(quality_line(run_quality(load_run(out, trust_code=trust_code)), iters))
