@@ -169,24 +169,24 @@ def test_a_family_registered_in_one_place_reaches_sampling_and_evaluation():
             return math.pi / 2 * self.alpha(t)
 
     class CosineFlowOracle(dl.FlowMixtureOracle):
-        family = "cosine_flow"
+        family = "vp_path_flow"
 
     flow = dl.FAMILIES.get("flow")
     import dataclasses
 
     family = dataclasses.replace(
-        flow, name="cosine_flow", description="a velocity field on the cosine path",
+        flow, name="vp_path_flow", description="a velocity field on the cosine path",
         oracle=lambda model, dist: CosineFlowOracle(dist, CosinePath(), model.data_shape))
-    dl.FAMILIES.register("cosine_flow", family)
+    dl.FAMILIES.register("vp_path_flow", family)
     try:
         dist = _mixture()
         model = CosineFlowOracle(dist, CosinePath())
         assert dl.family_of(model) is family
         ev = dl.evaluate(model, dist, n_samples=400, n_ode=8, steps=20)
-        assert ev["family"] == "cosine_flow" and "bound" not in ev["model"]
+        assert ev["family"] == "vp_path_flow" and "bound" not in ev["model"]
         assert ev["model"]["samples"]["w1"] < 4 * ev["model"]["samples"]["w1_noise_floor"]
     finally:
-        dl.FAMILIES._items.pop("cosine_flow")
+        dl.FAMILIES._items.pop("vp_path_flow")
 
 
 def test_a_conditional_flow_run_is_guided_from_the_command_line(tmp_path):
