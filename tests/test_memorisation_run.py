@@ -44,11 +44,22 @@ def test_fresh_draws_have_no_training_set(tmp_path):
     assert "memorisation" not in ev
 
 
-@pytest.mark.parametrize("bad", [{"n_train": "x"}, {"model": None}, {"empirical_optimum": "0.5"}])
-def test_the_report_refuses_a_malformed_memorisation_entry(tmp_path, bad):
-    run = _train(tmp_path, "small", ["data.n_train=16"])
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A run on 16 points and its evaluation.json, made once."""
+    tmp = tmp_path_factory.mktemp("memo")
+    run = _train(tmp, "small", ["data.n_train=16"])
     assert main(["evaluate", str(run), "--samples", "100", "--n-bound", "20", "--n-ode", "0"]) == 0
-    ev = json.loads((run / "evaluation.json").read_text())
+    return run, (run / "evaluation.json").read_text()
+
+
+@pytest.mark.parametrize("bad", [{"n_train": "x"}, {"model": None}, {"empirical_optimum": "0.5"}])
+def test_the_report_refuses_a_malformed_memorisation_entry(tmp_path, evaluated, bad):
+    run, text = evaluated
+    ev = json.loads(text)
     ev["memorisation"].update(bad)
     (run / "evaluation.json").write_text(json.dumps(ev))
-    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
+    try:
+        assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
+    finally:
+        (run / "evaluation.json").write_text(text)
