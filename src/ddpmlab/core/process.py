@@ -51,6 +51,17 @@ class ProcessModel:
         """A float64 version of the model (itself: the default computes in float64)."""
         return self
 
+    def times(self, ts, what: str) -> list:
+        """``ts`` (numbers, a list or a tensor) as a non-empty list of the family's times (``check_times``);
+        ``what`` names the caller in the one-line refusal."""
+        try:
+            ts = torch.as_tensor(ts, dtype=torch.float64).reshape(-1).tolist()
+        except (TypeError, ValueError, RuntimeError):
+            raise DDPMLabError(f"the times must be numbers, got {ts!r}") from None
+        if not ts:
+            raise DDPMLabError(f"at least one time is needed for {what}")
+        return self.check_times(ts)
+
     def describe(self) -> dict:
         raise DDPMLabError(f"a {type(self).__name__} cannot be saved as a run: wrap your network in "
                            "ddpmlab.DiffusionModel or ddpmlab.FlowModel")

@@ -19,16 +19,6 @@ from ddpmlab.core.validate import check_examples, check_generator
 from ddpmlab.models.flow_map import exact_flow_map
 
 
-def _times(oracle, ts) -> list:
-    try:
-        ts = torch.as_tensor(ts, dtype=torch.float64).reshape(-1).tolist()
-    except (TypeError, ValueError, RuntimeError):
-        raise DDPMLabError(f"the times must be numbers, got {ts!r}") from None
-    if not ts:
-        raise DDPMLabError("the flow-map error needs at least one time")
-    return oracle.check_times(ts)
-
-
 def _mapped(model_map, x_t: torch.Tensor, t) -> torch.Tensor:
     """f(x_t, t -> 0) of the callable f(x, t, s), float64 on the CPU."""
     out = model_map(x_t, t, 0)
@@ -57,7 +47,7 @@ def flow_map_error(model_map, oracle, x0, ts, generator: torch.Generator | None 
     if not callable(model_map):
         raise DDPMLabError(f"the model's map must be a callable f(x, t, s) (a FlowMapModel's flow_map), got "
                            f"{type(model_map).__name__}")
-    ts = _times(oracle, ts)
+    ts = oracle.times(ts, "the flow-map error")
     x0 = check_examples(x0, "the data x0", tuple(oracle.data_shape), dtype=torch.float64, min_rows=2).cpu()
     generator = check_generator(generator)
     n = x0.shape[0]

@@ -74,13 +74,7 @@ def optimum_distances(model, population_oracle, empirical_oracle, x0_ref, ts,
     apart the optima are: where it is small, the comparison says nothing), each with its standard error
     (``*_se``), and ``difference_se``, the standard error of the paired difference model_vs_population -
     model_vs_empirical. Lists indexed like ``t``."""
-    try:
-        ts = torch.as_tensor(ts, dtype=torch.float64).reshape(-1).tolist()
-    except (TypeError, ValueError, RuntimeError):
-        raise DDPMLabError(f"the times must be numbers, got {ts!r}") from None
-    if not ts:
-        raise DDPMLabError("optimum distances need at least one time")
-    ts = model.check_times(ts)
+    ts = model.times(ts, "the optimum distances")
     x0 = check_examples(x0_ref, "the reference data", tuple(model.data_shape), dtype=torch.float64,
                         min_rows=2).cpu()
     generator = check_generator(generator)
