@@ -5,7 +5,8 @@ mixture? (issue 24)
         [--datasets seed_mixture,moons,...] [--set model.width=64 ...] [--digits-seeds 2] [--out DIR]
         [--name quality_suite]
 
-Per dataset, seed and budget (a multiple of the recipe's ``train.iters``) the recipe (``configs/
+Per dataset, seed and budget (a multiple of the recipe's ``train.iters``: its rule's number for the data,
+``ddpmlab.config.budget``, when it is "auto") the recipe (``configs/
 default.toml`` with ``--set`` overrides) trains through the Python API (``workflows.pipeline.fit``), is
 saved and loaded back as ``ddpmlab train`` leaves it, and is measured with ``evaluation.quality`` (the
 yardstick of the post-training line), with ``--draws`` independent draws of ``--n`` samples from the
@@ -42,12 +43,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpmlab.config.budget import AUTO, auto_iters
 from ddpmlab.config.schema import load_config
 from ddpmlab.config.validation import validate
 from ddpmlab.core.distributions import GaussianMixture
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.fileio import atomic_savefig, atomic_write_bytes, atomic_write_json
 from ddpmlab.core.threads import intra_op_threads
+from ddpmlab.data.base import make_training_data
 from ddpmlab.data.named import NAMED
 from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.evaluation.fid import evaluate_digit_samples
@@ -150,11 +153,13 @@ def data_file(name: str, directory: Path, rows: int) -> Path:
 
 def config_for(name: str, seed: int, budget: int, overrides: list[str], directory: Path, rows: int):
     cfg = load_config("default", overrides + [f"train.seed={seed}", "train.threads=1"])
-    cfg.train.iters = budget * cfg.train.iters
     if DATASETS[name][1] == "named":
         cfg.data.name = name
     else:
         cfg.data.name, cfg.data.path = "file", str(data_file(name, directory, rows))
+    if cfg.train.iters == AUTO:  # the recipe's rule for this data (ddpmlab.config.budget)
+        cfg.train.iters = auto_iters(make_training_data(cfg.data, torch.Generator().manual_seed(0)).data_shape)
+    cfg.train.iters = budget * cfg.train.iters
     validate(cfg)
     return cfg
 

@@ -14,6 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ddpmlab.config.budget import AUTO
 from ddpmlab.config.plugins import load_plugins
 from ddpmlab.config.sections import Config
 from ddpmlab.config.validation import validate
@@ -31,8 +32,11 @@ def _coerce(section: str, key: str, value, typ):
             return value
         raise DDPMLabError(f"{name} must be true or false, got {value!r}")
     if typ is int:
+        if name == "train.iters" and value == AUTO:  # set from the data by ddpmlab.config.budget
+            return value
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DDPMLabError(f"{name} must be an integer, got {value!r}")
+            also = ' or "auto"' if name == "train.iters" else ""
+            raise DDPMLabError(f"{name} must be an integer{also}, got {value!r}")
         if not INT64[0] <= value <= INT64[1]:
             raise DDPMLabError(f"{name} must be a 64-bit integer ({INT64[0]}..{INT64[1]}), got {value}")
         return value

@@ -61,7 +61,7 @@ class TrainConfig:
     reference_batch: int = 0  # the stable target's reference examples (the batch's first N); 0 = all
     objective_options: dict = field(default_factory=dict)  # [train.objective_options]: the objective's
     # other keyword arguments (flow_matching: loc, scale of logit_normal; your registered objective's own)
-    iters: int = 2000  # optimisation steps
+    iters: int = 2000  # optimisation steps; "auto": from the data (ddpmlab.config.budget)
     batch_size: int = 512  # examples per step; 0 = the whole training set
     lr: float = 2e-3  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
@@ -75,6 +75,8 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda | auto
     threads: int = 0  # torch intra-op threads; 0 = chosen from the work's size and the usable cores
     label_dropout: float = 0.0  # classifier-free training: probability of replacing a label by the null class
+    teacher: str = ""  # the directory of a finished run (any DDPM or flow run on the same data) that an
+    # objective distilling a teacher needs (ddpmlab.training.teacher); "" = none
 
 
 @dataclass

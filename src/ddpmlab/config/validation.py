@@ -1,6 +1,7 @@
 """Validation of a ``Config``: each key's choices and range, then the rules that tie keys together."""
 from __future__ import annotations
 
+from ddpmlab.config.budget import AUTO
 from ddpmlab.config.build import build_schedule
 from ddpmlab.config.checks import check_config_memory, check_schedule_precision
 from ddpmlab.config.objective_keys import objective_kwargs
@@ -66,6 +67,8 @@ def validate(cfg: Config) -> None:
                                + (UNKNOWN_HINT if (section, key) in CODE_KEYS else ""))
     for (section, key), (low, strict) in LOWER.items():
         v = getattr(getattr(cfg, section), key)
+        if v == AUTO:  # train.iters set from the data when the trainer knows it (ddpmlab.config.budget)
+            continue
         if v < low or (strict and v == low):
             raise DDPMLabError(f"{section}.{key} must be {'>' if strict else '>='} {low}, got {v}")
     for (section, key), (high, strict) in UPPER.items():
@@ -80,6 +83,7 @@ def validate(cfg: Config) -> None:
         except DDPMLabError as exc:
             raise (DDPMLabError(f"train.objective_options: {exc}") if str(exc).startswith("objective ") else exc) \
                 from None
+    _validate_teacher(t)
     if m.arch == "seed" and (m.mean_type, m.var_type) != SEED_TYPES:
         raise DDPMLabError("model.arch = 'seed' predicts the previous x with a learned std: set "
                            f"model.mean_type = {SEED_TYPES[0]!r} and model.var_type = {SEED_TYPES[1]!r}")
@@ -118,6 +122,22 @@ def _validate_family(cfg: Config) -> None:
         family.check(OBJECTIVES.get(t.objective), "train.objective", t.objective, OBJECTIVES)
     family.check(SAMPLERS.get(s.sampler), "sample.sampler", s.sampler, SAMPLERS)
     family.check(ODE_SOLVERS.get(s.ode_solver), "sample.ode_solver", s.ode_solver, ODE_SOLVERS)
+
+
+def _validate_teacher(t) -> None:
+    """``train.teacher`` goes with an objective that distils a teacher (its ``needs_teacher``), and only
+    with one. The run it names is loaded when training starts (``ddpmlab.training.teacher``), not here: a
+    finished student stays loadable after its teacher is gone."""
+    if t.objective == "custom":
+        return
+    needs = bool(getattr(OBJECTIVES.get(t.objective), "needs_teacher", False))
+    if needs and not t.teacher:
+        raise DDPMLabError(f"train.objective = {t.objective!r} needs a teacher: set train.teacher = the directory "
+                           "of a finished run (any DDPM or flow run on the same data)")
+    if t.teacher and not needs:
+        fits = [n for n in OBJECTIVES.names() if getattr(OBJECTIVES.get(n), "needs_teacher", False)]
+        raise DDPMLabError(f"train.teacher applies to an objective that distils a teacher "
+                           f"({', '.join(fits) or 'none registered'}), not to train.objective = {t.objective!r}")
 
 
 def _validate_grid(cfg: Config) -> None:

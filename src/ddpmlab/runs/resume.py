@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ddpmlab.config.budget import AUTO
 from ddpmlab.config.schema import from_dict, parse_override
 from ddpmlab.config.sections import Config
 from ddpmlab.core.utils import DDPMLabError
@@ -101,5 +102,7 @@ def resume_config(run_dir, overrides=(), checkpoint: Checkpoint | None = None, t
         if f"{section}.{key}" not in RESUMABLE_KEYS and d.get(section, {}).get(key, object()) != value:
             raise DDPMLabError(f"--resume keeps the checkpoint's config; {section}.{key} cannot change "
                                f"(allowed: {', '.join(RESUMABLE_KEYS)})")
+        if (section, key, value) == ("train", "iters", AUTO):
+            raise DDPMLabError("--resume continues a run whose budget is a number; pass --set train.iters=N")
         d.setdefault(section, {})[key] = value
     return from_dict(d, trust_code)

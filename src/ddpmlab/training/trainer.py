@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ddpmlab.config.budget import resolve_iters
 from ddpmlab.config.build import build_model
 from ddpmlab.config.sections import Config, TrainConfig
 from ddpmlab.core.fileio import atomic_write_json
@@ -85,6 +86,7 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         check_trainable(model)
         objective = objective_of(objective, t)
         self.data = training_data(data, labels, model)
+        resolve_iters(t, self.data.data_shape)  # train.iters = "auto": the number for this data, recorded
         self.cfg = config if config is not None else describe_config(model, objective, self.data, t)
         if config is not None:  # a described config keeps the objective's name and options
             self.cfg.train = t
