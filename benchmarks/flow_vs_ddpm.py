@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 
 import ddpmlab as dl
+from ddpmlab.config.budget import AUTO, auto_iters
 from ddpmlab.config.build import build_schedule
 from ddpmlab.config.schema import load_config
 from ddpmlab.core.distributions import GaussianMixture
@@ -176,6 +177,7 @@ def run_dataset(name, args, log) -> dict:
     keys = sorted({f"{f}:{s}:{k}" for f, s in METHODS for k in args.nfe} | set(CHECK if dim == 1 else ()))
     cfgs = {"ddpm": ddpm_cfg, "flow": flow_cfg}
     base_iters = {f: load_config(c, extra).train.iters for f, c in cfgs.items()}
+    base_iters = {f: auto_iters(dist.event_shape) if i == AUTO else i for f, i in base_iters.items()}
     for seed in (args.seeds if dim == 1 else (args.seeds_2d or args.seeds)):
         one = {"seconds": {}, "nll": {}, "w1": {}}
         models = {}

@@ -180,5 +180,6 @@ def test_registries_feed_config_validation():
     cfg.sample.sampler = "nope"
     with pytest.raises(DDPMLabError, match="ancestral"):
         validate(cfg)
-    assert set(dl.OBJECTIVES.names()) == {"trajectory_bound", "vlb", "simple", "hybrid", "flow_matching", "meanflow"}
+    assert set(dl.OBJECTIVES.names()) == {"trajectory_bound", "vlb", "simple", "hybrid", "flow_matching", "meanflow",
+                                           "consistency_training", "consistency_distill", "shortcut", "reflow"}
     assert set(dl.SCHEDULES.names()) == {"constant", "linear", "cosine"}

@@ -2,6 +2,7 @@
 family serves) -> evaluate -> report with exit 0, and its evaluation puts at least one metric beside its
 floor (issue 22: every command on every run, whatever its family and data)."""
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 import ddpmlab as dl
 from ddpmlab.cli import main
+from ddpmlab.config.schema import resolve_config_path
 from ddpmlab.evaluation.summary import metric_rows
 
 CONFIGS = sorted(p.stem for p in (Path(dl.__file__).parent / "configs").glob("*.toml"))
@@ -16,8 +18,36 @@ TINY = ["train.iters=3", "train.batch_size=32", "model.width=8", "model.depth=1"
         "train.checkpoint_every=0"]
 
 
+def _written(name: str) -> dict:
+    """The config's tables as written (one that needs a teacher does not validate without one)."""
+    return tomllib.loads(resolve_config_path(name).read_text())
+
+
+def _teacher_data(name: str) -> str | None:
+    """The data a config's teacher must share when its objective distils one (``needs_teacher``), else None."""
+    written = _written(name)
+    objective = dl.OBJECTIVES.get(written.get("train", {}).get("objective", "simple"))
+    return written.get("data", {}).get("name", "seed_mixture") if getattr(objective, "needs_teacher", False) else None
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """data name -> a tiny finished flow run on it, trained the first time a config asks."""
+    made = {}
+
+    def teacher(data: str) -> str:
+        if data not in made:
+            out = tmp_path_factory.mktemp("teacher") / data
+            sets = TINY + [f"data.name={data}", "sample.steps=2"]
+            assert main(["train", "--config", "flow", *[a for s in sets for a in ("--set", s)], "--out", str(out)]) == 0
+            made[data] = str(out)
+        return made[data]
+
+    return teacher
+
+
 def _sets(name: str) -> list[str]:
-    family = dl.load_config(name).model.family
+    family = _written(name)["model"]["family"]
     steps = dl.FAMILIES.get(family).default_steps  # all of a DDPM's 12 steps (the seed's cannot be respaced)
     sets = TINY + [f"sample.steps={steps}", "schedule.steps=12"]
     return [a for s in sets for a in ("--set", s)]
@@ -25,7 +55,7 @@ def _sets(name: str) -> list[str]:
 
 def _samplers(name: str) -> list[list[str]]:
     """Every registered sampler the run's family serves, and for ``ode`` every solver it serves."""
-    family = dl.FAMILIES.get(dl.load_config(name).model.family)
+    family = dl.FAMILIES.get(_written(name)["model"]["family"])
     out = []
     for sampler in dl.SAMPLERS:
         if not family.serves(dl.SAMPLERS.get(sampler)):
@@ -43,9 +73,11 @@ def test_every_shipped_config_is_covered():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_trains_samples_evaluates_and_reports(tmp_path, name, capsys):
+def test_config_trains_samples_evaluates_and_reports(tmp_path, name, capsys, teachers):
     run = tmp_path / "run"
-    assert main(["train", "--config", name, *_sets(name), "--out", str(run)]) == 0
+    data = _teacher_data(name)  # a config that distils a teacher gets a tiny one on its data
+    teacher = ["--set", f"train.teacher={teachers(data)}"] if data is not None else []
+    assert main(["train", "--config", name, *_sets(name), *teacher, "--out", str(run)]) == 0
     for i, args in enumerate(_samplers(name)):
         out = tmp_path / f"x{i}.npy"
         assert main(["sample", str(run), "-n", "8", *args, "--out", str(out)]) == 0, args

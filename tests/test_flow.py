@@ -25,6 +25,7 @@ from ddpmlab.models.flow_oracle import FlowMixtureOracle
 from ddpmlab.models.mlp import MLPDenoiser
 from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.training.trainer import Trainer
+from hostile_support import run_main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -174,13 +175,13 @@ def test_tiny_flow_trains_saves_loads_and_samples_from_the_cli(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     np.testing.assert_allclose(np.load(out), x.numpy(), rtol=1e-6, atol=1e-6)
-    p = subprocess.run([sys.executable, "-m", "ddpmlab", "sample", str(tmp_path / "run"), "-n", "3", "--sampler",
-                        "ancestral", "--out", str(tmp_path / "a.npy")], env=env, capture_output=True, text=True)
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "sampler = 'ode'" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "ddpmlab", "evaluate", str(tmp_path / "run"), "--n-ode", "32",
-                        "--samples", "500"], env=env, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    assert "exact oracle" in p.stdout and "ODE NLL" in p.stdout
+    # the refusal and the evaluation in this process (main() is what `python -m ddpmlab` runs)
+    code, _, err = run_main("sample", tmp_path / "run", "-n", "3", "--sampler", "ancestral",
+                            "--out", tmp_path / "a.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "sampler = 'ode'" in err
+    code, out, err = run_main("evaluate", tmp_path / "run", "--n-ode", "32", "--samples", "500")
+    assert code == 0, err
+    assert "exact oracle" in out and "ODE NLL" in out
 
 
 def test_library_trainer_records_a_flow(tmp_path):

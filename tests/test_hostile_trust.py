@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -219,7 +220,9 @@ def test_sweep_resuming_an_interrupted_job_passes_trust_on_only_when_given(ws):
     the job refuses in one line and the sweep reports it; with it, the resumed job imports the module."""
     args = ["sweep", "--out", ws.path("sw"), "--no-progress", *TINY_SETS, "--set", "train.iters=4",
             "--set", "train.checkpoint_every=2"]
-    code, _, err = run_main(*args)  # a sweep of one job, finished
+    code, printed, err = run_main(*args, "--print-commands")  # a sweep of one job, its command run here
+    assert code == 0 and len(printed.splitlines()) == 1, err
+    code, _, err = run_main(*shlex.split(printed)[3:])  # `python -m ddpmlab ...`: main() in this process
     assert code == 0, err
     job = ws.path("sw", "default", "seed_0")
     for name in ("metrics.json", "run.json"):  # now it looks interrupted after its last checkpoint

@@ -21,8 +21,17 @@ def _train(tmp_path, name, extra):
     return run
 
 
-def test_a_run_on_16_points_records_its_copies(tmp_path, capsys):
-    run = _train(tmp_path, "small", ["data.n_train=16"])
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A run on 16 points and its evaluation.json, made once."""
+    tmp = tmp_path_factory.mktemp("memo")
+    run = _train(tmp, "small", ["data.n_train=16"])
+    assert main(["evaluate", str(run), "--samples", "100", "--n-bound", "20", "--n-ode", "0"]) == 0
+    return run, (run / "evaluation.json").read_text()
+
+
+def test_a_run_on_16_points_records_its_copies(evaluated, capsys):
+    run, _ = evaluated  # the module's run on 16 points, trained once
     loaded = dl.load_run(run)
     train = training_rows(loaded)  # the trainer's own draw, from train.seed
     assert train.shape == (16, 2)
@@ -32,6 +41,8 @@ def test_a_run_on_16_points_records_its_copies(tmp_path, capsys):
     assert m["true_samples"] < 0.2 and 0 <= m["model"] <= 1
     row = [r for r in metric_rows(ev) if r["key"] == "copy_fraction"]
     assert row and row[0]["floor"] == m["true_samples"]
+    (run / "evaluation.json").unlink()  # the fixture's; this evaluation writes its own
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--samples", "200", "--n-bound", "20", "--n-ode", "0"]) == 0
     assert "near-copies of 16 training points" in capsys.readouterr().out
     assert "memorisation" in json.loads((run / "evaluation.json").read_text())
@@ -42,15 +53,6 @@ def test_fresh_draws_have_no_training_set(tmp_path):
     assert training_rows(loaded) is None
     ev = evaluate_finished_run(loaded, torch.Generator().manual_seed(0), n_bound=20, n_ode=0, n_samples=100)
     assert "memorisation" not in ev
-
-
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    """A run on 16 points and its evaluation.json, made once."""
-    tmp = tmp_path_factory.mktemp("memo")
-    run = _train(tmp, "small", ["data.n_train=16"])
-    assert main(["evaluate", str(run), "--samples", "100", "--n-bound", "20", "--n-ode", "0"]) == 0
-    return run, (run / "evaluation.json").read_text()
 
 
 @pytest.mark.parametrize("bad", [{"n_train": "x"}, {"model": None}, {"empirical_optimum": "0.5"}])

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +133,11 @@ def work(tmp_path_factory):
     """A run of the plugin's objective and sampler ([plugins] in its config), one of ``module:name`` targets
     (the module given by --import), each trained by plain ``ddpmlab train`` in a fresh process."""
     root = write_plugin(tmp_path_factory.mktemp("plugins"))
-    fresh(root, "train", "--config", "plug.toml", "--out", "run", "--no-progress", "--trust-code")
-    fresh(root, "train", "--config", "plug.toml", "--out", "targets", "--no-progress", "--trust-code",
-          "--set", "plugins.modules=[]", "--import", "own_code", *TARGETS)
+    trainings = [("train", "--config", "plug.toml", "--out", "run", "--no-progress", "--trust-code"),
+                 ("train", "--config", "plug.toml", "--out", "targets", "--no-progress", "--trust-code",
+                  "--set", "plugins.modules=[]", "--import", "own_code", *TARGETS)]
+    with ThreadPoolExecutor(len(trainings)) as pool:  # two fresh processes at once: they share nothing
+        list(pool.map(lambda argv: fresh(root, *argv), trainings))  # a failed one raises here
     return root
 
 

@@ -5,22 +5,24 @@ import csv
 import json
 import shlex
 import statistics
-import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from ddpmlab.cli import build_parser, main
 from ddpmlab.config.schema import load_config
 from ddpmlab.workflows.sweep_plan import parse_grid, parse_seeds
+from hostile_support import run_main
 
 TINY = ["schedule.steps=10", "model.width=16", "model.depth=1", "train.iters=3", "train.batch_size=32"]
 TINY_SETS = [a for s in TINY for a in ("--set", s)]
 
 
 def sweep_cli(*args):
-    return subprocess.run([sys.executable, "-m", "ddpmlab", "sweep", "--no-progress", *args], capture_output=True,
-                          text=True, timeout=600)
+    """``ddpmlab sweep ARGS`` in this process (its jobs run in their own processes, as always)."""
+    code, out, err = run_main("sweep", "--no-progress", *args)
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def read_csv(path):

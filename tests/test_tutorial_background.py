@@ -20,8 +20,9 @@ def free(monkeypatch):
 
 def test_child_process_gives_the_same_result(tmp_path, free):
     with tutorial_background.recommended_beside(tmp_path / "child", OVERRIDES) as result:
+        # here, while the child runs (as the tutorial trains the seed's recipe beside it)
+        here = recommended_recipe(tmp_path / "here", OVERRIDES, progress=False)
         child = result()
-    here = recommended_recipe(tmp_path / "here", OVERRIDES, progress=False)
     assert torch.equal(child["samples"], here["samples"]) and torch.equal(child["oracle_samples"],
                                                                           here["oracle_samples"])
     drop = ("train_seconds", "sample_seconds")

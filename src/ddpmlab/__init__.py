@@ -60,6 +60,8 @@ _EXPORTS = {
     "FlowModel": "ddpmlab.models.flow_model",
     "MeanFlowModel": "ddpmlab.models.meanflow",
     "MeanFlowMixtureOracle": "ddpmlab.models.meanflow",
+    "ConsistencyModel": "ddpmlab.models.consistency",
+    "ConsistencyMixtureOracle": "ddpmlab.models.consistency",
     "FlowMixtureOracle": "ddpmlab.models.flow_oracle",
     "ExactFlowMap": "ddpmlab.models.flow_map",
     "exact_flow_map": "ddpmlab.models.flow_map",

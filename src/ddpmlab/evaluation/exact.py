@@ -17,6 +17,7 @@ from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
 from ddpmlab.evaluation.flow_map_error import flow_map_error
+from ddpmlab.evaluation.memorisation_run import distance_rows, skipped_note
 from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.evaluation.ode import ode_log_likelihood
 from ddpmlab.evaluation.per_step import evaluate_bound_by_step
@@ -132,6 +133,8 @@ def evaluate_run(model, dist: GaussianMixture, generator: torch.Generator, n_bou
         oracle_part = _evaluate_one(oracle, dist, x_ode, generator, n_bound, draw, bound)
         if "flow_map" in family.exact_terms:  # a few-step family: its map against the exact one, per t
             model_part["flow_map"] = _flow_map_error(model, oracle, dist, generator)
+            model_part["few_step"] = _few_step(model, oracle, dist, min(n_samples, FEW_STEP_POINTS), generator,
+                                               sampler or family.default_sampler, options)
     settings = {"n_bound": n_bound if bound else None, "n_ode": n_ode, "n_samples": n_samples,
                 "ode_prior": "normal"}
     if bound:  # the chain's steps T, one bound term L_t for each t = 0..T
@@ -150,6 +153,29 @@ def _flow_map_error(model, oracle, dist, generator) -> dict:
     start = time.perf_counter()
     out = flow_map_error(lambda x, t, s: model.flow_map(x.to(model.device, model.dtype), t, s), oracle, x0,
                          FLOW_MAP_TIMES, generator)
+    return {**out, "seconds": round(time.perf_counter() - start, 3)}
+
+
+FEW_STEPS = (1, 2, 4)  # a few-step family's samples at these numbers of steps, beside the exact map's
+FEW_STEP_LABEL = {"w1": "W1", "sliced_w1": "sliced W1"}  # its metric, in words
+FEW_STEP_POINTS = 2000  # samples for each (at most; the exact map in 2-D takes about 10 s per 10,000 points)
+
+
+def _few_step(model, oracle, dist, n: int, generator, sampler: str, options: dict) -> dict:
+    """W1 (1-D) or sliced W1 (more dimensions) of ``n`` samples of the model and of its exact oracle (the
+    exact map) by ``sampler`` at each of ``FEW_STEPS`` steps, both from the same x_T and the same noise
+    after it, and the floor: a true sample of the same size (issue 25)."""
+    shape = (n,) + tuple(model.data_shape)
+    x_T, seed = torch.randn(shape, generator=generator), int(torch.randint(2 ** 62, (1,), generator=generator))
+    out = {"steps": list(FEW_STEPS), "sampler": sampler, "n": n, "model": [], "oracle": []}
+    start = time.perf_counter()
+    for steps in FEW_STEPS:
+        for who, m in (("model", model), ("oracle", oracle)):
+            x = sample(m, n, sampler, steps, generator=torch.Generator().manual_seed(seed), x_T=x_T, **options)
+            metric = _sample_metrics(dist, x, generator)
+            out["metric"] = "w1" if "w1" in metric else "sliced_w1"
+            out[who].append(metric[out["metric"]])
+            out["floor"] = metric[out["metric"] + "_noise_floor"]
     return {**out, "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -203,6 +229,10 @@ def format_table(ev: dict) -> str:
     if "flow_map" in m:  # a few-step family: E|f(x_t, t -> 0) - Phi(x_t)|^2 at each t (the exact map's is 0)
         for t, e, e_se in zip(m["flow_map"]["t"], m["flow_map"]["error"], m["flow_map"]["error_se"]):
             rows.append((f"flow-map error t={t:g}", _pm(e, e_se), "0", "0 (the exact map)"))
+    few = m.get("few_step")
+    for k, mv, ov in zip(few["steps"], few["model"], few["oracle"]) if few else ():  # beside the exact map's
+        rows.append((f"{FEW_STEP_LABEL[few['metric']]} in {k} steps (n={few['n']})", f"{mv:.4f}", f"{ov:.4f}",
+                     f"{few['floor']:.4f} (true sample)"))
     fr = lambda v: ", ".join(f"{f:.3f}" for f in v)  # noqa: E731
     se = max(ms["component_fractions_se"])
     rows.append(("component fractions", fr(ms["component_fractions"]), fr(os_["component_fractions"]),
@@ -213,6 +243,7 @@ def format_table(ev: dict) -> str:
         rows.append((f"near-copies of {memo['n_train']} training points", _num(memo["model"]),
                      "-" if optimum is None else f"{_num(optimum)} (empirical optimum)",
                      f"{_num(memo['true_samples'])} (true samples)"))
+    rows += [(label, model, optima, "") for label, model, optima in distance_rows(ev)]  # issue 26
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     s = ev["settings"]
     bound = f"bound n={s['n_bound']}, " if "bound" in m else ""
@@ -220,4 +251,4 @@ def format_table(ev: dict) -> str:
     lines = [f"{ev.get('family', 'ddpm')} evaluation, nats per data point ({bound}ODE n={s['n_ode']}, "
              f"samples n={s['n_samples']}{drawn})"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + [n for n in (skipped_note(ev),) if n])

@@ -24,7 +24,7 @@ from ddpmlab.data.base import file_split, kept_split, make_training_data
 from ddpmlab.data.digits import digits_split
 from ddpmlab.data.named import NAMED
 from ddpmlab.evaluation.exact import evaluate_run
-from ddpmlab.evaluation.memorisation_run import memorisation_of
+from ddpmlab.evaluation.memorisation_run import distances_of, memorisation_of
 from ddpmlab.evaluation.nd import evaluate_digits, evaluate_distribution, evaluate_heldout
 from ddpmlab.evaluation.range_check import RULE, data_stats, out_of_range
 from ddpmlab.models.family import family_of
@@ -145,10 +145,14 @@ def evaluate_finished_run(run, generator: torch.Generator, n_bound: int = 10_000
     ev["settings"].update(sampler_settings(run))
     ev["samples_out_of_range"] = run_range(run, run.to_data_units(samples))
     ev["data"]["name"] = run.info["data"]["name"]
-    memo = memorisation_of(run.model, run.to_data_units(samples), training_rows(run), true_rows(run, n, generator),
+    train = training_rows(run)
+    memo = memorisation_of(run.model, run.to_data_units(samples), train, true_rows(run, n, generator),
                            run.to_data_units, lambda x: to_model_space(run, x), generator)
     if memo is not None:  # a finite training set: near-copies beside true samples' and the optimum's
         ev["memorisation"] = memo
+    with intra_op_threads(threads):  # per t, the model's distance to each optimum (or why there is none)
+        ev["optimum_distances"] = distances_of(run.model, dist if kind == "mixture" else None,
+                                               None if train is None else to_model_space(run, train), generator)
     return ev
 
 

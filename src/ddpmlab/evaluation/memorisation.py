@@ -18,7 +18,11 @@ training points themselves. Two measures tell which one a trained model is near:
   prediction and each optimum's, on x_t drawn from the forward process of held-out (or true) data, and
   ``crossover_t``, the first t, going up from the data, at which the model is nearer the population
   optimum than the empirical one. (The eps predictions' distances are the x_0 ones times alpha^2 /
-  sigma^2 at each t: the same comparison.)
+  sigma^2 at each t: the same comparison.) Where x_t comes from matters: on x_t of the training points
+  (the loss's own inputs) the distances say which optimum the network fits; on x_t of held-out data at
+  small t the empirical optimum snaps to the nearest training point, far from x_t, where no smooth
+  network that fits the training set needs to follow it: there they say how the network generalises
+  (benchmarks/memorisation.py measures both). ``distance_times`` is the documented grid of t.
 """
 from __future__ import annotations
 
@@ -30,8 +34,11 @@ import torch
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.core.validate import check_examples, check_generator
 from ddpmlab.models.empirical_sums import nearest_neighbours
+from ddpmlab.sampling.grids import DiscreteSteps, time_axis
 
 COPY_QUANTILE = 0.05  # the copy threshold: this quantile of the training points' own NN distances
+DISTANCE_TIMES = 14  # times t of the optimum distances (``distance_times``)
+FLOW_FIRST_TIME = 0.002  # a flow's smallest such t (EDM's smallest noise level)
 
 
 def _rows(x, name: str) -> torch.Tensor:
@@ -62,6 +69,16 @@ def copy_fraction(samples, train, threshold: float | None = None) -> float:
     threshold = float(threshold)
     dist, _ = nearest_neighbours(x, y)
     return float((dist <= threshold).double().mean())
+
+
+def distance_times(model, k: int = DISTANCE_TIMES) -> list:
+    """About ``k`` times of the model's family spread geometrically from the data to the prior: a DDPM's
+    steps 1..T (rounded, each once), a flow's t from ``FLOW_FIRST_TIME`` to 1."""
+    axis = time_axis(model)
+    if isinstance(axis, DiscreteSteps):
+        T = axis.schedule.T
+        return sorted({int(round(T ** (i / (k - 1)))) for i in range(k)})
+    return [FLOW_FIRST_TIME ** (1 - i / (k - 1)) for i in range(k)]
 
 
 @torch.no_grad()

@@ -31,7 +31,6 @@ N_SAMPLES = 4000  # samples drawn for the line (fewer when the training set is s
 N_REFERENCE = 20_000  # fresh draws a named distribution's samples are measured against
 FLOOR_REPEATS = 5  # true samples averaged for the floor (one sliced W1 varies by ~30 %)
 N_PROJECTIONS = 128  # directions of the sliced W1 (one in 1-D, where it is W1 itself)
-MMD_MAX_N = 1000  # sample_metrics_nd's MMD on this many points only (the line reads the sliced W1)
 HINT_ITERS_FACTOR = 4  # a poor ratio suggests this many times the run's train.iters (at least 4 x HINT_MIN_ITERS)
 HINT_MIN_ITERS = 250
 
@@ -58,7 +57,7 @@ def against_truth(dist, samples: torch.Tensor, generator: torch.Generator, n_ref
     reference = dist.sample(n_ref, generator).reshape(n_ref, -1)
     trues = [dist.sample(n, generator).reshape(n, -1) for _ in range(FLOOR_REPEATS)]
     m = sample_metrics_nd(samples.reshape(n, -1), reference, trues, generator,
-                          n_projections=1 if dims == 1 else N_PROJECTIONS, max_n_mmd=MMD_MAX_N)
+                          n_projections=1 if dims == 1 else N_PROJECTIONS, with_mmd=False)
     return _ratio(m, dims, f"{n_ref} fresh draws")
 
 
@@ -71,7 +70,7 @@ def against_rows(samples: torch.Tensor, train: torch.Tensor, held: torch.Tensor,
     samples = samples[:n].reshape(n, -1)
     floors = [f.reshape(n, -1) for f in _floor_subsets(train, n, generator)]
     m = sample_metrics_nd(samples, held.reshape(len(held), -1), floors, generator,
-                          n_projections=1 if dims == 1 else N_PROJECTIONS, max_n_mmd=MMD_MAX_N)
+                          n_projections=1 if dims == 1 else N_PROJECTIONS, with_mmd=False)
     return _ratio(m, dims, f"{len(held)} {what}")
 
 

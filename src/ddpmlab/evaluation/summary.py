@@ -7,6 +7,9 @@ or None) and ``note`` (what the floor is).
 """
 from __future__ import annotations
 
+from ddpmlab.evaluation.exact import FEW_STEP_LABEL
+from ddpmlab.evaluation.memorisation_run import distance_rows, skipped_note
+
 
 def _row(key, label, model, model_se=None, oracle=None, floor=None, note=""):
     return {"key": key, "label": label, "model": model, "model_se": model_se, "oracle": oracle, "floor": floor,
@@ -48,6 +51,10 @@ def _mixture_rows(ev: dict) -> list[dict]:
         for t, e, e_se in zip(fm["t"], fm["error"], fm["error_se"]):
             rows.append(_row(f"flow_map_error_{t:g}", f"flow-map error at t = {t:g}", e, e_se, 0.0, 0.0,
                              "the exact map"))
+    few = m.get("few_step")
+    for k, mv, ov in zip(few["steps"], few["model"], few["oracle"]) if few else ():  # beside the exact map's
+        label = f"{FEW_STEP_LABEL[few['metric']]} in {k} steps ({few['sampler']}, n = {few['n']})"
+        rows.append(_row(f"few_step_{few['metric']}_{k}", label, mv, None, ov, few["floor"], "a true sample"))
 
     def dev(s):  # the largest error of a component's fraction
         return max(abs(a - b) for a, b in zip(s["component_fractions"], d["true_component_fractions"]))
@@ -111,9 +118,12 @@ def format_rows(ev: dict) -> str:
     for r in metric_rows(ev):
         model = _num(r["model"]) + (f" +- {_num(r['model_se'])}" if r["model_se"] is not None else "")
         rows.append((r["label"], model, _num(r["floor"]), f"({r['note']})" if r["note"] else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     s = ev["settings"]
     head = f"evaluation of {ev['data'].get('name', 'the run')} ({ev['kind']}), samples n={s['n_samples']}"
     if ev["kind"] == "digits":
         head += f"; class histogram {ev['model']['samples']['class_histogram']}"
-    return "\n".join([head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows])
+    for label, model, optima in distance_rows(ev):  # issue 26: per t, the distances to both optima
+        rows.append((label, model, "", f"(the population optimum's: {optima})"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join([head] + lines + [n for n in (skipped_note(ev),) if n])

@@ -18,8 +18,8 @@ A ``Family`` carries
 
 Code outside the family modules asks ``family_of(model)`` or ``FAMILIES.get(name)``; it never compares
 family names or model classes. Adding a family is one module that builds a ``Family`` and registers it
-(``FAMILIES.register(name, family)``); the shipped ones are ``family_ddpm``, ``family_flow`` and
-``family_meanflow``.
+(``FAMILIES.register(name, family)``); the shipped ones are ``family_ddpm``, ``family_flow``,
+``family_meanflow`` and ``family_consistency``.
 """
 from __future__ import annotations
 
@@ -85,3 +85,4 @@ def is_model(x) -> bool:
 
 # the shipped families register themselves (each module builds one Family)
 from ddpmlab.models import family_ddpm, family_flow, family_meanflow  # noqa: E402,F401
+from ddpmlab.models import family_consistency  # noqa: E402,F401

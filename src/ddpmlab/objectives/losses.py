@@ -12,6 +12,12 @@
   (``ddpmlab.objectives.flow_matching``).
 - ``MeanFlow`` (``meanflow``): the average-velocity regression of a few-step MeanFlow model
   (``ddpmlab.objectives.meanflow``).
+- ``ConsistencyTraining`` (``consistency_training``) and ``ConsistencyDistillation``
+  (``consistency_distill``, from ``train.teacher``): a consistency model's (``ddpmlab.objectives.consistency``).
+- ``Shortcut`` (``shortcut``): a flow-map model's self-consistency across step sizes (Frans et al. 2024,
+  ``ddpmlab.objectives.shortcut``).
+- ``Reflow`` (``reflow``): flow matching on a teacher's (noise, ODE output) couples (Liu et al. 2022,
+  ``ddpmlab.objectives.reflow``; needs ``train.teacher``).
 - ``Hybrid``: simple + weight * bound, the bound seeing a stop-gradient mean, so it trains only the
   variance (Nichol & Dhariwal 2021, sec. 3.1).
 
@@ -35,9 +41,12 @@ from ddpmlab.core.gaussian import prior_kl_nats, step_term_nats
 from ddpmlab.core.registry import Registry
 from ddpmlab.core.utils import DDPMLabError, mean_flat
 from ddpmlab.models.family import family_of
+from ddpmlab.objectives.consistency import ConsistencyDistillation, ConsistencyTraining
 from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.objectives.meanflow import MeanFlow
+from ddpmlab.objectives.reflow import Reflow
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
+from ddpmlab.objectives.shortcut import Shortcut
 from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
 
 OBJECTIVES = Registry("objective")
@@ -147,6 +156,10 @@ class Hybrid(PerStep):
 
 OBJECTIVES.register("flow_matching", FlowMatching)
 OBJECTIVES.register("meanflow", MeanFlow)
+OBJECTIVES.register("shortcut", Shortcut)
+OBJECTIVES.register("reflow", Reflow)
+OBJECTIVES.register("consistency_training", ConsistencyTraining)
+OBJECTIVES.register("consistency_distill", ConsistencyDistillation)
 
 
 REQUIRED = inspect.Parameter.empty  # an option without a default: make_objective must be given it

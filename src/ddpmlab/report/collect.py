@@ -20,6 +20,7 @@ from ddpmlab.evaluation.finished import (draw_run_samples, evaluate_finished_run
 from ddpmlab.evaluation.per_step import eps_error_by_step, evaluate_bound_by_step
 from ddpmlab.evaluation.summary import metric_rows
 from ddpmlab.models.family import FAMILIES, family_of
+from ddpmlab.report.memorisation import check_optimum_distances
 from ddpmlab.report.plots import MODEL_COLOR
 from ddpmlab.runs.checkpoint import METRICS_FILE
 from ddpmlab.runs.fields import INT64_MAX, NUMBERS, read_field
@@ -165,6 +166,7 @@ def check_evaluation(ev, kind: str, run_family: str = "ddpm") -> dict:
         for key in ("model", "true_samples", "threshold"):
             read_field(ev, f"memorisation.{key}", float)
         read_field(ev, "memorisation.empirical_optimum", float, None, nullable=True)
+    check_optimum_distances(ev)  # per t, the distances to both optima (issue 26)
     if kind == "mixture":
         for key in ("entropy_nats", "entropy_bpd"):
             read_field(ev, f"data.{key}", float)

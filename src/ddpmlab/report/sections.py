@@ -6,6 +6,7 @@ from __future__ import annotations
 from ddpmlab.report import plots, steps
 from ddpmlab.report.compare import BOOKKEEPING, differing_keys, mean_sd, metric_table, objective_text, used_keys
 from ddpmlab.report.marginals import marginal_slider
+from ddpmlab.report.memorisation import optimum_block
 from ddpmlab.report.escape import esc
 from ddpmlab.report.page import fmt, table
 
@@ -99,6 +100,7 @@ def run_section(page, view, heading: str = "h2", pictures: bool = True) -> str:
            f'<p class="muted">metrics: {esc(view.evaluation_source)}</p>', metrics_table(view)]
     if view.per_step is not None:
         out.append(per_step_block(page, view))
+    out.append(optimum_block(page, view))
     if pictures:
         out.append(pictures_block(page, view))
     if view.metrics:

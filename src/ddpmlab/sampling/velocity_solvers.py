@@ -15,6 +15,8 @@ it serves every family (``Family.serves``).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -38,20 +40,17 @@ def _finish(model, x, grid: torch.Tensor, last, cond, callback, name: str):
     return x
 
 
-def _fixed_step(name: str, step):
-    def solve(model, x: torch.Tensor, grid: torch.Tensor, cond=None, callback=None):
-        times, last = time_axis(model).ode_times(grid)
-        v = model.velocity_field(cond, float64=False)
-        for i, (t_hi, t_lo) in enumerate(zip(times[:-1], times[1:])):
-            x = step(v, x, t_hi, t_lo - t_hi)
-            check_finite(x, f"ode ({name})", f"{t_lo:.4g}")
-            if callback is not None:
-                callback(i, grid[i + 1].item(), x)
-        return _finish(model, x, grid, last, cond, callback, name)
-
-    solve.contract = ProcessModel
-    solve.__name__ = f"{name}_solve"
-    return solve
+def _fixed_step(name: str, step, model, x: torch.Tensor, grid: torch.Tensor, cond=None, callback=None):
+    """The fixed-step solver ``name``: its rule ``step`` from each of the grid's times to the next, then the
+    finish. Registered with ``name`` and ``step`` bound (``functools.partial``, below)."""
+    times, last = time_axis(model).ode_times(grid)
+    v = model.velocity_field(cond, float64=False)
+    for i, (t_hi, t_lo) in enumerate(zip(times[:-1], times[1:])):
+        x = step(v, x, t_hi, t_lo - t_hi)
+        check_finite(x, f"ode ({name})", f"{t_lo:.4g}")
+        if callback is not None:
+            callback(i, grid[i + 1].item(), x)
+    return _finish(model, x, grid, last, cond, callback, name)
 
 
 def _euler(v, x, t, h):
@@ -67,9 +66,10 @@ def _heun(v, x, t, h):
     return x + 0.5 * h * (d1 + v(x + h * d1, t + h))
 
 
-ODE_SOLVERS.register("euler", _fixed_step("euler", _euler))
-ODE_SOLVERS.register("heun", _fixed_step("heun", _heun))
-ODE_SOLVERS.register("midpoint", _fixed_step("midpoint", _midpoint))
+for _name, _step in (("euler", _euler), ("heun", _heun), ("midpoint", _midpoint)):
+    _solve = functools.partial(_fixed_step, _name, _step)  # the solving runs in a module-level function
+    _solve.contract = ProcessModel
+    ODE_SOLVERS.register(_name, _solve)
 
 
 @ODE_SOLVERS.register("rk45")

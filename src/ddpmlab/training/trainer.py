@@ -41,6 +41,7 @@ from ddpmlab.runs.resume import resumable_checkpoint
 from ddpmlab.training.distributed import (DistContext, local_batch_size, rank_seed, resolve_device, shard,
                                           sum_over_ranks)
 from ddpmlab.training.inputs import objective_of, train_options, training_data
+from ddpmlab.training.teacher import attach_teacher
 from ddpmlab.training.optimization import ObjectiveLoss, make_optimizer
 from ddpmlab.training.run_directory import SUMMARY_FILE, RunDirectoryOwner
 from ddpmlab.training.signals import NonFiniteLoss, TrainingInterrupted, stop_on_signals
@@ -149,6 +150,7 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         torch.manual_seed(t.seed)
         model = build_model(cfg, data.data_shape, trust_code=trust_code, net=net)
         objective = objective_of(t.objective, t)
+        callbacks = (*callbacks, *attach_teacher(objective, cfg, trust_code))  # a teacher objective's teacher
         return cls(model, objective, data, out=out, config=cfg, ctx=ctx, generator=generator, checkpoint=checkpoint,
                    callbacks=callbacks)
 
