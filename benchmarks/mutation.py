@@ -64,6 +64,24 @@ MODULES: dict[str, list[str]] = {
     "core/var_types.py": ["test_mean_types.py", "test_parameterisation.py", "test_mutation_kills_var_types.py"],
     "evaluation/likelihood.py": ["test_likelihood.py", "test_mutation_kills_likelihood.py"],
     "evaluation/metrics_nd.py": ["test_metrics_nd.py", "test_mutation_kills_metrics_nd.py"],
+    "core/continuous.py": ["test_ode.py", "test_mutation_kills_continuous.py"],
+    "core/paths.py": ["test_stable_target.py", "test_grids.py", "test_mutation_kills_paths.py"],
+    "core/parameterisation.py": ["test_parameterisation.py", "test_mean_types.py", "test_diagnosis.py",
+                                 "test_sampling.py", "test_mutation_kills_parameterisation.py"],
+    "sampling/ode.py": ["test_ode_sampler.py", "test_grids.py", "test_mutation_kills_ode_sampler.py"],
+    "sampling/velocity_solvers.py": ["test_ode_sampler.py", "test_grids.py", "test_flow_map.py",
+                                     "test_mutation_kills_velocity_solvers.py"],
+    "sampling/grids.py": ["test_grids.py", "test_mutation_kills_grids.py"],
+    "objectives/flow_matching.py": ["test_stable_target.py", "test_mutation_kills_flow_matching.py"],
+    "objectives/losses.py": ["test_objectives.py", "test_objective_options.py", "test_preconditioning.py",
+                             "test_mean_types.py", "test_mutation_kills_losses.py"],
+    "models/flow_oracle.py": ["test_stable_target.py", "test_flow_map.py", "test_grids.py",
+                              "test_mutation_kills_flow_oracle.py"],
+    "models/conditional_oracle.py": ["test_guidance.py", "test_mutation_kills_conditional_oracle.py"],
+    "evaluation/ode.py": ["test_ode.py", "test_mutation_kills_eval_ode.py"],
+    # test_logprob.py (23 s: it trains the default recipe, every test reaches log_prob) is left out: its
+    # closed forms are redone fast in test_mutation_kills_logprob.py
+    "evaluation/logprob.py": ["test_mutation_kills_logprob.py"],
 }
 
 # Surviving mutants that compute the same thing as the original: (module, function, original line,
@@ -95,6 +113,28 @@ _STEP = "p = model.p_mean_variance(x_t.to(model.device, model.dtype), t.to(model
 _SE = 'return float(v.mean()), float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")'
 _STD1 = "the standard deviation of one number is already NaN in torch (n - 1 = 0): the same NaN"
 _NLL_SE = 'se = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan")'
+_KEPT_TABLE = ("``var_kind.log_variance`` given no table computes ``fixed_log_variance(schedule)`` itself, the "
+               "table kept here: the same numbers (a kept table and a fresh one are compared in "
+               "test_mutation_kills_var_types)")
+_LOGVAR = "return self.var_kind.log_variance(self.schedule, var_head, x_t, t, self._fixed_log_variance)"
+_NEAREST = "nearest = torch.where(target - log_sigma[lo] <= log_sigma[hi] - target, lo, hi) + 1  # paper steps"
+_RK45 = 'sol = solve_ivp(rhs, (1.0, times[-1]), x.reshape(-1).double().cpu().numpy(), method="RK45",'
+_COLS = "cols = torch.zeros(r + 1, rows.shape[1], dtype=torch.float64, device=x0.device)"
+_MATS = "logits, w = _matrices(workspace, (min(block, n), r + 1), x0.device)"
+_MEAN_REF = "mean_ref = torch.empty(n, ref.shape[1], dtype=torch.float64, device=x0.device)"
+_EPS_FM = "eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)"
+_TB_FM = "tb = t.to(x0.device, x0.dtype).reshape((n,) + (1,) * (x0.dim() - 1))"
+_LOSS_FM = "return mean_flat((model.velocity(x_t, t.to(x0.device), cond) - target) ** 2)"
+_DUP = "dup = max(0, min(i1, r) - i0)  # rows of the block whose own x_0 is also reference i0 + k"
+_WS = "self._workspace = {}  # the stable target's matrices, kept between batches"
+_DRAW = "return t, weights.to(x0.device, x0.dtype), noise, q_sample(model.schedule, x0, t, noise)"
+_BIND = 'family_of(model).check(self, "objective", type(self).__name__, OBJECTIVES)'
+_SEARCH = "hi = torch.searchsorted(log_sigma, target).clamp(1, log_sigma.numel() - 1)"
+_ENDS = "ends = abs(grid[0].item() - first) <= 1e-9 and abs(grid[-1].item() - last) <= 1e-9"
+_ODE_SE = 'se = float(nll.std() / math.sqrt(B)) if B > 1 else float("nan")'
+_STATE = "return torch.from_numpy(np.ascontiguousarray(sol.y[:, i])).to(x.device, x.dtype).reshape(shape)"
+_PROBE = "probe = torch.randint(0, 2, x0.shape, generator=generator).double() * 2 - 1"
+_IVP = "sol = solve_ivp(rhs, (0.0, 1.0), y0, method=method, rtol=rtol / k, atol=atol / k)"
 EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("core/schedule.py", "cosine_betas", "abar = f / f[0]", "abar = f * f[0]"):
         "betas use only ratios abar_t / abar_{t-1}, in which any constant factor of f cancels (to rounding)",
@@ -274,6 +314,149 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "return torch.randn(x.shape, generator=generator).to(None, x.dtype)"): _CPU,
     ("sampling/samplers.py", "noise_like", "return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)",
      "return torch.randn(x.shape, generator=generator).to(x.dtype)"): _CPU,
+    # core/paths.py
+    **{("core/paths.py", f"LinearPath.{fn}", f"return {c} + 0.0 * t", f"return {c} - 0.0 * t"):
+       "0.0 * t is +0 or -0 (NaN where t is, either way): c + 0 t and c - 0 t are the same numbers, in t's "
+       "shape and type" for fn, c in (("d_alpha", "-1.0"), ("d_sigma", "1.0"))},
+    # sampling/grids.py
+    ("sampling/grids.py", "DiscreteSteps.from_sigmas", _NEAREST, _NEAREST.replace(" <= ", " < ")):
+        "differs only where a noise level lies exactly halfway in log sigma between two steps (a tie of two "
+        "float64 distances), where either step is the nearest",
+    # models/conditional_oracle.py
+    **{("models/conditional_oracle.py", fn, line, line.replace("t_c, alpha_bar)", "None, alpha_bar)")):
+       "``MixtureOracle.score`` reads only alpha-bar (its closed form at that noise level); t_c is the contract's "
+       "argument for networks" for fn, line in (("LabelledMixtureOracle.score", "return self.unconditional.score(x, t_c, alpha_bar)"),
+                                                ("LabelledMixtureOracle.score", "out[idx] = oracle.score(x[idx], t_c, alpha_bar)"))},
+    **{("models/conditional_oracle.py", "class_posterior", "return dist.responsibilities(x.reshape(x.shape[0], -1))",
+        f"return dist.responsibilities(x.reshape({new}))"):
+       "``GaussianMixture.component_log_prob`` reshapes its input to (-1, d) itself, and a reshape keeps the "
+       "row-major order of the numbers: any shape holding them gives back the same (n, d) rows"
+       for new in ("-1", "x.shape[1], -1")},
+    # sampling/velocity_solvers.py
+    ("sampling/velocity_solvers.py", "rk45_solve", _RK45 + " rtol=rtol,", _RK45.replace(' method="RK45",', "") + " rtol=rtol,"):
+        "scipy's ``solve_ivp`` defaults to method='RK45': the same call",
+    **{("sampling/velocity_solvers.py", "rk45_solve", _STATE, _STATE.replace("to(x.device, x.dtype)", new)): _CPU
+       for new in ("to(None, x.dtype)", "to(x.dtype)")},
+    ("sampling/velocity_solvers.py", "_fixed_step", "v = model.velocity_field(cond, float64=False)",
+     "v = model.velocity_field(cond, float64=None)"):
+        "``velocity_field`` reads ``float64`` only as a truth value (a flow's: copy in float64 or not; a DDPM's: "
+        "always float64): None and False are the same",
+    # objectives/flow_matching.py
+    **{("objectives/flow_matching.py", fn, old, new): _CPU for fn, old, new in (
+        ("_matrices", "logits = torch.empty(shape, dtype=torch.float64, device=device)",
+         "logits = torch.empty(shape, dtype=torch.float64, device=None)"),
+        ("_matrices", "logits = torch.empty(shape, dtype=torch.float64, device=device)",
+         "logits = torch.empty(shape, dtype=torch.float64, )"),
+        ("_matrices", "w = torch.empty(shape, dtype=torch.float32, device=device)",
+         "w = torch.empty(shape, dtype=torch.float32, device=None)"),
+        ("_matrices", "w = torch.empty(shape, dtype=torch.float32, device=device)",
+         "w = torch.empty(shape, dtype=torch.float32, )"),
+        ("stable_target", "tb = t.to(x0.device, torch.float64).reshape(n, 1)",
+         "tb = t.to(None, torch.float64).reshape(n, 1)"),
+        ("stable_target", "tb = t.to(x0.device, torch.float64).reshape(n, 1)", "tb = t.to(torch.float64).reshape(n, 1)"),
+        ("stable_target", _COLS, _COLS.replace("device=x0.device)", "device=None)")),
+        ("stable_target", _COLS, _COLS.replace("device=x0.device)", ")")),
+        ("stable_target", _MATS, _MATS.replace("x0.device)", "None)")),
+        ("stable_target", _MEAN_REF, _MEAN_REF.replace("device=x0.device)", "device=None)")),
+        ("stable_target", _MEAN_REF, _MEAN_REF.replace("device=x0.device)", ")")),
+        ("FlowMatching.__call__", _EPS_FM, _EPS_FM.replace(".to(x0.device)", ".to(None)")),
+        ("FlowMatching.__call__", _TB_FM, _TB_FM.replace("t.to(x0.device, x0.dtype)", "t.to(None, x0.dtype)")),
+        ("FlowMatching.__call__", _TB_FM, _TB_FM.replace("t.to(x0.device, x0.dtype)", "t.to(x0.dtype)")),
+        ("FlowMatching.__call__", _LOSS_FM, _LOSS_FM.replace("t.to(x0.device)", "t.to(None)")))},
+    **{("objectives/flow_matching.py", "_matrices", "w = torch.empty(shape, dtype=torch.float32, device=device)", new):
+       "torch's default dtype is float32 (ddpmlab never changes it): the same float32 buffer"
+       for new in ("w = torch.empty(shape, dtype=None, device=device)", "w = torch.empty(shape, device=device)")},
+    **{("objectives/flow_matching.py", "stable_target", _DUP, _DUP.replace("max(0, min(i1, r) - i0)", new)):
+       "the diagonal of lg[:, 1 + i0:] (rows i0..i1-1 against references i0..r-1) has exactly max(0, min(i1, r) - "
+       "i0) entries: any bound at least that long (None, 1 for an empty diagonal, + i0) slices all of them"
+       for new in ("None", "max(1, min(i1, r) - i0)", "max(0, min(i1, r) + i0)")},
+    **{("objectives/flow_matching.py", "stable_target", "block = max(16, BLOCK_ENTRIES // (r + 1))", new):
+       "the block size only partitions the rows; every row's numbers are computed alike in any block (to the "
+       "rounding of the matrix product's kernel)"
+       for new in ("block = max(17, BLOCK_ENTRIES // (r + 1))", "block = max(16, BLOCK_ENTRIES // (r + 2))")},
+    ("objectives/flow_matching.py", "stable_target", "for i0 in range(0, n, block):", "for i0 in range(0, n, ):"):
+        "blocks then start at every row and overlap: each row is computed again, with the same numbers, by every "
+        "block that holds it, and the last one written stays (only slower)",
+    **{("objectives/flow_matching.py", fn, old, new):
+       "the workspace is a cache of the (B, 1 + r) matrices: without it ``_matrices`` makes fresh ones of the same "
+       "shape, filled before use (the reuse is checked in test_stable_target)"
+       for fn, old, new in (("FlowMatching.__init__", _WS, _WS.replace("= {}", "= None")),
+                            ("FlowMatching.__call__", "self._workspace)", "None)"),
+                            ("FlowMatching.__call__", "self._workspace)", ")"))},
+    ("objectives/flow_matching.py", "FlowMatching.__call__", "target = path.velocity(x0, eps, tb)",
+     "target = path.velocity(x0, eps, None)"):
+        "a flow model's path is the linear one (``FlowModel.path``; the VP path takes float times only, not the "
+        "(B, 1) times here), whose conditional velocity eps - x_0 does not read t",
+    # objectives/losses.py
+    **{("objectives/losses.py", fn, old, new): _CPU for fn, old, new in (
+        ("TrajectoryBound.__call__", "return self._bound(x0, self._noise.to(x0.device)) / (T + 1)",
+         "return self._bound(x0, self._noise.to(None)) / (T + 1)"),
+        ("PerStep.draw", "noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)",
+         "noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(None)"),
+        ("PerStep.draw", "t = t.to(x0.device)", "t = t.to(None)"),
+        ("PerStep.draw", _DRAW, _DRAW.replace("weights.to(x0.device, x0.dtype)", "weights.to(None, x0.dtype)")),
+        ("PerStep.draw", _DRAW, _DRAW.replace("weights.to(x0.device, x0.dtype)", "weights.to(x0.dtype)")))},
+    ("objectives/losses.py", "PerStep.bind", _BIND, _BIND.replace("check(self,", "check(None,")):
+        "``Family.serves`` reads only the objective's ``contract`` (``ReverseProcess`` when absent); no per-step "
+        "objective sets one, so ``self`` and None serve the same families",
+    # evaluation/logprob.py
+    **{("evaluation/logprob.py", "exact_log_prob", "return dist.log_prob(x.double().reshape(x.shape[0], -1))",
+        f"return dist.log_prob(x.double().reshape({new}))"):
+       "every closed-form density here (``GaussianMixture.log_prob``, ``Checkerboard.log_prob``) reshapes its input "
+       "to (-1, d) itself, and a reshape keeps the row-major order: the same rows" for new in ("-1", "x.shape[1], -1")},
+    ("sampling/grids.py", "DiscreteSteps.from_sigmas", _SEARCH, _SEARCH.replace("clamp(1, ", "clamp(None, ")):
+        "only a level below sigma(1) finds index 0; it then takes step 0 instead of 1, and both are raised to the "
+        "floor K - i >= 1 of the next line: the same step",
+    ("sampling/grids.py", "DiscreteSteps.from_sigmas", _SEARCH, _SEARCH.replace("numel() - 1)", "numel() - 2)")):
+        "only a level above sigma(T - 1) finds the top index; of the decreasing levels only sigma_0 (always step T) "
+        "and sigma_1 (held to step T - 1 by the next line) can lie there, and both versions give them the same step",
+    **{("sampling/grids.py", "_check_ends", _ENDS, new): why for new, why in (
+        (_ENDS.replace("first) <= 1e-9", "first) < 1e-9"),
+         "the two differ only where |grid[0] - first| is exactly the float 1e-9: for steps the difference is a whole "
+         "number, for times 1 - grid[0] is a multiple of 2^-53, which 1e-9 is not"),
+        (_ENDS.replace("grid[-1].item() - last", "grid[-1].item() + last"),
+         "both axes end at last = 0 (the data): x - 0 and x + 0 are the same"))},
+    # core/parameterisation.py: the kept fixed variance table and the passed x_0 are caches of what the
+    # callee recomputes when given None
+    ("core/parameterisation.py", "GaussianDiffusion.__init__",
+     "self._fixed_log_variance = self.var_kind.fixed_log_variance(schedule)", "self._fixed_log_variance = None"):
+        _KEPT_TABLE,
+    **{("core/parameterisation.py", "GaussianDiffusion.log_variance", _LOGVAR, _LOGVAR.replace(old, new)):
+       _KEPT_TABLE for old, new in (("self._fixed_log_variance)", "None)"), (", self._fixed_log_variance)", ", )"))},
+    **{("core/parameterisation.py", "GaussianDiffusion.p_mean_variance",
+        "eps = kind.pred_eps(s, x_t, t, mean_head, pred_x0)", new):
+       "``pred_x0`` is this head's own ``kind.pred_x0(s, x_t, t, mean_head)`` (the line above): given None, "
+       "``MeanType.pred_eps`` recomputes exactly that (see its equivalent mutant)"
+       for new in ("eps = kind.pred_eps(s, x_t, t, mean_head, None)", "eps = kind.pred_eps(s, x_t, t, mean_head, )")},
+    # models/flow_oracle.py
+    ("models/flow_oracle.py", "FlowMixtureOracle._terms",
+     "x = x.reshape(x.shape[0], self.dist.dim).to(torch.float64)", "x = x.reshape(x.shape[0], self.dist.dim).to(None)"):
+        "the flat x meets the float64 means first (x[None] - a means), which promotes it exactly: the same float64 "
+        "results (test_mutation_kills_flow_oracle checks a float32 batch against float64)",
+    **{("models/flow_oracle.py", "FlowMixtureOracle._terms", "eye = torch.eye(self.dist.dim, dtype=torch.float64)",
+        new): _EXACT for new in ("eye = torch.eye(self.dist.dim, dtype=None)", "eye = torch.eye(self.dist.dim, )")},
+    ("models/flow_oracle.py", "FlowMixtureOracle._terms",
+     "logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)",
+     "logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(+1)  # (K,)"):
+        "the diagonal of the (K, d, d) factors is (K, d): axes +1 and -1 are the same",
+    ("models/flow_oracle.py", "FlowMixtureOracle._terms", 'pdiff = torch.einsum("kij,kbj->kbi", prec, diff)',
+     'pdiff = torch.einsum("KIJ,KBJ->KBI", prec, diff)'): "einsum takes upper-case letters as subscripts too",
+    ("models/flow_oracle.py", "FlowMixtureOracle.posterior_means",
+     'x0_k = self.dist.means[:, None, :] + a * torch.einsum("kij,kbj->kbi", self.dist.covariances, pdiff)',
+     'x0_k = self.dist.means[:, None, :] + a * torch.einsum("KIJ,KBJ->KBI", self.dist.covariances, pdiff)'):
+        "einsum takes upper-case letters as subscripts too",
+    # evaluation/ode.py
+    **{("evaluation/ode.py", "_drift_and_divergence", line, line.replace("* probe", "/ probe")):
+       "the Rademacher probe is +1 or -1, by which dividing and multiplying are the same (exactly)"
+       for line in ("g = torch.autograd.grad((f * probe).sum(), x)[0]",
+                    "div = (g * probe).reshape(x.shape[0], -1).sum(1)")},
+    **{("evaluation/ode.py", "ode_log_likelihood", _ODE_SE, _ODE_SE.replace(old, new)): why
+       for old, new, why in (("if B > 1", "if (B > 1) or True", _STD1), ("if B > 1", "if B >= 1", _STD1),
+                             ('float("nan")', 'float("NAN")', 'float("NAN") is float("nan")'))},
+    ("evaluation/ode.py", "ode_log_likelihood", _PROBE, _PROBE.replace("randint(0, 2, ", "randint(2, ")):
+        "``torch.randint(high, size)`` draws from 0 to high - 1: the same call (the same draws)",
+    ("evaluation/ode.py", "ode_log_likelihood", _IVP, _IVP.replace("method=method, ", "")):
+        "scipy's ``solve_ivp`` defaults to method='RK45', the default here, which every caller keeps",
 }
 
 STATUS = {"killed": "killed", "caught by type check": "killed", "segfault": "killed", "survived": "survived",

@@ -1,6 +1,8 @@
 """Shortcut models (Frans et al. 2024) on the flow-map family and reflow (Liu et al. 2022) on the flow
 family: each objective's target against a plain per-example loop, the exact map's self-consistency, the
 reflow couples of the exact flow against the exact map, their monotonicity in 1-D, and the CLI."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -167,6 +169,15 @@ def test_reflow_cli_rounds_save_reload_and_sample(teacher_run, tmp_path, capsys)
         assert main(["sample", str(run), "--steps", steps, "-n", "16", "--seed", "5", "--out", str(again)]) == 0
         assert np.isfinite(np.load(out)).all() and np.array_equal(np.load(out), np.load(again))
     capsys.readouterr()
+    # evaluate: its 1-, 2- and 4-step samples beside the exact velocity's and the exact map's, and the floor
+    assert main(["evaluate", str(run), "--samples", "400", "--n-ode", "0", "--n-bound", "2"]) == 0
+    printed = capsys.readouterr().out
+    few = json.loads((run / "evaluation.json").read_text())["model"]["few_step"]
+    assert few["steps"] == [1, 2, 4] and len(few["model"]) == len(few["oracle"]) == 3
+    # the exact map of the prior is the data: its W1 is near the floor; one Euler step of the exact velocity
+    # lands every sample on the data's mean, far from it
+    assert few["exact_map"] < 3 * few["floor"] < few["oracle"][0]
+    assert f"W1 of the exact map (n={few['n']})" in printed and f"{few['exact_map']:.4f}" in printed
 
 
 @pytest.mark.parametrize("args,words", [

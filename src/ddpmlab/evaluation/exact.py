@@ -17,6 +17,7 @@ from ddpmlab.core.threads import intra_op_threads
 from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.evaluation.metrics import component_fractions_against, ks_against, mixture_entropy_1d, w1_against
 from ddpmlab.evaluation.flow_map_error import flow_map_error
+from ddpmlab.models.flow_map import exact_flow_map
 from ddpmlab.evaluation.memorisation_run import distance_rows, skipped_note
 from ddpmlab.evaluation.metrics_nd import against_distribution
 from ddpmlab.evaluation.ode import ode_log_likelihood
@@ -133,6 +134,7 @@ def evaluate_run(model, dist: GaussianMixture, generator: torch.Generator, n_bou
         oracle_part = _evaluate_one(oracle, dist, x_ode, generator, n_bound, draw, bound)
         if "flow_map" in family.exact_terms:  # a few-step family: its map against the exact one, per t
             model_part["flow_map"] = _flow_map_error(model, oracle, dist, generator)
+        if "flow_map" in family.exact_terms or _few_steps_of(family, steps):  # e.g. reflow: Euler in 1 step
             model_part["few_step"] = _few_step(model, oracle, dist, min(n_samples, FEW_STEP_POINTS), generator,
                                                sampler or family.default_sampler, options)
     settings = {"n_bound": n_bound if bound else None, "n_ode": n_ode, "n_samples": n_samples,
@@ -161,10 +163,18 @@ FEW_STEP_LABEL = {"w1": "W1", "sliced_w1": "sliced W1"}  # its metric, in words
 FEW_STEP_POINTS = 2000  # samples for each (at most; the exact map in 2-D takes about 10 s per 10,000 points)
 
 
+def _few_steps_of(family, steps) -> bool:
+    """A flow sampled in at most ``max(FEW_STEPS)`` steps (a straightened flow: reflow) gets the few-step
+    rows too, beside the exact map's samples."""
+    return family.time_axis == "continuous" and steps is not None and 0 < steps <= max(FEW_STEPS)
+
+
 def _few_step(model, oracle, dist, n: int, generator, sampler: str, options: dict) -> dict:
-    """W1 (1-D) or sliced W1 (more dimensions) of ``n`` samples of the model and of its exact oracle (the
-    exact map) by ``sampler`` at each of ``FEW_STEPS`` steps, both from the same x_T and the same noise
-    after it, and the floor: a true sample of the same size (issue 25)."""
+    """W1 (1-D) or sliced W1 (more dimensions) of ``n`` samples of the model and of its exact oracle by
+    ``sampler`` at each of ``FEW_STEPS`` steps, both from the same x_T and the same noise after it, and the
+    floor: a true sample of the same size (issue 25). A flow-map family's oracle is the exact map; for a
+    flow the oracle's row is the same sampler on the exact velocity, and ``exact_map`` the exact map's
+    samples from the same x_T (exact at any number of steps)."""
     shape = (n,) + tuple(model.data_shape)
     x_T, seed = torch.randn(shape, generator=generator), int(torch.randint(2 ** 62, (1,), generator=generator))
     out = {"steps": list(FEW_STEPS), "sampler": sampler, "n": n, "model": [], "oracle": []}
@@ -176,6 +186,9 @@ def _few_step(model, oracle, dist, n: int, generator, sampler: str, options: dic
             out["metric"] = "w1" if "w1" in metric else "sliced_w1"
             out[who].append(metric[out["metric"]])
             out["floor"] = metric[out["metric"] + "_noise_floor"]
+    if not hasattr(oracle, "flow_map"):  # the oracle is a velocity: the exact map's samples beside it
+        exact = exact_flow_map(oracle, x_T.double(), 1.0, 0.0)
+        out["exact_map"] = _sample_metrics(dist, exact, generator)[out["metric"]]
     return {**out, "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -233,6 +246,9 @@ def format_table(ev: dict) -> str:
     for k, mv, ov in zip(few["steps"], few["model"], few["oracle"]) if few else ():  # beside the exact map's
         rows.append((f"{FEW_STEP_LABEL[few['metric']]} in {k} steps (n={few['n']})", f"{mv:.4f}", f"{ov:.4f}",
                      f"{few['floor']:.4f} (true sample)"))
+    if few and "exact_map" in few:
+        rows.append((f"{FEW_STEP_LABEL[few['metric']]} of the exact map (n={few['n']})", "-",
+                     f"{few['exact_map']:.4f}", f"{few['floor']:.4f} (true sample)"))
     fr = lambda v: ", ".join(f"{f:.3f}" for f in v)  # noqa: E731
     se = max(ms["component_fractions_se"])
     rows.append(("component fractions", fr(ms["component_fractions"]), fr(os_["component_fractions"]),

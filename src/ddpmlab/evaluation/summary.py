@@ -55,6 +55,9 @@ def _mixture_rows(ev: dict) -> list[dict]:
     for k, mv, ov in zip(few["steps"], few["model"], few["oracle"]) if few else ():  # beside the exact map's
         label = f"{FEW_STEP_LABEL[few['metric']]} in {k} steps ({few['sampler']}, n = {few['n']})"
         rows.append(_row(f"few_step_{few['metric']}_{k}", label, mv, None, ov, few["floor"], "a true sample"))
+    if few and "exact_map" in few:  # a flow's oracle is its exact velocity; the exact map's samples beside it
+        rows.append(_row(f"few_step_{few['metric']}_exact_map", f"{FEW_STEP_LABEL[few['metric']]} of the exact map "
+                         f"(n = {few['n']})", None, None, few["exact_map"], few["floor"], "the exact map's samples"))
 
     def dev(s):  # the largest error of a component's fraction
         return max(abs(a - b) for a, b in zip(s["component_fractions"], d["true_component_fractions"]))
