@@ -54,6 +54,7 @@ from ddpmlab.workflows.pipeline import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flow_vs_ddpm import Metric, floor_of, initial_noise  # noqa: E402
+from quality_suite import parse_ints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLS = (1, 2, 4)
@@ -76,14 +77,6 @@ DATA_OVERRIDE = {"eight_gaussians": "data.name='eight_gaussians'"}
 
 def loadavg() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def parse_ints(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
 
 
 def train(config: str, dataset: str, seed: int, args, directory: Path, teacher: Path | None = None):

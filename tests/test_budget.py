@@ -19,7 +19,7 @@ from ddpmlab.training.trainer import Trainer
                                           ((1, 8, 8), ITERS_ND), ((1, 1), ITERS_1D)])
 def test_the_rule_counts_the_features_of_one_example(shape, iters):
     assert auto_iters(shape) == iters
-    assert (ITERS_1D, ITERS_ND) == (1000, 4000)  # the numbers benchmarks/results/quality_suite.md chose
+    assert (ITERS_1D, ITERS_ND) == (1000, 4000)  # the numbers benchmarks/results/quality_suite_budgets.md chose
 
 
 def test_the_default_recipe_leaves_its_budget_to_the_data():

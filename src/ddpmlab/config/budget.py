@@ -1,10 +1,11 @@
 """The recommended recipe's training budget, set from the data (issue 24): ``train.iters = "auto"``.
 
-Chosen on ``benchmarks/quality_suite.py`` (ten data sets, seeds 0-4; ``benchmarks/results/
-quality_suite.md``): the 32 x 2 MLP of ``configs/default.toml`` reaches a true sample's distance within
-2x on every seed of the seed's 1-D mixture after 1,000 steps, but 2-D and higher data (moons, the
+Chosen on ``benchmarks/quality_suite.py`` (ten data sets, seeds 0-4): at 1000, 2000 and 4000 steps
+(``benchmarks/results/quality_suite_budgets.md``) the 32 x 2 MLP of ``configs/default.toml`` is near a true
+sample's distance on the seed's 1-D mixture after 1,000 steps, but 2-D and higher data (moons, the
 checkerboard, the swiss roll, a user's file of rings, Gaussian mixtures in 3-D and 10-D) need about
-4,000; a wider network buys little. So the rule counts the features of one example (its dimension):
+4,000; a wider network buys little (``quality_suite_width64.md``). ``quality_suite.md`` measures the rule.
+So the rule counts the features of one example (its dimension):
 
     1 feature         -> ITERS_1D = 1000 steps
     2 or more         -> ITERS_ND = 4000 steps

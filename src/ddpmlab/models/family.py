@@ -83,6 +83,21 @@ def is_model(x) -> bool:
     return isinstance(x, ProcessModel)
 
 
+def unsupported(family: str, what: str):
+    """A slot of ``Family`` that ``family`` does not fill yet (a guided model, an empirical optimum, ...):
+    calling it is a one-line ``DDPMLabError``."""
+    def refuse(*args, **kwargs):
+        raise DDPMLabError(f"the {family} family has no {what} yet")
+
+    return refuse
+
+
+def refuse_labels(cfg, family: str) -> None:
+    """A family whose models are unconditional refuses class labels in one line."""
+    if cfg.model.num_classes or cfg.data.labels or cfg.data.label_column:
+        raise DDPMLabError(f"model.family = {family!r} is unconditional here: drop the class labels")
+
+
 # the shipped families register themselves (each module builds one Family)
-from ddpmlab.models import family_ddpm, family_flow, family_meanflow  # noqa: E402,F401
+from ddpmlab.models import family_ddpm, family_flow, family_meanflow  # noqa: E402,F401  (this order)
 from ddpmlab.models import family_consistency  # noqa: E402,F401

@@ -12,9 +12,8 @@ family").
 from __future__ import annotations
 
 from ddpmlab.core.contract import FlowMapModel
-from ddpmlab.core.utils import DDPMLabError
 from ddpmlab.models.consistency import ConsistencyMixtureOracle, ConsistencyModel, ConsistencyProcess
-from ddpmlab.models.family import FAMILIES, Family
+from ddpmlab.models.family import FAMILIES, Family, refuse_labels, unsupported
 from ddpmlab.models.family_flow import check_config as flow_rules
 
 
@@ -28,23 +27,16 @@ def check_config(cfg) -> None:
     """A flow's rules (no seed networks, no DDPM mean or variance type), and no labels yet (a consistency
     model is unconditional here)."""
     flow_rules(cfg)
-    if cfg.model.num_classes or cfg.data.labels or cfg.data.label_column:
-        raise DDPMLabError("model.family = 'consistency' is unconditional here: drop the class labels")
-
-
-def _no(what: str):
-    def refuse(*args, **kwargs):
-        raise DDPMLabError(f"the consistency family has no {what} yet")
-
-    return refuse
+    refuse_labels(cfg, "consistency")
 
 
 CONSISTENCY = FAMILIES.register("consistency", Family(
     name="consistency", contract=FlowMapModel, base=ConsistencyProcess, wrap=wrap, time_axis="continuous",
     default_sampler="consistency", default_solver="heun", default_steps=1,
     oracle=lambda model, dist: ConsistencyMixtureOracle(dist, model.path, model.data_shape),
-    labelled_oracle=_no("class-conditional oracle"), empirical_oracle=_no("empirical optimum"),
-    guide=_no("guidance"), check_config=check_config, exact_terms=("ode", "samples", "flow_map"),
+    labelled_oracle=unsupported("consistency", "class-conditional oracle"),
+    empirical_oracle=unsupported("consistency", "empirical optimum"), guide=unsupported("consistency", "guidance"),
+    check_config=check_config, exact_terms=("ode", "samples", "flow_map"),
     report_sections=("metrics", "pictures", "training"),
     prediction=lambda m: "the consistency function f(x_t, t) -> x_0",
     description="the consistency function of a flow, sampled in a few steps (Song et al. 2023)"))

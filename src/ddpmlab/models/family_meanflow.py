@@ -13,7 +13,7 @@ from __future__ import annotations
 from ddpmlab.core.contract import FlowMapModel
 from ddpmlab.core.process import FlowMapProcess
 from ddpmlab.core.utils import DDPMLabError
-from ddpmlab.models.family import FAMILIES, Family
+from ddpmlab.models.family import FAMILIES, Family, refuse_labels, unsupported
 from ddpmlab.models.family_flow import check_config as flow_rules
 from ddpmlab.models.meanflow import MeanFlowMixtureOracle, MeanFlowModel
 
@@ -29,23 +29,16 @@ def check_config(cfg) -> None:
     flow_rules(cfg)
     if cfg.model.precondition:
         raise DDPMLabError("model.family = 'meanflow' has no preconditioning yet: set model.precondition = false")
-    if cfg.model.num_classes or cfg.data.labels or cfg.data.label_column:
-        raise DDPMLabError("model.family = 'meanflow' is unconditional here: drop the class labels")
-
-
-def _no(what: str):
-    def refuse(*args, **kwargs):
-        raise DDPMLabError(f"the meanflow family has no {what} yet")
-
-    return refuse
+    refuse_labels(cfg, "meanflow")
 
 
 MEANFLOW = FAMILIES.register("meanflow", Family(
     name="meanflow", contract=FlowMapModel, base=FlowMapProcess, wrap=wrap, time_axis="continuous",
     default_sampler="flow_map", default_solver="heun", default_steps=1,
     oracle=lambda model, dist: MeanFlowMixtureOracle(dist, model.path, model.data_shape),
-    labelled_oracle=_no("class-conditional oracle"), empirical_oracle=_no("empirical optimum"),
-    guide=_no("guidance"), check_config=check_config, exact_terms=("ode", "samples", "flow_map"),
+    labelled_oracle=unsupported("meanflow", "class-conditional oracle"),
+    empirical_oracle=unsupported("meanflow", "empirical optimum"), guide=unsupported("meanflow", "guidance"),
+    check_config=check_config, exact_terms=("ode", "samples", "flow_map"),
     report_sections=("metrics", "pictures", "training"),
     prediction=lambda m: "average velocity u(x, r, t)",
     description="the average velocity of a flow, sampled in a few steps (MeanFlow, Geng et al. 2025)"))
