@@ -11,6 +11,7 @@ import pytest
 import ddpmlab as dl
 from ddpmlab.cli import main
 from ddpmlab.config.schema import resolve_config_path
+from ddpmlab.config.sections import ModelConfig
 from ddpmlab.evaluation.summary import metric_rows
 
 CONFIGS = sorted(p.stem for p in (Path(dl.__file__).parent / "configs").glob("*.toml"))
@@ -21,6 +22,11 @@ TINY = ["train.iters=3", "train.batch_size=32", "model.width=8", "model.depth=1"
 def _written(name: str) -> dict:
     """The config's tables as written (one that needs a teacher does not validate without one)."""
     return tomllib.loads(resolve_config_path(name).read_text())
+
+
+def _family(name: str):
+    """The config's family as written, or the schema's default when it names none."""
+    return dl.FAMILIES.get(_written(name).get("model", {}).get("family", ModelConfig().family))
 
 
 def _teacher_data(name: str) -> str | None:
@@ -47,15 +53,14 @@ def teachers(tmp_path_factory):
 
 
 def _sets(name: str) -> list[str]:
-    family = _written(name)["model"]["family"]
-    steps = dl.FAMILIES.get(family).default_steps  # all of a DDPM's 12 steps (the seed's cannot be respaced)
+    steps = _family(name).default_steps  # all of a DDPM's 12 steps (the seed's cannot be respaced)
     sets = TINY + [f"sample.steps={steps}", "schedule.steps=12"]
     return [a for s in sets for a in ("--set", s)]
 
 
 def _samplers(name: str) -> list[list[str]]:
     """Every registered sampler the run's family serves, and for ``ode`` every solver it serves."""
-    family = dl.FAMILIES.get(_written(name)["model"]["family"])
+    family = _family(name)
     out = []
     for sampler in dl.SAMPLERS:
         if not family.serves(dl.SAMPLERS.get(sampler)):

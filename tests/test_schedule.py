@@ -80,7 +80,11 @@ def test_linear_betas_are_used_as_given_and_the_configs_scale_them():
 
     ho = torch.linspace(1e-4, 0.02, 100, dtype=torch.float64)
     assert torch.equal(make_schedule("linear", 100).betas[1:], ho)
-    linear = [c.schedule for c in map(load_config, sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+    def packaged(name):  # a config that distils a teacher leaves it to be named (validation does not load it)
+        needs = 'teacher = ""' in (CONFIG_DIR / f"{name}.toml").read_text()
+        return load_config(name, ["train.teacher='a-run'"] if needs else [])
+
+    linear = [c.schedule for c in map(packaged, sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
               if c.schedule.kind == "linear"]
     assert linear
     for s in linear:
