@@ -20,7 +20,8 @@ FlatAdamW, EMA) is measured as it is:
   time, grouped by where it ran and by its name. Record-function ranges are put around the phases for
   the profile only (instance attributes of this trainer, removed after): the loss's forward, the data
   draw, the objective's draw of t, noise and x_t, ``optimizer.zero_grad`` / ``step`` and the EMA update;
-  the autograd engine's own records mark the backward. Kinds:
+  the autograd engine's own records mark the backward (the one-pass step's tape, ``MLPTape.forward`` and
+  ``backward``, gets ranges of those names). Kinds:
   *matmul* (mm, addmm, convolutions and their wrappers), *elementwise and normalisation* (arithmetic,
   activations, reductions, LayerNorm / GroupNorm, the loss), *optimiser* (everything in the optimiser's
   and the EMA's ranges), *data and noise* (everything in the data and noise ranges, and any random draw),
@@ -64,6 +65,17 @@ from ddpmlab.workflows.threads import model_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("before", "after")
+# the in-place product the hand-written backward accumulates weight gradients with (``addmm_``) counts as
+# ``addmm`` does (FlopCounterMode's registry has the out-of-place operator only)
+
+
+def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """C += A B with A (m, k), B (k, n): 2 m k n (the bias add not counted, as for addmm)."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+FLOPS_EXTRA = {torch.ops.aten.addmm_: _addmm_flops}
+FLOPS = {**flop_registry, **FLOPS_EXTRA}
 MATMUL, ELEMENTWISE, OPTIMISER, DATA, REST = ("matmul", "elementwise and normalisation", "optimiser",
                                               "data and noise", "the rest")
 KINDS = (MATMUL, ELEMENTWISE, OPTIMISER, DATA, REST)
@@ -125,7 +137,7 @@ class MatmulCalls(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "overloadpacket", None) in flop_registry:
+        if getattr(func, "overloadpacket", None) in FLOPS:
             leaves, tree = tree_flatten((args, kwargs))
             leaves = tuple(TensorSpec(tuple(x.shape), tuple(x.stride()), x.dtype) if isinstance(x, torch.Tensor)
                            else x for x in leaves)
@@ -171,7 +183,7 @@ def replay(recorder: MatmulCalls, min_seconds: float) -> list[dict]:
                                       recorder.specs[key])
         call = functools.partial(func, *args, **kwargs)
         with torch.no_grad():
-            with FlopCounterMode(display=False) as counter:
+            with FlopCounterMode(display=False, custom_mapping=FLOPS_EXTRA) as counter:
                 call()
             seconds = seconds_per_call(call, min_seconds)
         shapes = ", ".join("x".join(map(str, x.shape)) for x in leaves if isinstance(x, TensorSpec))
@@ -182,7 +194,7 @@ def replay(recorder: MatmulCalls, min_seconds: float) -> list[dict]:
 
 def matmul_roof(trainer: Trainer, min_seconds: float) -> dict:
     """FLOPs of one step (FlopCounterMode) and the peak of its own matrix products replayed alone."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=FLOPS_EXTRA) as counter:
         trainer.train_step()
     by_op = {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
     recorder = MatmulCalls()
@@ -215,7 +227,9 @@ def _ranged(fn, name: str):
 def phase_ranges(trainer: Trainer):
     """Record-function ranges around the step's phases, as instance attributes removed afterwards (a phase
     this trainer does not have is left out)."""
-    targets = [(trainer, "loss_fn", "forward"), (trainer.shard, "draw", "data"), (trainer.objective, "draw", "noise"),
+    tape = trainer.model.__dict__.get("_mlp_tape")  # the one-pass step's network, after a step took it
+    targets = [(trainer, "loss_fn", "forward"), (tape, "forward", "forward"), (tape, "backward", "backward"),
+               (trainer.shard, "draw", "data"), (trainer.objective, "draw", "noise"),
                (trainer.optimizer, "zero_grad", "optimiser"), (trainer.optimizer, "step", "optimiser"),
                (trainer.ema, "update", "ema")]
     installed = []

@@ -90,3 +90,16 @@ def test_figures_command_refuses_one_feature(tmp_path, capsys):
     assert main(["train", "--out", str(run_dir), "--set", "data.name='gaussian'", *TINY]) == 0
     with pytest.raises(DDPMLabError, match="one feature"):
         figures.run(argparse.Namespace(run_dir=str(run_dir), n=20, seed=0, out=None, trust_code=False))
+
+
+@pytest.mark.parametrize("n", [1, 5, 1024])
+def test_one_dimensional_mixture_draws_equal_the_matrix_product(n):
+    """A 1-D mixture draws m_k + L_k z as one product (no batch of 1 x 1 matrix products): the same numbers."""
+    from ddpmlab.core.distributions import GaussianMixture
+    mixture = GaussianMixture([0.3, 0.7], [-2.0, 1.5], [0.25, 0.6])
+    x, comp = mixture.sample_labelled(n, torch.Generator().manual_seed(n))
+    g = torch.Generator().manual_seed(n)
+    k = torch.multinomial(mixture.weights, n, replacement=True, generator=g)
+    z = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    expected = mixture.means.index_select(0, k) + (mixture.scale_tril.index_select(0, k) @ z[:, :, None])[:, :, 0]
+    assert torch.equal(comp, k) and torch.equal(x, expected.float())

@@ -68,7 +68,10 @@ class GaussianMixture:
         """n samples (n, d) and the component k that drew each (n,) long: the same draws as ``sample``."""
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means.index_select(0, comp) + (self.scale_tril.index_select(0, comp) @ z[:, :, None])[:, :, 0]
+        if self.dim == 1:  # L z is one product: the same numbers without a batch of 1 x 1 matrix products
+            x = self.means.index_select(0, comp) + self.scale_tril.view(-1, 1).index_select(0, comp) * z
+        else:
+            x = self.means.index_select(0, comp) + (self.scale_tril.index_select(0, comp) @ z[:, :, None])[:, :, 0]
         return x.to(dtype), comp
 
     def component(self, k: int) -> "GaussianMixture":

@@ -77,7 +77,7 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
         """The network at network times tau (B,), or at the integer steps of ``at`` (``_at_steps``; tau
         None, unconditional), each step's time embedded once (``fast_path.call_net_at_steps``)."""
         if at is not None:
-            out = fast_path.call_net_at_steps(self.net, x, at[0].to(x.device), self._time_grid(x.device), at[1])
+            out = fast_path.call_net_at_steps(self.net, x, at[0].to(x.device), self.time_grid(x.device), at[1])
         else:
             out = fast_path.call_net(self.net, x, tau) if cond is None else self.net(x, tau, cond)
         if tuple(out.shape[1:]) != self._out_shape or out.shape[0] != x.shape[0]:
@@ -95,7 +95,7 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
             coef = self.precond.coefficients(alpha_bar, x)
         return self._net_out(x, tau, coef, cond)
 
-    def _time_grid(self, device) -> torch.Tensor:
+    def time_grid(self, device) -> torch.Tensor:
         """The network time of every step 0..T (T + 1,), kept for this schedule and device."""
         kept = self.__dict__.get("_kept_grid")
         if kept is None or kept[0] is not self.schedule or kept[1].device != torch.device(device):
@@ -184,20 +184,33 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
         """What the mean head should output for the simple loss (eq. 14's target for each mean type)."""
         return self.diffusion.mean_target(x0, x_t, t, noise)
 
+    def regression_pair(self, x0, x_t, t, noise, coef=None):
+        """(input, target): the simple loss as a regression of the network's own output, what the network
+        sees at paper steps t (B,) and what its mean head (the first channels of its output) should
+        output. Without preconditioning: x_t and the mean type's target (eq. 14's); with it: c / r and the
+        normalised residual (target - k_x x_t - b_x) / c_out (``GaussianPreconditioner``), the
+        coefficients ``coef`` gathered from the step table when not given (``_coefficients``)."""
+        target = self.mean_target(x0, x_t, t, noise)
+        if self.precond is None:
+            return x_t, target
+        coef = self._coefficients(x_t, t, None) if coef is None else coef
+        return self.precond.scale_input(x_t, coef=coef), self.precond.residual_target(target, x_t, coef=coef)
+
     def simple_error(self, x0, x_t, t, noise, cond=None, keep_output: bool = False):
         """(error, raw output or None): the mean head's target (eq. 14's, for the mean type) minus its
         prediction, and the output itself when ``keep_output``. A preconditioned model's error is divided
         by the residual scale c_out (Karras et al. 2022's loss weight 1 / c_out^2): with the head
         k_x x_t + b_x + c_out F, that is (target - k_x x_t - b_x) / c_out - F, the error of the network's
-        own normalised output, with the gradient reaching F alone."""
-        target = self.mean_target(x0, x_t, t, noise)
+        own normalised output, with the gradient reaching F alone (``regression_pair``)."""
         if self.precond is None:
+            _, target = self.regression_pair(x0, x_t, t, noise)
             out = self(x_t, t, cond)
             return target - self.split_output(out)[0], (out if keep_output else None)
         tau, at = self._at_steps(x_t, t, cond)
         coef = self._coefficients(x_t, t, at[1] if at else None)
-        F, var_head = self.split_output(self._net(self.precond.scale_input(x_t, coef=coef), tau, cond, at))
-        err = self.precond.residual_target(target, x_t, coef=coef) - F
+        x_in, target = self.regression_pair(x0, x_t, t, noise, coef)
+        F, var_head = self.split_output(self._net(x_in, tau, cond, at))
+        err = target - F
         if not keep_output:
             return err, None
         head = self.precond.mean_head(F, x_t, coef=coef)

@@ -46,6 +46,7 @@ from ddpmlab.objectives.flow_matching import FlowMatching
 from ddpmlab.objectives.meanflow import MeanFlow
 from ddpmlab.objectives.reflow import Reflow
 from ddpmlab.objectives.seed_bound import SeedTrajectoryBound
+from ddpmlab.objectives import simple_tape
 from ddpmlab.objectives.shortcut import Shortcut
 from ddpmlab.objectives.timesteps import ImportanceTimesteps, UniformTimesteps
 
@@ -132,6 +133,11 @@ class Simple(PerStep):
         t, _, noise, x_t = self.draw(model, x0, generator)
         err, _ = model.simple_error(x0, x_t, t, noise, cond)
         return mean_flat(err.square())
+
+    def value_and_grad(self, model, x0, generator=None):
+        """The unconditional batch's mean loss with its gradient added to the parameters' ``.grad``, in one
+        pass without autograd (``ddpmlab.objectives.simple_tape``); None for a model it does not compute."""
+        return simple_tape.value_and_grad(self, model, x0, generator)
 
 
 @OBJECTIVES.register("hybrid")

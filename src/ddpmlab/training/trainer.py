@@ -131,6 +131,10 @@ class Trainer(CheckpointState, RunDirectoryOwner):
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             loss = nn.parallel.DistributedDataParallel(loss, device_ids=device_ids)
         self.loss_fn = loss
+        # the objective's loss and gradient in one pass without autograd, where nothing else needs the graph
+        # (one process; no callbacks, no labels in the step): ``value_and_grad(model, x0, generator)``,
+        # which returns None for a model it cannot compute
+        self._one_pass = None if self.ctx.distributed else getattr(self.objective, "value_and_grad", None)
 
     @classmethod
     def from_config(cls, cfg: Config, ctx: DistContext | None = None, checkpoint=None, out=None, net=None,
@@ -184,8 +188,14 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         x0 = x0.to(self.ctx.device)
         cond = drop_labels(cond, t.label_dropout, num_classes_of(self.model), self.generator)  # classifier-free
         cond = cond.to(self.ctx.device) if cond is not None else None
+        one_pass = self._one_pass if cond is None and not hooks else None
+        if one_pass is not None:
+            self.optimizer.zero_grad(set_to_none=True)
         with diagnosed(self.model, x0, cond):  # a network that cannot take the batch: one line
-            loss = self.loss_fn(x0, self.generator, cond).mean()
+            loss = one_pass(self.model, x0, self.generator) if one_pass is not None else None
+            if loss is None:  # autograd's path
+                one_pass = None
+                loss = self.loss_fn(x0, self.generator, cond).mean()
         for h in hooks:
             loss = h.on_loss(self, loss)
         # every rank learns the mean loss and whether any rank got a stop signal, so all act alike
@@ -196,8 +206,9 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         mean_loss = loss_sum / self.ctx.world_size
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(self.step + 1, mean_loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP the gradients are averaged over ranks here
+        if one_pass is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # under DDP the gradients are averaged over ranks here
         for h in hooks:
             h.on_gradients(self, x0)
         if t.grad_clip > 0:
