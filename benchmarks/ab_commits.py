@@ -2,7 +2,7 @@
 tutorial config) and the recommended default recipe, trained through each commit's own ``fit``.
 
     python benchmarks/ab_commits.py --base 5096d30 [--rounds 5] [--tutorial-iters 300] [--default-iters 400]
-        [--default-set model.width=64 ...] [--also flow:400 ...] [--out results/ab.json]
+        [--default-set model.width=64 ...] [--also flow:400 ...] [--results-seeds 0-4] [--out results/ab.json]
 
 Each measurement is a fresh subprocess with PYTHONPATH on that commit's ``src`` (exported with
 ``git archive``), one intra-op thread, alternating base / current so that a change in the host's speed
@@ -11,6 +11,11 @@ not. Prints ms per step for each side and the ratio current / base (< 1.05 is "w
 load average; beside the wall time, the child's CPU time per step (``time.process_time``), which a
 busy host inflates less (time spent waiting for a core is not counted): on a shared machine, read
 the CPU ratio for direction only, and quote wall times measured alone.
+
+``--results-seeds 0-4``: whether both sides give the same results. Each side trains the default recipe
+(its full ``train.iters``) with each seed in a fresh subprocess and hands back its loss per step and its
+EMA weights; they are compared bit for bit, and W1 of 10,000 ancestral samples of each side's weights
+(drawn by this checkout's sampler, the same seed for both) is printed beside the other.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import tarfile
 import tempfile
 from io import BytesIO
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +51,23 @@ print(json.dumps({"ms_per_step": 1000 * (time.perf_counter() - start) / iters,
 """
 
 
+RESULTS_CHILD = r"""
+import sys, torch
+from safetensors.torch import save_file
+torch.set_num_threads(1)
+try:
+    from ddpmlab.workflows.pipeline import fit
+except ImportError:
+    from ddpmlab.pipeline import fit
+from ddpmlab.config.schema import load_config
+seed, out = sys.argv[1], sys.argv[2]
+trainer = fit(load_config("default", [f"train.seed={seed}"]), progress=False)
+state = {k: v.detach().clone().contiguous() for k, v in trainer.sampling_model.state_dict().items()}
+state["loss_history"] = torch.tensor(trainer.loss_history, dtype=torch.float64)
+save_file(state, out)
+"""
+
+
 def export_src(commit: str, dest: Path) -> Path:
     data = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=BytesIO(data)) as tar:
@@ -61,6 +85,49 @@ def measure(src: Path, config: str, iters: int, overrides=()) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def train_results(src: Path, seed: int, out: Path) -> dict:
+    """The default recipe trained with ``seed`` by the code in ``src``: its losses and EMA weights."""
+    from safetensors.torch import load_file
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", RESULTS_CHILD, str(seed), str(out)], env=env, capture_output=True,
+                         text=True, cwd=tempfile.gettempdir())
+    if run.returncode:
+        sys.exit(f"ab_commits: training seed {seed} on {src} failed:\n{run.stderr[-2000:]}")
+    return load_file(out)
+
+
+def ancestral_w1(state: dict, seed: int) -> float:
+    """W1 to the seed's mixture of 10,000 ancestral samples of these weights, by this checkout's code."""
+    from ddpmlab.config.build import build_model
+    from ddpmlab.config.schema import load_config
+    from ddpmlab.data.base import make_training_data
+    from ddpmlab.evaluation.metrics import w1_against
+    from ddpmlab.sampling.api import draw_samples
+    cfg = load_config("default", [f"train.seed={seed}"])
+    data = make_training_data(cfg.data, torch.Generator().manual_seed(seed))
+    model = build_model(cfg, data.data_shape)
+    model.load_state_dict({k: v for k, v in state.items() if k != "loss_history"})
+    gen = torch.Generator().manual_seed(1000 + seed)
+    return float(w1_against(data.dist, draw_samples(model, 10_000, "ancestral", generator=gen), gen)["w1"])
+
+
+def compare_results(sides: dict, seeds: list[int], tmp: Path) -> dict:
+    rows = {}
+    for seed in seeds:
+        got = {side: train_results(src, seed, tmp / f"{side}_{seed}.safetensors") for side, src in sides.items()}
+        base, cur = got["base"], got["current"]
+        same_losses = torch.equal(base["loss_history"], cur["loss_history"])
+        loss_gap = float((base["loss_history"] - cur["loss_history"]).abs().max())
+        same_keys = base.keys() == cur.keys()
+        same_weights = same_keys and all(torch.equal(base[k], cur[k]) for k in base)
+        w1 = {side: ancestral_w1(state, seed) if same_keys else None for side, state in got.items()}
+        rows[seed] = {"losses_bit_for_bit": same_losses, "max_loss_difference": loss_gap,
+                      "weights_bit_for_bit": same_weights, "w1": w1}
+        print(f"seed {seed}: losses equal {same_losses} (max difference {loss_gap:.3g}), EMA weights equal "
+              f"{same_weights}, W1 base {w1['base']}, current {w1['current']}", flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="the commit to compare against")
@@ -71,6 +138,8 @@ def main() -> None:
                    help="overrides of the default recipe on both sides (the same work when the default changed)")
     p.add_argument("--also", action="append", default=[], metavar="CONFIG:ITERS",
                    help="another shipped config to time, with its training steps (e.g. flow:400)")
+    p.add_argument("--results-seeds", default=None, metavar="0-4",
+                   help="also train the default recipe with these seeds on both sides and compare the results")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = p.parse_args()
     configs = [("tutorial", args.tutorial_iters, []), ("default", args.default_iters, args.default_set)]
@@ -96,6 +165,9 @@ def main() -> None:
                   f"ratio {best['current'] / best['base']:.3f}; CPU {best_cpu['base']:.3f} vs "
                   f"{best_cpu['current']:.3f} ms/step, ratio {best_cpu['current'] / best_cpu['base']:.3f} "
                   f"(best of {args.rounds}, 1 thread)", flush=True)
+        if args.results_seeds:
+            lo, _, hi = args.results_seeds.partition("-")
+            results["results"] = compare_results(sides, list(range(int(lo), int(hi or lo) + 1)), Path(tmp))
     print("load average after:", os.getloadavg())
     print(json.dumps({"base": args.base, **results}))
     if args.out:

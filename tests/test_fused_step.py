@@ -54,21 +54,25 @@ def test_tape_equals_autograd(data_dim, depth, width, dtype):
     tape.backward(dF)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-12)
     for (name, p), g in zip(net.named_parameters(), grads):
-        if g is None:  # no block: the time MLP reaches nothing
-            assert p.grad is None and depth == 0 and name.startswith("time."), name
+        if g is None:  # no block: the time MLP reaches nothing, its gradient is zero (autograd: none)
+            assert depth == 0 and name.startswith("time.") and not p.grad.any(), name
         else:
             assert torch.allclose(p.grad, g, **tol), name
 
 
-def test_tape_adds_to_existing_gradients_and_runs_once_per_forward():
+def test_tape_sets_gradients_in_their_tensors_and_runs_once_per_forward():
     net = _net()
     x, grid, index, dF = _batch(net)
-    _, grads = _autograd_grads(net, x, grid, index, dF)  # .grad holds autograd's gradient now
+    _, grads = _autograd_grads(net, x, grid, index, dF)
+    held = [p.grad for p in net.parameters()]
+    for g in held:
+        g.fill_(7.0)  # stale values: replaced, not added to
     tape = MLPTape(net)
     tape.forward(x, grid, index)
     tape.backward(dF)
-    for (name, p), g in zip(net.named_parameters(), grads):
-        assert torch.allclose(p.grad, 2 * g, rtol=1e-5, atol=1e-6), name
+    for (name, p), g, h in zip(net.named_parameters(), grads, held):
+        assert p.grad is h, name  # written in place (a FlatAdamW view stays one)
+        assert torch.allclose(p.grad, g, rtol=1e-5, atol=1e-6), name
     with pytest.raises(RuntimeError, match="forward first"):
         tape.backward(dF)
 

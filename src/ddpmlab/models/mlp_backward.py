@@ -5,9 +5,9 @@ an unconditional ``MLPDenoiser``, ``ddpmlab.training.fused_step``) does not need
 (1024, 32) batch the graph's bookkeeping (a node, saved tensors and a fresh gradient per operation, one
 accumulation per parameter) costs about as much as the arithmetic. ``MLPTape`` runs the same
 operations as ``MLPDenoiser.forward_embedded`` on time features gathered from a grid, keeps what the
-chain rule needs, and ``backward(dF)`` adds each parameter's gradient to its ``.grad`` in place (one
-``addmm_`` per weight): the same numbers as autograd's up to the order of float additions
-(``tests/test_fused_step.py`` compares them with autograd and the whole step with the plain one).
+chain rule needs, and ``backward(dF)`` writes each parameter's gradient into its ``.grad`` tensor (the
+products' ``out=``, no temporary, no separate zeroing): autograd's numbers (bit for bit on the default
+recipe; ``tests/test_fused_step.py`` compares them with autograd and the whole step with the plain one).
 
 The chain rule through each layer, for an upstream gradient g of a layer's output:
 - linear y = x W^T + b: dW += g^T x, db += sum_rows g, dx = g W;
@@ -36,8 +36,9 @@ def tape_supports(net) -> bool:
 
 class MLPTape:
     """``tape = MLPTape(net)``; ``F = tape.forward(x, grid, index)`` is ``net(x, grid[index])`` for x (B, D)
-    and integer rows ``index`` (B,) of the network-time grid (S,); ``tape.backward(dF)`` adds dL/dtheta for
-    the upstream gradient dF = dL/dF (B, out_dim) to every parameter's ``.grad`` (made when None).
+    and integer rows ``index`` (B,) of the network-time grid (S,); ``tape.backward(dF)`` sets every
+    parameter's ``.grad`` to dL/dtheta for the upstream gradient dF = dL/dF (B, out_dim), written into the
+    ``.grad`` tensor it has (made when None): what ``zero_grad(); loss.backward()`` leaves there.
 
     The layers' parameters are looked up once (a module's attribute lookup costs more than a small
     tensor's addition); ``trainable()`` says whether all of them still need gradients."""
@@ -61,24 +62,24 @@ class MLPTape:
     def forward(self, x: torch.Tensor, grid: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         (w0, b0), (w2, b2) = self.time
         feats = _features(self.net, grid)  # (S, time_dim), kept for the grid tensor
-        tz = torch.addmm(b0, feats, w0.t())
+        tz = F.linear(feats, w0, b0)
         ta = F.silu(tz)
-        temb = torch.addmm(b2, ta, w2.t()).index_select(0, index)  # (B, width)
-        h = torch.addmm(self.inp[1], x, self.inp[0].t())
+        temb = F.linear(ta, w2, b2).index_select(0, index)  # (B, width)
+        h = F.linear(x, *self.inp)
         kept = []
         for (shape, nw, nb, eps), (w1, b1), (w2, b2) in self.blocks:
             u = h + temb
             n, mu, rstd = torch.native_layer_norm(u, shape, nw, nb, eps)
             a1 = F.silu(n)
-            z1 = torch.addmm(b1, a1, w1.t())
+            z1 = F.linear(a1, w1, b1)
             a2 = F.silu(z1)
-            h = torch.addmm(b2, a2, w2.t()).add_(h)
+            h = F.linear(a2, w2, b2).add_(h)
             kept.append((u, mu, rstd, n, a1, z1, a2))
         (shape, nw, nb, eps), (w, b) = self.out
         n, mu, rstd = torch.native_layer_norm(h, shape, nw, nb, eps)
         a = F.silu(n)
         self.saved = (feats, index, x, tz, ta, kept, (h, mu, rstd, n, a))
-        return torch.addmm(b, a, w.t())
+        return F.linear(a, w, b)
 
     @torch.no_grad()
     def backward(self, dF: torch.Tensor) -> None:
@@ -88,24 +89,22 @@ class MLPTape:
         self.saved = None
         (shape, nw, nb, eps), (w, b) = self.out
         _linear_grads(w, b, dF, a)
-        dh, dw, db = _layer_norm_backward(_silu_backward(dF.mm(w), n), h, shape, mu, rstd, nw, nb, _ALL)
-        _add_grad(nw, dw)
-        _add_grad(nb, db)
+        dh = _layer_norm_grads(_silu_backward(dF.mm(w), n), h, shape, mu, rstd, nw, nb)
         demb = None
         for ((shape, nw, nb, eps), (w1, b1), (w2, b2)), (u, mu, rstd, n, a1, z1, a2) in zip(
                 reversed(self.blocks), reversed(kept)):
             _linear_grads(w2, b2, dh, a2)
             dz1 = _silu_backward(dh.mm(w2), z1)
             _linear_grads(w1, b1, dz1, a1)
-            du, dw, db = _layer_norm_backward(_silu_backward(dz1.mm(w1), n), u, shape, mu, rstd, nw, nb, _ALL)
-            _add_grad(nw, dw)
-            _add_grad(nb, db)
+            du = _layer_norm_grads(_silu_backward(dz1.mm(w1), n), u, shape, mu, rstd, nw, nb)
             demb = du if demb is None else demb.add_(du)
             dh = dh + du
         _linear_grads(*self.inp, dh, x)
-        if demb is None:  # no residual block: the time embedding reaches nothing (autograd leaves no gradient)
-            return
         (w0, b0), (w2, b2) = self.time
+        if demb is None:  # no residual block: the time embedding reaches nothing
+            for p in (w0, b0, w2, b2):
+                _grad_of(p).zero_()
+            return
         dtemb = torch.zeros(ta.shape[0], demb.shape[1], dtype=demb.dtype, device=demb.device)
         dtemb.index_add_(0, index, demb)  # (S, width): the rows at one step add up
         _linear_grads(w2, b2, dtemb, ta)
@@ -123,17 +122,22 @@ def _norm(layer):
     return tuple(layer.normalized_shape), layer.weight, layer.bias, layer.eps
 
 
-def _linear_grads(w: torch.Tensor, b: torch.Tensor, g: torch.Tensor, inp: torch.Tensor) -> None:
-    """dW += g^T inp, db += sum over rows of g."""
-    if w.grad is None:
-        w.grad = g.t().mm(inp)
-    else:
-        w.grad.addmm_(g.t(), inp)
-    _add_grad(b, g.sum(0))
-
-
-def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
+def _grad_of(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, made (uninitialised, to be written) when None."""
     if p.grad is None:
-        p.grad = g
-    else:
-        p.grad.add_(g)
+        p.grad = torch.empty_like(p)
+    return p.grad
+
+
+def _linear_grads(w: torch.Tensor, b: torch.Tensor, g: torch.Tensor, inp: torch.Tensor) -> None:
+    """dW = g^T inp, db = sum over rows of g."""
+    torch.mm(g.t(), inp, out=_grad_of(w))
+    torch.sum(g, 0, out=_grad_of(b))
+
+
+def _layer_norm_grads(g, u, shape, mu, rstd, weight, bias) -> torch.Tensor:
+    """dL/du of LayerNorm's input; its weight's and bias's gradients written into their ``.grad``."""
+    du = torch.empty_like(u)
+    _layer_norm_backward.out(g, u, shape, mu, rstd, weight, bias, _ALL, out0=du, out1=_grad_of(weight),
+                             out2=_grad_of(bias))
+    return du

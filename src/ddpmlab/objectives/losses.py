@@ -135,8 +135,8 @@ class Simple(PerStep):
         return mean_flat(err.square())
 
     def value_and_grad(self, model, x0, generator=None):
-        """The unconditional batch's mean loss with its gradient added to the parameters' ``.grad``, in one
-        pass without autograd (``ddpmlab.objectives.simple_tape``); None for a model it does not compute."""
+        """The unconditional batch's mean loss, the parameters' ``.grad`` set to its gradient, in one pass
+        without autograd (``ddpmlab.objectives.simple_tape``); None for a model it does not compute."""
         return simple_tape.value_and_grad(self, model, x0, generator)
 
 

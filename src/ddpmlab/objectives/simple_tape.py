@@ -5,8 +5,9 @@ here: the same draws as ``Simple.__call__`` (t, noise, x_t from the same generat
 the same regression (``DiffusionModel.regression_pair``: x_t or c / r, and eq. 14's target or its
 normalised residual), the network's forward on the tape (``ddpmlab.models.mlp_backward.MLPTape``) and
 the loss L = mean_rows mean_features (target - F)^2, whose gradient dL/dF = -2 (target - F) / (B D)
-goes back through the tape into the parameters' ``.grad``. It returns the loss (a 0-d tensor), or None
-for a model it does not compute (then the caller takes autograd's path). The trainer uses it when nothing
+goes back through the tape into the parameters' ``.grad`` (set, as ``zero_grad(); loss.backward()`` would
+leave them). It returns the loss (a 0-d tensor), or None for a model it does not compute (then the
+caller takes autograd's path). The trainer uses it when nothing
 else needs the graph (no callbacks, one process): a default training step about 1.5x faster on one CPU
 thread (``benchmarks/ab_commits.py``), the same losses up to float rounding (``tests/test_fused_step.py``).
 """
@@ -36,8 +37,8 @@ def tape_of(model) -> MLPTape | None:
 
 
 def value_and_grad(objective, model, x0: torch.Tensor, generator=None):
-    """The batch's mean simple loss, its gradient added to the parameters' ``.grad``; None when the model
-    is not one the tape computes (or ``fast_path.plain()`` asks for the plain call)."""
+    """The batch's mean simple loss, the parameters' ``.grad`` set to its gradient; None when the model is
+    not one the tape computes (or ``fast_path.plain()`` asks for the plain call)."""
     tape = tape_of(model) if fast_path.enabled() else None
     if tape is None:
         return None

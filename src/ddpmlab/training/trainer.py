@@ -132,8 +132,8 @@ class Trainer(CheckpointState, RunDirectoryOwner):
             loss = nn.parallel.DistributedDataParallel(loss, device_ids=device_ids)
         self.loss_fn = loss
         # the objective's loss and gradient in one pass without autograd, where nothing else needs the graph
-        # (one process; no callbacks, no labels in the step): ``value_and_grad(model, x0, generator)``,
-        # which returns None for a model it cannot compute
+        # (one process; no callbacks, no labels in the step): ``value_and_grad(model, x0, generator)`` sets
+        # the parameters' .grad (as zero_grad and backward would) or returns None for a model it cannot compute
         self._one_pass = None if self.ctx.distributed else getattr(self.objective, "value_and_grad", None)
 
     @classmethod
@@ -188,9 +188,7 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         x0 = x0.to(self.ctx.device)
         cond = drop_labels(cond, t.label_dropout, num_classes_of(self.model), self.generator)  # classifier-free
         cond = cond.to(self.ctx.device) if cond is not None else None
-        one_pass = self._one_pass if cond is None and not hooks else None
-        if one_pass is not None:
-            self.optimizer.zero_grad(set_to_none=True)
+        one_pass = self._one_pass if cond is None and not hooks else None  # sets the gradients itself
         with diagnosed(self.model, x0, cond):  # a network that cannot take the batch: one line
             loss = one_pass(self.model, x0, self.generator) if one_pass is not None else None
             if loss is None:  # autograd's path
