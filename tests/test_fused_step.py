@@ -161,3 +161,19 @@ def test_callbacks_take_autograd_path():
     trainer = Trainer.from_config(load_config("default", ["train.iters=10"]), callbacks=[Watch()])
     trainer.train_step()
     assert seen == [True] and "_mlp_tape" not in trainer.model.__dict__
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_one_pass_step_on_cuda_is_the_cpu_step():
+    """Every draw comes from the CPU generator: on a GPU the one-pass step trains what it trains on the CPU
+    (to float32 rounding), its parameters and gradients on the device."""
+    runs = {}
+    for device in ("cpu", "cuda"):
+        trainer = Trainer.from_config(load_config("default", ["train.iters=20", f"train.device='{device}'"]))
+        losses = [trainer.train_step() for _ in range(20)]
+        assert "_mlp_tape" in trainer.model.__dict__
+        assert all(p.device.type == device and p.grad.device.type == device for p in trainer.model.parameters())
+        runs[device] = (losses, [p.detach().cpu() for p in trainer.model.parameters()])
+    assert runs["cuda"][0] == pytest.approx(runs["cpu"][0], rel=1e-4)
+    for gpu, cpu in zip(runs["cuda"][1], runs["cpu"][1]):
+        torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-4)

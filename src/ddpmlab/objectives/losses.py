@@ -24,7 +24,9 @@
 ``Simple`` and ``Hybrid`` need the network's raw output: a ``DiffusionModel`` (``model(x_t, t, cond)``,
 ``simple_error``, ``split_output``, ``p_mean_variance_from_output``). Your own objective is
 any callable of the same signature; optional ``bind(model)``, ``state_dict()`` and ``load_state_dict(d)``
-let the trainer prepare it and checkpoint its state.
+let the trainer prepare it and checkpoint its state, and an optional ``value_and_grad(model, x0,
+generator)`` computes an unconditional batch's mean loss and sets the parameters' ``.grad`` without
+autograd (``Simple``'s, ``ddpmlab.objectives.simple_tape``), or returns None to leave it to autograd.
 
 A registered objective's options are its constructor's keyword arguments (``objective_options``), each
 kept as an attribute of the same name so that a run records them (``describe_objective``) and
