@@ -124,6 +124,10 @@ def test_value_and_grad_declines_what_the_tape_does_not_compute():
     for model in (learned, conditional):
         assert loss.value_and_grad(model, x0, gen(1)) is None
     model = _model()
+    g = gen(1)
+    assert loss.value_and_grad(model, x0, g) is None  # 64 rows: the model's call runs the time MLP per row
+    assert torch.equal(g.get_state(), gen(1).get_state())  # declined before drawing anything
+    x0 = torch.randn(300, 2, generator=gen(0))
     with fast_path.plain():  # the plain call asked for: autograd's path
         assert loss.value_and_grad(model, x0, gen(1)) is None
     model.net.out[2].bias.requires_grad_(False)  # frozen after a first step
@@ -177,3 +181,13 @@ def test_one_pass_step_on_cuda_is_the_cpu_step():
     assert runs["cuda"][0] == pytest.approx(runs["cpu"][0], rel=1e-4)
     for gpu, cpu in zip(runs["cuda"][1], runs["cpu"][1]):
         torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_one_pass_step_after_the_parameters_were_released():
+    """Saving a run gives each parameter its own storage again (``release_parameters``); the next step, the
+    one-pass one too, trains on: the optimiser re-attaches its buffer first."""
+    (fast, _), (plain, _) = _trainers([], 3)
+    for trainer in (fast, plain):
+        trainer.release_parameters()
+    assert [fast.train_step() for _ in range(3)] == pytest.approx([plain.train_step() for _ in range(3)], rel=1e-5)
+    assert fast.optimizer.attached

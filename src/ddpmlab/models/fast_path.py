@@ -89,6 +89,12 @@ def call_net_shared(net, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return torch.cat([net.forward_embedded(part, temb) for part in x.split(rows)])
 
 
+def gathers_grid(rows: int, grid_size: int) -> bool:
+    """Whether ``call_net_at_steps`` runs the time MLP on a grid of ``grid_size`` network times once and
+    gathers it to a batch of ``rows`` rows at integer steps: at least ``MIN_GATHER_ROWS``, two per time."""
+    return rows >= max(MIN_GATHER_ROWS, 2 * grid_size)
+
+
 def call_net_at_steps(net, x: torch.Tensor, step: torch.Tensor, grid: torch.Tensor,
                       shared: torch.Tensor | None) -> torch.Tensor:
     """``net(x, grid[step])`` for x (B, *dims), integer steps (B,) and the network times of every step
@@ -99,6 +105,6 @@ def call_net_at_steps(net, x: torch.Tensor, step: torch.Tensor, grid: torch.Tens
         return net(x, grid.index_select(0, step))
     if shared is not None:
         return call_net_shared(net, x, grid.index_select(0, shared))
-    if x.shape[0] >= max(MIN_GATHER_ROWS, 2 * grid.shape[0]):
+    if gathers_grid(x.shape[0], grid.shape[0]):
         return net.forward_embedded(x, net.embed_time(grid).to(x.dtype).index_select(0, step))  # (B, E)
     return call_net(net, x, grid.index_select(0, step))

@@ -6,8 +6,9 @@ the same regression (``DiffusionModel.regression_pair``: x_t or c / r, and eq. 1
 normalised residual), the network's forward on the tape (``ddpmlab.models.mlp_backward.MLPTape``) and
 the loss L = mean_rows mean_features (target - F)^2, whose gradient dL/dF = -2 (target - F) / (B D)
 goes back through the tape into the parameters' ``.grad`` (set, as ``zero_grad(); loss.backward()`` would
-leave them). It returns the loss (a 0-d tensor), or None for a model it does not compute (then the
-caller takes autograd's path). The trainer uses it when nothing
+leave them). It returns the loss (a 0-d tensor), or None for a model it does not compute, or a batch the
+model's own call would not run on its step grid (``fast_path.gathers_grid``: fewer than 256 rows or two
+per step), where autograd's path makes the same call the model makes. The trainer uses it when nothing
 else needs the graph (no callbacks, one process): a default training step about 1.5x faster on one CPU
 thread (``benchmarks/ab_commits.py``), the same losses up to float rounding (``tests/test_fused_step.py``).
 """
@@ -40,12 +41,13 @@ def value_and_grad(objective, model, x0: torch.Tensor, generator=None):
     """The batch's mean simple loss, the parameters' ``.grad`` set to its gradient; None when the model is
     not one the tape computes (or ``fast_path.plain()`` asks for the plain call)."""
     tape = tape_of(model) if fast_path.enabled() else None
-    if tape is None:
+    B = x0.shape[0]
+    grid = model.time_grid(x0.device)
+    if tape is None or not fast_path.gathers_grid(B, grid.shape[0]):  # decided before any draw
         return None
     t, _, noise, x_t = objective.draw(model, x0, generator)
     x_in, target = model.regression_pair(x0, x_t, t, noise)
-    B = x0.shape[0]
-    err = target.reshape(B, -1) - tape.forward(x_in.reshape(B, -1), model.time_grid(x0.device), t)
+    err = target.reshape(B, -1) - tape.forward(x_in.reshape(B, -1), grid, t)
     loss = mean_flat(err.square()).mean()
     tape.backward(err.mul_(-2.0 / err.numel()))  # dL/dF; err is not needed after the loss
     return loss

@@ -189,6 +189,8 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         cond = drop_labels(cond, t.label_dropout, num_classes_of(self.model), self.generator)  # classifier-free
         cond = cond.to(self.ctx.device) if cond is not None else None
         one_pass = self._one_pass if cond is None and not hooks else None  # sets the gradients itself
+        if one_pass is not None:
+            self.optimizer.zero_grad(set_to_none=True)  # the optimiser's own preparation (FlatAdamW re-attaches)
         with diagnosed(self.model, x0, cond):  # a network that cannot take the batch: one line
             loss = one_pass(self.model, x0, self.generator) if one_pass is not None else None
             if loss is None:  # autograd's path
