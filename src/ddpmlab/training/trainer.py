@@ -131,9 +131,7 @@ class Trainer(CheckpointState, RunDirectoryOwner):
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             loss = nn.parallel.DistributedDataParallel(loss, device_ids=device_ids)
         self.loss_fn = loss
-        # the objective's loss and gradient in one pass without autograd, where nothing else needs the graph
-        # (one process; no callbacks, no labels in the step): ``value_and_grad(model, x0, generator)`` sets
-        # the parameters' .grad (as zero_grad and backward would) or returns None for a model it cannot compute
+        # loss and .grad in one pass without autograd (value_and_grad, None if it declines) where no graph is needed
         self._one_pass = None if self.ctx.distributed else getattr(self.objective, "value_and_grad", None)
 
     @classmethod
@@ -188,9 +186,8 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         x0 = x0.to(self.ctx.device)
         cond = drop_labels(cond, t.label_dropout, num_classes_of(self.model), self.generator)  # classifier-free
         cond = cond.to(self.ctx.device) if cond is not None else None
+        self.optimizer.zero_grad(set_to_none=True)  # (a FlatAdamW re-attaches its buffer here)
         one_pass = self._one_pass if cond is None and not hooks else None  # sets the gradients itself
-        if one_pass is not None:
-            self.optimizer.zero_grad(set_to_none=True)  # the optimiser's own preparation (FlatAdamW re-attaches)
         with diagnosed(self.model, x0, cond):  # a network that cannot take the batch: one line
             loss = one_pass(self.model, x0, self.generator) if one_pass is not None else None
             if loss is None:  # autograd's path
@@ -207,7 +204,6 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(self.step + 1, mean_loss)
         if one_pass is None:
-            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # under DDP the gradients are averaged over ranks here
         for h in hooks:
             h.on_gradients(self, x0)
