@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_suite import parse_ints  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -166,8 +169,7 @@ def main() -> None:
                   f"{best_cpu['current']:.3f} ms/step, ratio {best_cpu['current'] / best_cpu['base']:.3f} "
                   f"(best of {args.rounds}, 1 thread)", flush=True)
         if args.results_seeds:
-            lo, _, hi = args.results_seeds.partition("-")
-            results["results"] = compare_results(sides, list(range(int(lo), int(hi or lo) + 1)), Path(tmp))
+            results["results"] = compare_results(sides, parse_ints(args.results_seeds), Path(tmp))
     print("load average after:", os.getloadavg())
     print(json.dumps({"base": args.base, **results}))
     if args.out:

@@ -65,17 +65,6 @@ from ddpmlab.workflows.threads import model_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("before", "after")
-# the in-place product the hand-written backward accumulates weight gradients with (``addmm_``) counts as
-# ``addmm`` does (FlopCounterMode's registry has the out-of-place operator only)
-
-
-def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    """C += A B with A (m, k), B (k, n): 2 m k n (the bias add not counted, as for addmm)."""
-    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
-
-
-FLOPS_EXTRA = {torch.ops.aten.addmm_: _addmm_flops}
-FLOPS = {**flop_registry, **FLOPS_EXTRA}
 MATMUL, ELEMENTWISE, OPTIMISER, DATA, REST = ("matmul", "elementwise and normalisation", "optimiser",
                                               "data and noise", "the rest")
 KINDS = (MATMUL, ELEMENTWISE, OPTIMISER, DATA, REST)
@@ -137,7 +126,7 @@ class MatmulCalls(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "overloadpacket", None) in FLOPS:
+        if getattr(func, "overloadpacket", None) in flop_registry:
             leaves, tree = tree_flatten((args, kwargs))
             leaves = tuple(TensorSpec(tuple(x.shape), tuple(x.stride()), x.dtype) if isinstance(x, torch.Tensor)
                            else x for x in leaves)
@@ -183,7 +172,7 @@ def replay(recorder: MatmulCalls, min_seconds: float) -> list[dict]:
                                       recorder.specs[key])
         call = functools.partial(func, *args, **kwargs)
         with torch.no_grad():
-            with FlopCounterMode(display=False, custom_mapping=FLOPS_EXTRA) as counter:
+            with FlopCounterMode(display=False) as counter:
                 call()
             seconds = seconds_per_call(call, min_seconds)
         shapes = ", ".join("x".join(map(str, x.shape)) for x in leaves if isinstance(x, TensorSpec))
@@ -194,7 +183,7 @@ def replay(recorder: MatmulCalls, min_seconds: float) -> list[dict]:
 
 def matmul_roof(trainer: Trainer, min_seconds: float) -> dict:
     """FLOPs of one step (FlopCounterMode) and the peak of its own matrix products replayed alone."""
-    with FlopCounterMode(display=False, custom_mapping=FLOPS_EXTRA) as counter:
+    with FlopCounterMode(display=False) as counter:
         trainer.train_step()
     by_op = {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
     recorder = MatmulCalls()

@@ -1,7 +1,7 @@
 """The MLP denoiser's forward pass keeping its activations, and its backward pass written out by hand.
 
 A training step that needs nothing but the parameters' gradient of a squared error (the simple loss of
-an unconditional ``MLPDenoiser``, ``ddpmlab.training.fused_step``) does not need autograd's graph: for a
+an unconditional ``MLPDenoiser``, ``ddpmlab.objectives.simple_tape``) does not need autograd's graph: for a
 (1024, 32) batch the graph's bookkeeping (a node, saved tensors and a fresh gradient per operation, one
 accumulation per parameter) costs about as much as the arithmetic. ``MLPTape`` runs the same
 operations as ``MLPDenoiser.forward_embedded`` on time features gathered from a grid, keeps what the
@@ -10,7 +10,7 @@ products' ``out=``, no temporary, no separate zeroing): autograd's numbers (bit 
 recipe; ``tests/test_fused_step.py`` compares them with autograd and the whole step with the plain one).
 
 The chain rule through each layer, for an upstream gradient g of a layer's output:
-- linear y = x W^T + b: dW += g^T x, db += sum_rows g, dx = g W;
+- linear y = x W^T + b: dW = g^T x, db = sum_rows g, dx = g W;
 - SiLU y = z sigmoid(z): dz = g sigmoid(z) (1 + z (1 - sigmoid(z))) (``aten.silu_backward``);
 - LayerNorm: ``aten.native_layer_norm_backward`` from the input, its mean and 1 / std;
 - residual h' = h + f(h + e): dh = g + du, de = du, du the gradient reaching f's input;
@@ -51,7 +51,7 @@ class MLPTape:
         self.inp = _linear(net.inp)
         self.blocks = [(_norm(b.norm), _linear(b.lin1), _linear(b.lin2)) for b in net.blocks]
         self.out = (_norm(net.out[0]), _linear(net.out[2]))
-        self.params = [p for p in net.parameters()]
+        self.params = list(net.parameters())
         self.saved = None
 
     def trainable(self) -> bool:

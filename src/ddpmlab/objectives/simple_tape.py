@@ -26,13 +26,15 @@ from ddpmlab.models.mlp_backward import MLPTape, tape_supports
 def tape_of(model) -> MLPTape | None:
     """The model's tape (kept on it), or None unless it is a ``DiffusionModel`` of integer steps around
     an unconditional ``MLPDenoiser`` whose output is the mean head alone (no learned variance), every
-    parameter trainable."""
-    if type(model) is not DiffusionModel:
+    parameter trainable. A network it declines is remembered (walking its parameters every step would cost
+    a tenth of a step)."""
+    if type(model) is not DiffusionModel or model.__dict__.get("_no_mlp_tape") is model.net:
         return None
     tape = model.__dict__.get("_mlp_tape")
     if tape is None or tape.net is not model.net:
         net = model.net
         if not tape_supports(net) or net.out_dim != net.data_dim:
+            model.__dict__["_no_mlp_tape"] = net
             return None
         tape = model.__dict__["_mlp_tape"] = MLPTape(net)
     return tape if tape.trainable() else None
@@ -42,9 +44,11 @@ def value_and_grad(objective, model, x0: torch.Tensor, generator=None):
     """The batch's mean simple loss, the parameters' ``.grad`` set to its gradient; None when the model is
     not one the tape computes (or ``fast_path.plain()`` asks for the plain call)."""
     tape = tape_of(model) if fast_path.enabled() else None
+    if tape is None:
+        return None
     B = x0.shape[0]
     grid = model.time_grid(x0.device)
-    if tape is None or not fast_path.gathers_grid(B, grid.shape[0]):  # decided before any draw
+    if not fast_path.gathers_grid(B, grid.shape[0]):  # decided before any draw
         return None
     t, _, noise, x_t = objective.draw(model, x0, generator)
     x_in, target = model.regression_pair(x0, x_t, t, noise)
