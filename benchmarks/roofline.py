@@ -219,6 +219,7 @@ def phase_ranges(trainer: Trainer):
     tape = trainer.model.__dict__.get("_mlp_tape")  # the one-pass step's network, after a step took it
     targets = [(trainer, "loss_fn", "forward"), (tape, "forward", "forward"), (tape, "backward", "backward"),
                (trainer.shard, "draw", "data"), (trainer.objective, "draw", "noise"),
+               (trainer.objective, "draw_steps", "noise"),  # the one-pass step draws t and noise alone
                (trainer.optimizer, "zero_grad", "optimiser"), (trainer.optimizer, "step", "optimiser"),
                (trainer.ema, "update", "ema")]
     installed = []

@@ -72,3 +72,43 @@ def test_only_the_first_step_is_torchs_own(monkeypatch):
     _steps(net, opt, 2, start=4)
     assert len(calls) == 1
     _assert_same(resumed_net, resumed, net, opt)
+
+
+def test_step_hooks_and_the_profiler_still_see_the_step():
+    """``FlatAdamW.step`` skips torch's per-call wrapper only while nothing would see it: a hook on this
+    optimiser, a global one, and a running profiler each get what torch's wrapper gives them."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    net = _net()
+    opt = FlatAdamW(net.parameters(), lr=3e-3)
+    _steps(net, opt, 2)  # the kernel's path from here on
+    seen = []
+    for register, name in ((opt.register_step_pre_hook, "pre"), (opt.register_step_post_hook, "post"),
+                           (register_optimizer_step_pre_hook, "global pre"),
+                           (register_optimizer_step_post_hook, "global post")):
+        handle = register(lambda o, a, k, name=name: seen.append(name))
+        _steps(net, opt, 1, start=2)
+        handle.remove()
+        _steps(net, opt, 1, start=3)  # removed: not called again
+    assert seen == ["pre", "post", "global pre", "global post"]
+    with torch.profiler.profile() as prof:
+        _steps(net, opt, 1, start=4)
+    assert "Optimizer.step#FlatAdamW.step" in {e.name for e in prof.events()}
+    with torch.profiler.profile() as prof:  # the plain optimiser's label, for comparison
+        torch.optim.AdamW(_net().parameters(), lr=1e-3).step()
+    assert "Optimizer.step#AdamW.step" in {e.name for e in prof.events()}
+
+
+def test_unobserved_steps_equal_observed_ones():
+    """The step without torch's wrapper is the step with it, bit for bit."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    bare, hooked = _net(), _net()
+    opt_bare, opt_hooked = FlatAdamW(bare.parameters(), lr=3e-3), FlatAdamW(hooked.parameters(), lr=3e-3)
+    _steps(bare, opt_bare, 5)
+    handle = register_optimizer_step_pre_hook(lambda o, a, k: None)
+    try:
+        _steps(hooked, opt_hooked, 5)
+    finally:
+        handle.remove()
+    _assert_same(bare, opt_bare, hooked, opt_hooked)

@@ -191,3 +191,36 @@ def test_one_pass_step_after_the_parameters_were_released():
         trainer.release_parameters()
     assert [fast.train_step() for _ in range(3)] == pytest.approx([plain.train_step() for _ in range(3)], rel=1e-5)
     assert fast.optimizer.attached
+
+
+@pytest.mark.parametrize("mean_type", ["epsilon", "v"])
+@pytest.mark.parametrize("precondition", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_training_coefficients_are_what_q_sample_and_the_preconditioner_gather(mean_type, precondition, dtype):
+    """One gather of the kept table: the numbers ``extract`` gathers from the schedule and the
+    preconditioner's step table, bit for bit, and so the same x_t and regression pair."""
+    from ddpmlab.core.diffusion import q_sample
+    from ddpmlab.core.utils import extract
+
+    model = _model(mean_type, precondition).to(dtype)
+    x0 = (1.7 * torch.randn(300, 2, generator=gen(5)) + 0.3).to(dtype)
+    t = torch.randint(1, model.schedule.T + 1, (300,), generator=gen(6))
+    noise = torch.randn(x0.shape, generator=gen(7), dtype=dtype)
+    for _ in range(2):  # made, then kept
+        q_coef, coef = model.training_coefficients(t, x0)
+        assert torch.equal(q_coef[0], extract(model.schedule.sqrt_alphas_cumprod, t, x0))
+        assert torch.equal(q_coef[1], extract(model.schedule.sqrt_one_minus_alphas_cumprod, t, x0))
+        assert q_coef[0].dtype == dtype and q_coef[0].shape == (300, 1)
+        x_t = q_sample(model.schedule, x0, t, noise, q_coef)
+        assert torch.equal(x_t, q_sample(model.schedule, x0, t, noise))
+        if not precondition:
+            assert coef is None
+            continue
+        plain = model._coefficients(x_t, t, None)
+        assert len(coef) == len(plain) == 5 and all(torch.equal(a, b) for a, b in zip(coef, plain))
+        for a, b in zip(model.regression_pair(x0, x_t, t, noise, coef), model.regression_pair(x0, x_t, t, noise)):
+            assert torch.equal(a, b)
+    model.set_data_moments(0.5, 2.0)  # new moments: a new table
+    q_coef, coef = model.training_coefficients(t, x0)
+    if precondition:
+        assert all(torch.equal(a, b) for a, b in zip(coef, model._coefficients(x0, t, None)))

@@ -25,11 +25,14 @@ def q_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor):
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
-             noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Sample x_t ~ q(x_t | x_0) in one step   (eq. 4, reparameterised as in eq. 14's argument)."""
+             noise: torch.Tensor | None = None, coef=None) -> torch.Tensor:
+    """Sample x_t ~ q(x_t | x_0) in one step   (eq. 4, reparameterised as in eq. 14's argument).
+    ``coef``: (sqrt(abar_t), sqrt(1 - abar_t)) already gathered for t, broadcastable against x0
+    (``DiffusionModel.training_coefficients``); gathered from the schedule when None."""
     noise = torch.randn_like(x0) if noise is None else noise
-    return (extract(schedule.sqrt_alphas_cumprod, t, x0) * x0
-            + extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
+    if coef is None:
+        coef = (extract(schedule.sqrt_alphas_cumprod, t, x0), extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0))
+    return coef[0] * x0 + coef[1] * noise
 
 
 def q_posterior_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):

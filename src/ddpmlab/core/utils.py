@@ -14,9 +14,13 @@ def extract(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor
     The one place that knows how per-step constants meet data of shape ``(B, *dims)``: no other code
     assumes the data is 1-D, 2-D or an image. ``t`` is an integer tensor of shape (B,) or a scalar.
     """
-    t = torch.as_tensor(t, device=arr.device)
-    out = (arr.index_select(0, t) if t.dim() == 1 else arr[t]).to(dtype=x.dtype, device=x.device)
-    return out.reshape(out.shape + (1,) * (x.dim() - out.dim()))
+    if not (isinstance(t, torch.Tensor) and t.device == arr.device):  # (a training step calls this often:
+        t = torch.as_tensor(t, device=arr.device)                    # each skipped call is a microsecond)
+    out = arr.index_select(0, t) if t.dim() == 1 else arr[t]
+    if out.dtype != x.dtype or out.device != x.device:
+        out = out.to(dtype=x.dtype, device=x.device)
+    extra = x.dim() - out.dim()
+    return out.view(out.shape + (1,) * extra) if extra else out  # trailing ones: a view of any strides
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:

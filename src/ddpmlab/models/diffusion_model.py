@@ -124,6 +124,25 @@ class DiffusionModel(AroundNetwork, nn.Module, ReverseProcess):
             return self.precond.coefficients(float(abar[int(shared)]))
         return extract(self.precond.step_table(abar, x_t), t, x_t).split(1, dim=1)  # 5 x (B, 1, ...)
 
+    def training_coefficients(self, t: torch.Tensor, like: torch.Tensor):
+        """For paper steps t (B,): ((sqrt(abar_t), sqrt(1 - abar_t)), the preconditioner's five or None),
+        each (B, 1, ...) in ``like``'s dtype: what ``q_sample`` (eq. 4) and ``regression_pair`` gather,
+        taken from one table kept for this schedule and these moments (one gather in a training step).
+        The numbers are theirs: the schedule's float64 values cast as ``extract`` casts them."""
+        schedule = self.schedule
+        pre = None
+        if self.precond is not None:
+            self.precond.check_moments()
+            pre = self.precond.step_table(schedule.alphas_cumprod, like)  # kept while the moments stay
+        kept = self.__dict__.get("_kept_training_table")
+        if kept is None or kept[0] is not schedule or kept[1] is not pre or kept[2].dtype != like.dtype \
+                or kept[2].device != like.device:
+            q = torch.stack([schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod], dim=1)
+            table = torch.cat([q.to(like.dtype).to(like.device)] + ([pre] if pre is not None else []), dim=1)
+            self.__dict__["_kept_training_table"] = kept = (schedule, pre, table)
+        cols = extract(kept[2], t, like).split(1, dim=1)
+        return cols[:2], (cols[2:] if pre is not None else None)
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The model's raw output at integer paper steps t (B,): mean head (eps, x_0, v or mu) and, for a
         learned variance, the variance head concatenated along dimension 1."""

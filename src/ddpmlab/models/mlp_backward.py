@@ -53,6 +53,7 @@ class MLPTape:
         self.out = (_norm(net.out[0]), _linear(net.out[2]))
         self.params = list(net.parameters())
         self.saved = None
+        self._features = None
 
     def trainable(self) -> bool:
         """Whether every parameter still needs its gradient (none frozen since)."""
@@ -61,25 +62,29 @@ class MLPTape:
     @torch.no_grad()
     def forward(self, x: torch.Tensor, grid: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         (w0, b0), (w2, b2) = self.time
-        feats = _features(self.net, grid)  # (S, time_dim), kept for the grid tensor
-        tz = F.linear(feats, w0, b0)
+        kept = self._features
+        if kept is None or kept[0] is not grid or kept[1] != grid._version or kept[2].dtype != w0.dtype:
+            self._features = kept = (grid, grid._version, _features(self.net, grid))
+        feats = kept[2]  # (S, time_dim): the grid's embedding, kept while the grid is unchanged
+        tz = torch.addmm(b0, feats, w0.t())  # F.linear's own call for a matrix input
         ta = F.silu(tz)
-        temb = F.linear(ta, w2, b2).index_select(0, index)  # (B, width)
-        h = F.linear(x, *self.inp)
+        temb = torch.addmm(b2, ta, w2.t()).index_select(0, index)  # (B, width)
+        w, b = self.inp
+        h = torch.addmm(b, x, w.t())
         kept = []
         for (shape, nw, nb, eps), (w1, b1), (w2, b2) in self.blocks:
             u = h + temb
             n, mu, rstd = torch.native_layer_norm(u, shape, nw, nb, eps)
             a1 = F.silu(n)
-            z1 = F.linear(a1, w1, b1)
+            z1 = torch.addmm(b1, a1, w1.t())
             a2 = F.silu(z1)
-            h = F.linear(a2, w2, b2).add_(h)
+            h = torch.addmm(b2, a2, w2.t()).add_(h)
             kept.append((u, mu, rstd, n, a1, z1, a2))
         (shape, nw, nb, eps), (w, b) = self.out
         n, mu, rstd = torch.native_layer_norm(h, shape, nw, nb, eps)
         a = F.silu(n)
         self.saved = (feats, index, x, tz, ta, kept, (h, mu, rstd, n, a))
-        return F.linear(a, w, b)
+        return torch.addmm(b, a, w.t())
 
     @torch.no_grad()
     def backward(self, dF: torch.Tensor) -> None:
@@ -89,16 +94,16 @@ class MLPTape:
         self.saved = None
         (shape, nw, nb, eps), (w, b) = self.out
         _linear_grads(w, b, dF, a)
-        dh = _layer_norm_grads(_silu_backward(dF.mm(w), n), h, shape, mu, rstd, nw, nb)
+        dh = _layer_norm_grads(_silu_grad(dF.mm(w), n), h, shape, mu, rstd, nw, nb)
         demb = None
         for ((shape, nw, nb, eps), (w1, b1), (w2, b2)), (u, mu, rstd, n, a1, z1, a2) in zip(
                 reversed(self.blocks), reversed(kept)):
             _linear_grads(w2, b2, dh, a2)
-            dz1 = _silu_backward(dh.mm(w2), z1)
+            dz1 = _silu_grad(dh.mm(w2), z1)
             _linear_grads(w1, b1, dz1, a1)
-            du = _layer_norm_grads(_silu_backward(dz1.mm(w1), n), u, shape, mu, rstd, nw, nb)
+            du = _layer_norm_grads(_silu_grad(dz1.mm(w1), n), u, shape, mu, rstd, nw, nb)
             demb = du if demb is None else demb.add_(du)
-            dh = dh + du
+            dh = dh.add_(du)
         _linear_grads(*self.inp, dh, x)
         (w0, b0), (w2, b2) = self.time
         if demb is None:  # no residual block: the time embedding reaches nothing
@@ -108,7 +113,7 @@ class MLPTape:
         dtemb = torch.zeros(ta.shape[0], demb.shape[1], dtype=demb.dtype, device=demb.device)
         dtemb.index_add_(0, index, demb)  # (S, width): the rows at one step add up
         _linear_grads(w2, b2, dtemb, ta)
-        _linear_grads(w0, b0, _silu_backward(dtemb.mm(w2), tz), feats)
+        _linear_grads(w0, b0, _silu_grad(dtemb.mm(w2), tz), feats)
 
 
 _ALL = (True, True, True)
@@ -135,9 +140,15 @@ def _linear_grads(w: torch.Tensor, b: torch.Tensor, g: torch.Tensor, inp: torch.
     torch.sum(g, 0, out=_grad_of(b))
 
 
+def _silu_grad(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """dL/dz of SiLU at z for the upstream gradient g, written over g (a product's fresh result)."""
+    return _silu_backward.grad_input(g, z, grad_input=g)
+
+
 def _layer_norm_grads(g, u, shape, mu, rstd, weight, bias) -> torch.Tensor:
-    """dL/du of LayerNorm's input; its weight's and bias's gradients written into their ``.grad``."""
-    du = torch.empty_like(u)
-    _layer_norm_backward.out(g, u, shape, mu, rstd, weight, bias, _ALL, out0=du, out1=_grad_of(weight),
-                             out2=_grad_of(bias))
+    """dL/du of LayerNorm's input; its weight's and bias's gradients copied into their ``.grad`` (the
+    operator's ``out=`` form computes all three and copies them, the (B, width) one included)."""
+    du, dw, db = _layer_norm_backward(g, u, shape, mu, rstd, weight, bias, _ALL)
+    _grad_of(weight).copy_(dw)
+    _grad_of(bias).copy_(db)
     return du

@@ -104,11 +104,15 @@ class PerStep:
     def draw(self, model, x0, generator):
         """t, importance weights, noise and x_t; drawn on the CPU generator (the same stream on any
         device), then moved to the data's device."""
+        t, weights, noise = self.draw_steps(model, x0, generator)
+        return t, weights, noise, q_sample(model.schedule, x0, t, noise)
+
+    def draw_steps(self, model, x0, generator):
+        """``draw``'s random draws alone: t, importance weights and noise (x_t is q_sample's of them)."""
         self.bind(model)
         t, weights = self.timesteps.sample(x0.shape[0], generator)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-        t = t.to(x0.device)
-        return t, weights.to(x0.device, x0.dtype), noise, q_sample(model.schedule, x0, t, noise)
+        return t.to(x0.device), weights.to(x0.device, x0.dtype), noise
 
 
 @OBJECTIVES.register("vlb")

@@ -9,14 +9,16 @@ goes back through the tape into the parameters' ``.grad`` (set, as ``zero_grad()
 leave them). It returns the loss (a 0-d tensor), or None for a model it does not compute, or a batch the
 model's own call would not run on its step grid (``fast_path.gathers_grid``: fewer than 256 rows or two
 per step), where autograd's path makes the same call the model makes. The trainer uses it when nothing
-else needs the graph (no callbacks, one process): a default training step about 1.25x faster on one CPU
-thread (``benchmarks/results/ab_issue28.json``), the same losses and weights as autograd's bit for bit on
-the default recipe (``tests/test_fused_step.py``; ``benchmarks/ab_commits.py --results-seeds``).
+else needs the graph (no callbacks, one process): a faster default training step on one CPU thread
+(``benchmarks/results/ab_issue28.json``), the same losses and weights as autograd's bit for bit on the
+default recipe (``tests/test_fused_step.py``; ``benchmarks/ab_commits.py --results-seeds``). The draws'
+per-step coefficients come from one gather (``DiffusionModel.training_coefficients``).
 """
 from __future__ import annotations
 
 import torch
 
+from ddpmlab.core.diffusion import q_sample
 from ddpmlab.core.utils import mean_flat
 from ddpmlab.models import fast_path
 from ddpmlab.models.diffusion_model import DiffusionModel
@@ -50,9 +52,12 @@ def value_and_grad(objective, model, x0: torch.Tensor, generator=None):
     grid = model.time_grid(x0.device)
     if not fast_path.gathers_grid(B, grid.shape[0]):  # decided before any draw
         return None
-    t, _, noise, x_t = objective.draw(model, x0, generator)
-    x_in, target = model.regression_pair(x0, x_t, t, noise)
-    err = target.reshape(B, -1) - tape.forward(x_in.reshape(B, -1), grid, t)
-    loss = mean_flat(err.square()).mean()
+    t, _, noise = objective.draw_steps(model, x0, generator)
+    q_coef, coef = model.training_coefficients(t, x0)  # one gather for both
+    x_t = q_sample(model.schedule, x0, t, noise, q_coef)
+    x_in, target = model.regression_pair(x0, x_t, t, noise, coef)
+    err = target.flatten(1) - tape.forward(x_in.flatten(1), grid, t)
+    square = err.square()
+    loss = (mean_flat(square) if square.shape[1] > 1 else square).mean()  # one feature: its own mean
     tape.backward(err.mul_(-2.0 / err.numel()))  # dL/dF; err is not needed after the loss
     return loss

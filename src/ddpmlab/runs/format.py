@@ -70,7 +70,7 @@ def save_run(out, cfg: Config, data_desc: dict, model, ema_model=None, extra: di
     # own copies: a model in training may hold views of one buffer (FlatAdamW), which safetensors refuses
     tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if ema_model is not None:
-        tensors.update({f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()})
+        tensors.update({f"ema.{k}": v.detach().cpu().clone() for k, v in ema_model.state_dict().items()})
     atomic_write_bytes(out / WEIGHTS_FILE, st_save(tensors))
     atomic_write_bytes(out / CONFIG_FILE, to_toml(cfg).encode())
     if rows is not None:

@@ -45,10 +45,11 @@ class CheckpointState:
 
     def state_dict(self) -> tuple[dict, dict]:
         """(tensors, meta) of a checkpoint; collective under torchrun (every rank's RNG state is gathered)."""
-        # clones: the parameters may be views of the optimiser's one buffer, which safetensors refuses
+        # clones: the parameters may be views of the optimiser's one buffer (the EMA's of its own), which
+        # safetensors refuses
         tensors = {f"model.{k}": v.clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+            tensors.update({f"ema.{k}": v.clone() for k, v in self.ema.state_dict().items()})
         opt = self.optimizer.state_dict()
         for i, state in opt["state"].items():
             tensors.update({f"optimizer.{i}.{name}": v for name, v in state.items()})

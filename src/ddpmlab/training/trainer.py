@@ -210,8 +210,8 @@ class Trainer(CheckpointState, RunDirectoryOwner):
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
+        if self.ema is not None:  # one average of the optimiser's one buffer, where it has one
+            self.ema.update(self.model, self.optimizer.flat if getattr(self.optimizer, "attached", False) else None)
         self.step += 1
         for h in hooks:
             h.on_step_end(self, mean_loss)
@@ -244,10 +244,13 @@ class Trainer(CheckpointState, RunDirectoryOwner):
                     writer.close()
 
     def release_parameters(self) -> None:
-        """Give each parameter its own storage again (``FlatAdamW.detach``; the next step re-attaches)."""
+        """Give each parameter, and each of the EMA's, its own storage again (``FlatAdamW.detach``,
+        ``EMA.release``; the next step re-attaches)."""
         detach = getattr(self.optimizer, "detach", None)
         if detach is not None:
             detach()
+        if self.ema is not None:
+            self.ema.release()
 
     def _loop(self, steps: int, progress: bool, writer: RunWriter | None) -> None:
         every = self.cfg.train.checkpoint_every
