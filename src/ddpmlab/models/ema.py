@@ -13,7 +13,8 @@ class EMA:
     ``update(model, flat)`` with the model's parameters as one buffer (a ``FlatAdamW``'s while attached)
     averages the whole model in one operation instead of one per parameter tensor (about 0.02 ms of a
     default training step): the shadow's parameters then become views of one buffer of their own, until
-    ``release`` gives each its own storage again (safetensors refuses tensors that share memory)."""
+    ``release`` gives each its own storage again (``Trainer.run`` does at its end, as for the optimiser's:
+    a finished model's tensors share no memory; older safetensors refuse tensors that do)."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not 0.0 <= decay < 1.0:
