@@ -1,6 +1,8 @@
 """Small helpers shared by every module: the one broadcast helper, flat means, errors."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -24,7 +26,10 @@ def extract(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
-    """Mean over every dimension but the first: per-example values of shape (B,)."""
+    """Mean over every dimension but the first: per-example values of shape (B,). An example of one
+    value (data of one feature) is its own mean, the same number without a reduction (a view)."""
+    if x.dim() > 1 and math.prod(x.shape[1:]) == 1:
+        return x.reshape(x.shape[0])
     return x.mean(dim=tuple(range(1, x.dim())))
 
 

@@ -53,7 +53,6 @@ class MLPTape:
         self.out = (_norm(net.out[0]), _linear(net.out[2]))
         self.params = list(net.parameters())
         self.saved = None
-        self._features = None
 
     def trainable(self) -> bool:
         """Whether every parameter still needs its gradient (none frozen since)."""
@@ -62,10 +61,7 @@ class MLPTape:
     @torch.no_grad()
     def forward(self, x: torch.Tensor, grid: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         (w0, b0), (w2, b2) = self.time
-        kept = self._features
-        if kept is None or kept[0] is not grid or kept[1] != grid._version or kept[2].dtype != w0.dtype:
-            self._features = kept = (grid, grid._version, _features(self.net, grid))
-        feats = kept[2]  # (S, time_dim): the grid's embedding, kept while the grid is unchanged
+        feats = _features(self.net, grid)  # (S, time_dim), kept for the grid tensor
         tz = torch.addmm(b0, feats, w0.t())  # F.linear's own call for a matrix input
         ta = F.silu(tz)
         temb = torch.addmm(b2, ta, w2.t()).index_select(0, index)  # (B, width)

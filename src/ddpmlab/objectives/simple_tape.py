@@ -57,7 +57,6 @@ def value_and_grad(objective, model, x0: torch.Tensor, generator=None):
     x_t = q_sample(model.schedule, x0, t, noise, q_coef)
     x_in, target = model.regression_pair(x0, x_t, t, noise, coef)
     err = target.flatten(1) - tape.forward(x_in.flatten(1), grid, t)
-    square = err.square()
-    loss = (mean_flat(square) if square.shape[1] > 1 else square).mean()  # one feature: its own mean
+    loss = mean_flat(err.square()).mean()
     tape.backward(err.mul_(-2.0 / err.numel()))  # dL/dF; err is not needed after the loss
     return loss
